@@ -1,0 +1,399 @@
+"""The migration spec and the local settings — the only module that reads the environment.
+
+A spec is YAML validated on load; every error names the field that is wrong (`tables[2]`,
+`thresholds.event_time_lag_seconds.warn`). Credentials are `SecretStr` resolved from a reference
+(`{env: VAR}`, `{file: PATH}` or `{secret: <Prefect Secret block>}`) and never written inline.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from migwatch.errors import ConfigError
+
+MIGRATION_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+
+
+def check_migration_id(migration_id: str) -> str:
+    """Return `migration_id` if it is valid (`[a-z0-9][a-z0-9-]{0,39}`), else raise ConfigError."""
+    if not isinstance(migration_id, str) or not MIGRATION_ID_RE.match(migration_id):
+        raise ConfigError(
+            f"{migration_id!r} must match [a-z0-9][a-z0-9-]{{0,39}} (a commit SHA fits)",
+            field="migration_id",
+        )
+    return migration_id
+
+
+def pg_name(migration_id: str) -> str:
+    """The PostgreSQL-safe name (slot, publication) derived from a migration id."""
+    return "migwatch_" + check_migration_id(migration_id).replace("-", "_")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Model):
+    """Where a credential lives: exactly one of an env var, a file, or a Prefect Secret block."""
+
+    env: str | None = None
+    file: str | None = None
+    secret: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        given = [k for k in ("env", "file", "secret") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of {env: VAR}, {file: PATH}, {secret: BLOCK}")
+        return self
+
+    def describe(self) -> str:
+        if self.env:
+            return f"env:{self.env}"
+        if self.file:
+            return f"file:{self.file}"
+        return f"secret:{self.secret}"
+
+    def resolve(self, field: str) -> SecretStr:
+        """Read the credential now; a missing one is a ConfigError naming `field`."""
+        if self.env:
+            value = os.environ.get(self.env)
+            if value is None:
+                raise ConfigError(f"environment variable {self.env} is not set", field=field)
+            return SecretStr(value)
+        if self.file:
+            path = Path(self.file).expanduser()
+            try:
+                return SecretStr(path.read_text().strip())
+            except OSError as exc:
+                raise ConfigError(f"cannot read secret file {path}: {exc.strerror}", field) from exc
+        from migwatch.prefect_adapter import load_secret  # Prefect only when a block is named
+
+        return SecretStr(load_secret(str(self.secret), field))
+
+
+class Endpoint(_Model):
+    """A database the migration reads from or writes to."""
+
+    kind: Literal["postgres", "mongodb"]
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    database: str = Field(min_length=1)
+    user: str | None = None
+    password: SecretRef | None = None
+
+    @field_validator("password", mode="before")
+    @classmethod
+    def _no_inline_password(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError(
+                "inline passwords are refused; use {env: VAR}, {file: PATH} or {secret: BLOCK}"
+            )
+        return value
+
+    def secret(self, field: str) -> SecretStr | None:
+        return self.password.resolve(f"{field}.password") if self.password else None
+
+    def redacted(self) -> str:
+        """A display form with no secret in it — safe for logs and reports."""
+        who = f"{self.user}@" if self.user else ""
+        return f"{self.kind}://{who}{self.host}:{self.port}/{self.database}"
+
+
+class TableSpec(_Model):
+    """One table to move; `source` is `schema.table` (case kept), `target` defaults to the same."""
+
+    source: str
+    target: str | None = None
+    #: columns a MongoDB target stores as a JSON string instead of a native value
+    json_string_columns: tuple[str, ...] = ()
+
+    @field_validator("source", "target")
+    @classmethod
+    def _qualified(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = value.split(".")
+        if len(parts) > 2 or not all(parts):
+            raise ValueError(f"{value!r} must be 'table' or 'schema.table'")
+        return value if len(parts) == 2 else f"public.{value}"
+
+    @property
+    def schema_name(self) -> str:
+        return self.source.split(".")[0]
+
+    @property
+    def name(self) -> str:
+        return self.source.split(".")[1]
+
+    @property
+    def target_name(self) -> str:
+        return self.target or self.source
+
+    @property
+    def target_table(self) -> str:
+        """The table's name on the target without schema (a MongoDB collection name)."""
+        return self.target_name.split(".")[1]
+
+
+class MigrationsSpec(_Model):
+    folder: str
+    kind: Literal["sql", "mongodb"] | None = None
+    lock_timeout_seconds: float = Field(default=60, gt=0)
+
+
+class KafkaSpec(_Model):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    dlq_topic: str | None = None  # default: migwatch.<migration_id>.dlq
+    batch_size: int = Field(default=2000, ge=1, le=100_000)
+
+
+class ConnectSpec(_Model):
+    url: str = "http://127.0.0.1:8083"
+    heartbeat_interval_ms: int = Field(default=1000, ge=100)
+    overrides: dict[str, str] = Field(default_factory=dict)
+    ready_timeout_seconds: float = Field(default=120, gt=0)
+
+
+class Threshold(_Model):
+    """Thresholds of one lag measure. Warn/critical use hysteresis: clear below `clear_ratio`×."""
+
+    warn: float = Field(ge=0)
+    critical: float = Field(ge=0)
+    caught_up: float = Field(ge=0)
+    hard_max: float | None = Field(default=None, ge=0)
+    clear_ratio: float = Field(default=0.8, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Threshold:
+        if not self.caught_up <= self.warn <= self.critical:
+            raise ValueError("need caught_up <= warn <= critical")
+        if self.hard_max is not None and self.hard_max < self.critical:
+            raise ValueError("hard_max must be >= critical")
+        return self
+
+
+def _default_thresholds() -> dict[str, Threshold]:
+    return {
+        "consumer_lag_messages": Threshold(warn=10_000, critical=100_000, caught_up=100),
+        "event_time_lag_seconds": Threshold(warn=60, critical=300, caught_up=5),
+        "end_to_end_lag_seconds": Threshold(warn=60, critical=300, caught_up=10),
+        "slot_wal_bytes": Threshold(warn=1 << 30, critical=4 << 30, caught_up=64 << 20),
+    }
+
+
+LAG_MEASURES = tuple(_default_thresholds())
+
+
+class MonitorSpec(_Model):
+    thresholds: dict[str, Threshold] = Field(default_factory=_default_thresholds)
+    window_size: int = Field(default=10, ge=2)
+    consecutive_polls: int = Field(default=3, ge=1)
+    poll_interval_seconds: float = Field(default=5, gt=0)
+    timeout_seconds: float = Field(default=1800, gt=0)
+    throughput_drop_fraction: float = Field(default=0.5, gt=0, lt=1)
+    error_rate_threshold: float = Field(default=0.01, ge=0, le=1)
+    slot_wal_limit_bytes: int | None = Field(default=None, ge=0)
+    heartbeat_table: str = "public.migwatch_heartbeat"
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_measures(cls, value: dict[str, Threshold]) -> dict[str, Threshold]:
+        unknown = sorted(set(value) - set(LAG_MEASURES))
+        if unknown:
+            raise ValueError(f"unknown lag measure(s) {unknown}; known: {list(LAG_MEASURES)}")
+        return {**_default_thresholds(), **value}
+
+
+class ValidationSpec(_Model):
+    workers: int = Field(default=2, ge=1, le=64)
+    sample_cap: int = Field(default=20, ge=0)
+    show_values: bool = False
+    chunk_rows: int = Field(default=10_000, ge=1)
+    expectations: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+
+
+class NotificationsSpec(_Model):
+    """Names of Prefect blocks to notify per severity."""
+
+    warning: tuple[str, ...] = ()
+    critical: tuple[str, ...] = ()
+    resolved: tuple[str, ...] = ()
+
+
+class MetricsSpec(_Model):
+    port: int = Field(default=0, ge=0, le=65535)  # 0: pick a free port
+    pushgateway_url: str = "http://127.0.0.1:9091"
+    prometheus_url: str = "http://127.0.0.1:9090"
+    grafana_url: str | None = None
+    grafana_token: SecretRef | None = None
+
+
+class MigrationSpec(_Model):
+    """A whole migration: what moves where, and how it is watched."""
+
+    source: Endpoint
+    target: Endpoint
+    tables: tuple[TableSpec, ...] = Field(min_length=1)
+    migrations: MigrationsSpec | None = None
+    kafka: KafkaSpec = Field(default_factory=KafkaSpec)
+    connect: ConnectSpec = Field(default_factory=ConnectSpec)
+    monitor: MonitorSpec = Field(default_factory=MonitorSpec)
+    validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    notifications: NotificationsSpec = Field(default_factory=NotificationsSpec)
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+
+    @field_validator("tables", mode="before")
+    @classmethod
+    def _tables_as_strings(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"source": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _checks(self) -> MigrationSpec:
+        if self.source.kind != "postgres":
+            raise ValueError("source.kind: only 'postgres' sources are supported")
+        seen: set[str] = set()
+        for t in self.tables:
+            if t.source in seen:
+                raise ValueError(f"tables: {t.source!r} is listed twice")
+            seen.add(t.source)
+        return self
+
+    def dlq_topic(self, migration_id: str) -> str:
+        return self.kafka.dlq_topic or f"migwatch.{check_migration_id(migration_id)}.dlq"
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def parse_spec(data: Mapping[str, Any], origin: str = "spec") -> MigrationSpec:
+    """Validate a spec mapping; the ConfigError names the first bad field and lists the rest."""
+    try:
+        return MigrationSpec.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        lines = [f"{_field_path(e['loc']) or '(top)'}: {e['msg']}" for e in errors]
+        first = _field_path(errors[0]["loc"]) or "(top)"
+        raise ConfigError(f"{origin} is invalid:\n  " + "\n  ".join(lines), field=first) from None
+
+
+def load_spec(path: str | os.PathLike[str]) -> MigrationSpec:
+    """Read and validate a spec file."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"spec file {p} does not exist", field="spec") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p} is not valid YAML: {exc}", field="spec") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p} must hold a mapping", field="spec")
+    return parse_spec(raw, origin=str(p))
+
+
+def postgres_conninfo(endpoint: Endpoint, field: str, application: str = "migwatch") -> str:
+    """A libpq URI for `endpoint` — contains the password: never log it."""
+    if endpoint.kind != "postgres":
+        raise ConfigError("expected a postgres endpoint", field=f"{field}.kind")
+    secret = endpoint.secret(field)
+    auth = quote(endpoint.user or "", safe="")
+    if secret is not None:
+        auth += ":" + quote(secret.get_secret_value(), safe="")
+    host = f"{auth}@{endpoint.host}" if auth else endpoint.host
+    return (
+        f"postgresql://{host}:{endpoint.port}/{quote(endpoint.database, safe='')}"
+        f"?application_name={application}&connect_timeout=10"
+    )
+
+
+def mongodb_uri(endpoint: Endpoint, field: str) -> str:
+    """A MongoDB URI for `endpoint` — contains the password: never log it."""
+    secret = endpoint.secret(field)
+    auth = ""
+    if endpoint.user:
+        auth = quote(endpoint.user, safe="")
+        if secret is not None:
+            auth += ":" + quote(secret.get_secret_value(), safe="")
+        auth += "@"
+    return f"mongodb://{auth}{endpoint.host}:{endpoint.port}/"
+
+
+def _default_state_dir() -> Path:
+    # PostgreSQL must run as an unprivileged user; under root that user cannot enter /root, so the
+    # state lives where it can (and survives reboots).
+    if os.geteuid() == 0:
+        return Path("/var/tmp/migwatch")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "migwatch"
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "migwatch"
+
+
+class StackSettings(BaseSettings):
+    """Where the local stack lives and listens; every field is `MIGWATCH_<NAME>` in the env."""
+
+    model_config = SettingsConfigDict(env_prefix="MIGWATCH_", extra="ignore")
+
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    host: str = "127.0.0.1"
+    pg_source_port: int = 15432
+    pg_target_port: int = 15433
+    pg_user: str = "migwatch"
+    pg_password: SecretStr = SecretStr("migwatch-local")
+    pg_max_slots: int = 40
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    kafka_heap: str = "384m"
+    connect_port: int = 8083
+    connect_heap: str = "512m"
+    ferretdb_port: int = 27017
+    prometheus_port: int = 9090
+    pushgateway_port: int = 9091
+    alertmanager_port: int = 9095
+    prefect_port: int = 4200
+    scrape_interval: str = "2s"
+    kafka_version: str = "4.3.0"
+    debezium_version: str = "3.6.1.Final"
+    ferretdb_version: str = "v1.24.2"
+    log4j_version: str = "2.25.2"
+
+    @property
+    def file_sd_dir(self) -> Path:
+        return self.state_dir / "prometheus" / "targets"
+
+    def url(self, port: int, scheme: str = "http") -> str:
+        return f"{scheme}://{self.host}:{port}"
+
+
+def stack_settings() -> StackSettings:
+    return StackSettings()

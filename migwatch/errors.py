@@ -1,0 +1,100 @@
+"""The exception tree of migwatch.
+
+    MigwatchError                 root: everything migwatch raises on purpose
+    ├── ConfigError               bad spec or setting; names the field (never retried)
+    ├── TransientError            a server is unreachable or timed out (retried with backoff)
+    ├── PermanentError            auth, missing table, schema mismatch (never retried)
+    │   ├── PreflightError        a pre-flight check failed; lists every failed check
+    │   └── ConnectorFailed       the Debezium connector or its task is FAILED; carries the trace
+    ├── StackError                a local stack component failed to install or start
+    ├── ValidationFailed(report)  the target does not hold the source's data
+    └── GateFailed(reason)        the monitor gate did not pass (timeout or hard maximum)
+
+Connectors translate driver exceptions into this tree in one place each (`raise X(...) from exc`),
+so callers never see a driver's traceback and tasks can retry on `TransientError` alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MigwatchError(Exception):
+    """Root of every error migwatch raises on purpose."""
+
+    #: exit code the CLI maps this error class to
+    exit_code: int = 2
+
+
+class ConfigError(MigwatchError):
+    """The migration spec or a setting is wrong; `field` names what is wrong."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class TransientError(MigwatchError):
+    """A server was unreachable or timed out; the same call may succeed later."""
+
+
+class PermanentError(MigwatchError):
+    """Retrying will not help: wrong credentials, a missing table, a schema mismatch."""
+
+
+class PreflightError(PermanentError):
+    """One or more pre-flight checks failed; `failures` lists each, named."""
+
+    def __init__(self, failures: list[str]) -> None:
+        self.failures = list(failures)
+        super().__init__("pre-flight failed: " + "; ".join(self.failures))
+
+
+class ConnectorFailed(PermanentError):
+    """The Debezium connector (or one of its tasks) is FAILED; `trace` is the worker's trace."""
+
+    def __init__(self, connector: str, trace: str) -> None:
+        self.connector = connector
+        self.trace = trace
+        first = trace.strip().splitlines()[0] if trace.strip() else "no trace"
+        super().__init__(f"connector {connector!r} failed: {first}")
+
+
+class StackError(MigwatchError):
+    """A local stack component failed to install or start; says which, how, and its log tail."""
+
+    def __init__(self, component: str, message: str, command: str = "", log_tail: str = "") -> None:
+        self.component = component
+        self.command = command
+        self.log_tail = log_tail
+        text = f"{component}: {message}"
+        if command:
+            text += f"\n  command: {command}"
+        if log_tail:
+            text += "\n  log tail:\n    " + "\n    ".join(log_tail.splitlines()[-20:])
+        super().__init__(text)
+
+
+class ValidationFailed(MigwatchError):
+    """The target does not hold the source's data; `report` says where."""
+
+    exit_code = 1
+
+    def __init__(self, report: Any, message: str = "validation failed") -> None:
+        self.report = report
+        super().__init__(message)
+
+
+class GateFailed(MigwatchError):
+    """The caught-up gate did not pass; `reason` is one line a person can act on."""
+
+    exit_code = 1
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when a retry may help: the predicate tasks give Prefect's `retry_condition_fn`."""
+    return isinstance(exc, TransientError)
