@@ -1,0 +1,13 @@
+"""The `migwatch` command line. Each command group lives in its own module and registers itself
+on `app`; importing this package wires them all."""
+
+from __future__ import annotations
+
+from migwatch.cli import stack, workload  # noqa: F401  (register command groups)
+from migwatch.cli._app import app, handle_errors
+
+__all__ = ["app", "handle_errors", "main"]
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,76 @@
+"""One real round trip per stack component."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import requests
+from kafka import KafkaConsumer, KafkaProducer
+from pymongo import MongoClient
+
+from migwatch.stack import COMPONENTS, Stack
+
+
+def test_status_reports_every_component_healthy(stack: Stack) -> None:
+    rows = {r.name: r for r in stack.status()}
+    assert set(rows) == set(COMPONENTS)
+    unhealthy = [n for n, r in rows.items() if not r.healthy or r.pid is None]
+    assert unhealthy == []
+
+
+def test_up_twice_is_harmless(stack: Stack) -> None:
+    before = {r.name: r.pid for r in stack.status()}
+    after = {r.name: r.pid for r in stack.up()}
+    assert before == after
+
+
+def test_postgres_source_is_logical_and_target_is_separate(stack: Stack) -> None:
+    with psycopg.connect(stack.pg_dsn("source")) as src, psycopg.connect(stack.pg_dsn("target")) as tgt:
+        assert src.execute("SHOW wal_level").fetchone()[0] == "logical"
+        src_id = src.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]
+        tgt_id = tgt.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]
+        assert src_id != tgt_id
+        slots = int(src.execute("SHOW max_replication_slots").fetchone()[0])
+        assert slots >= 20
+        assert src.execute("SELECT 'Zoë ' || 41 + 1").fetchone()[0] == "Zoë 42"
+
+
+def test_kafka_produce_and_consume(stack: Stack) -> None:
+    topic = f"test-roundtrip-{uuid.uuid4().hex[:8]}"
+    value = uuid.uuid4().bytes
+    producer = KafkaProducer(bootstrap_servers=stack.address("kafka"))
+    producer.send(topic, value, key=b"k").get(timeout=30)
+    producer.close()
+    consumer = KafkaConsumer(topic, bootstrap_servers=stack.address("kafka"),
+                             auto_offset_reset="earliest", consumer_timeout_ms=20000)
+    got = [(m.key, m.value) for m in consumer]
+    consumer.close()
+    assert got == [(b"k", value)]
+
+
+def test_connect_lists_the_debezium_postgres_plugin(stack: Stack) -> None:
+    plugins = requests.get(stack.address("kafka-connect") + "/connector-plugins", timeout=10).json()
+    classes = {p["class"]: p.get("version") for p in plugins}
+    assert classes["io.debezium.connector.postgresql.PostgresConnector"].startswith("3.6.1")
+
+
+def test_ferretdb_ping_insert_find(stack: Stack, mongo_db: str) -> None:
+    client: MongoClient = MongoClient(stack.address("ferretdb"), serverSelectionTimeoutMS=5000)
+    assert client.admin.command("ping")["ok"] == 1.0
+    client[mongo_db]["c"].insert_one({"_id": 1, "name": "Zoë"})
+    assert client[mongo_db]["c"].find_one({"_id": 1})["name"] == "Zoë"
+    client.close()
+
+
+def test_prometheus_pushgateway_alertmanager_ready(stack: Stack) -> None:
+    for name in ("prometheus", "pushgateway", "alertmanager"):
+        assert requests.get(stack.address(name) + "/-/ready", timeout=5).status_code == 200
+    targets = requests.get(stack.address("prometheus") + "/api/v1/targets", timeout=5).json()
+    jobs = {t["labels"]["job"] for t in targets["data"]["activeTargets"]}
+    assert "pushgateway" in jobs
+
+
+def test_prefect_server_health(stack: Stack) -> None:
+    r = requests.get(stack.address("prefect-server") + "/health", timeout=5)
+    assert r.status_code == 200 and r.json() is True

@@ -1,0 +1,80 @@
+"""The spec model: valid specs load, bad ones name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from migwatch.config import check_migration_id, load_spec, parse_spec, pg_name, postgres_conninfo
+from migwatch.errors import ConfigError
+
+BASE = {
+    "source": {"kind": "postgres", "port": 15432, "database": "shop", "user": "u",
+               "password": {"env": "SRC_PW"}},
+    "target": {"kind": "postgres", "port": 15433, "database": "shop", "user": "u",
+               "password": {"env": "SRC_PW"}},
+    "tables": ["customers", "public.ProductReviews"],
+}
+
+
+def test_minimal_spec_loads_with_defaults() -> None:
+    spec = parse_spec(BASE)
+    assert [t.source for t in spec.tables] == ["public.customers", "public.ProductReviews"]
+    assert spec.tables[1].name == "ProductReviews"
+    assert spec.monitor.thresholds["event_time_lag_seconds"].warn == 60
+    assert spec.dlq_topic("abc") == "migwatch.abc.dlq"
+
+
+@pytest.mark.parametrize("patch, field", [
+    ({"tables": []}, "tables"),
+    ({"tables": ["a.b.c"]}, "tables[0].source"),
+    ({"source": {**BASE["source"], "port": 0}}, "source.port"),
+    ({"source": {**BASE["source"], "password": "hunter2"}}, "source.password"),
+    ({"monitor": {"thresholds": {"event_time_lag_seconds": {"warn": 10, "critical": 5,
+                                                           "caught_up": 1}}}},
+     "monitor.thresholds.event_time_lag_seconds"),
+    ({"monitor": {"thresholds": {"bogus": {"warn": 1, "critical": 2, "caught_up": 0}}}},
+     "monitor.thresholds"),
+    ({"kafka": {"bootstrap_servers": "x", "nope": 1}}, "kafka.nope"),
+])
+def test_bad_field_is_named(patch: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_spec({**BASE, **patch})
+    assert err.value.field == field
+    assert "hunter2" not in str(err.value)
+
+
+def test_missing_env_password_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SRC_PW", raising=False)
+    spec = parse_spec(BASE)
+    with pytest.raises(ConfigError) as err:
+        postgres_conninfo(spec.source, "source")
+    assert err.value.field == "source.password" and "SRC_PW" in str(err.value)
+
+
+def test_password_is_url_quoted_and_never_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SRC_PW", "p@ss:w/rd")
+    spec = parse_spec(BASE)
+    assert "p%40ss%3Aw%2Frd" in postgres_conninfo(spec.source, "source")
+    assert "p@ss" not in repr(spec) and "p@ss" not in spec.source.redacted()
+
+
+@pytest.mark.parametrize("mid", ["", "A1", "-x", "a" * 41, "a_b", "a b"])
+def test_bad_migration_ids(mid: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        check_migration_id(mid)
+    assert err.value.field == "migration_id"
+
+
+def test_pg_name_from_commit_sha() -> None:
+    assert pg_name("3f2a-9c") == "migwatch_3f2a_9c"
+
+
+def test_load_spec_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_spec(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("source: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_spec(bad)
