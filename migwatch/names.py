@@ -1,0 +1,53 @@
+"""Every name derived from a migration id, in one place (one name for one thing everywhere).
+
+    connector        migwatch-<id>                     Kafka Connect connector
+    topic prefix     migwatch.<id>                     Debezium `topic.prefix`
+    table topic      migwatch.<id>.<schema>.<table>    change events of one source table
+    heartbeat topic  __debezium-heartbeat.migwatch.<id>
+    DLQ topic        migwatch.<id>.dlq                 (spec.kafka.dlq_topic overrides)
+    consumer group   migwatch-<id>                     the CDC applier
+    slot/publication migwatch_<id with - as _>         PostgreSQL replication slot and publication
+
+On the target, the applier records how far it got in the same transaction as each batch:
+PostgreSQL `migwatch.applied_position`, MongoDB collection `migwatch_applied_position`;
+one row per (migration_id, table_name), plus `table_name = '*'` for the newest event of any table
+(heartbeats included).
+"""
+
+from __future__ import annotations
+
+from migwatch.config import check_migration_id, pg_name
+
+POSITION_SCHEMA = "migwatch"
+POSITION_TABLE = "applied_position"
+POSITION_COLLECTION = "migwatch_applied_position"
+ALL_TABLES = "*"
+
+
+def connector_name(migration_id: str) -> str:
+    return f"migwatch-{check_migration_id(migration_id)}"
+
+
+def topic_prefix(migration_id: str) -> str:
+    return f"migwatch.{check_migration_id(migration_id)}"
+
+
+def table_topic(migration_id: str, qualified_table: str) -> str:
+    """Topic of `schema.table` (case kept, as Debezium names it)."""
+    return f"{topic_prefix(migration_id)}.{qualified_table}"
+
+
+def heartbeat_topic(migration_id: str) -> str:
+    return f"__debezium-heartbeat.{topic_prefix(migration_id)}"
+
+
+def consumer_group(migration_id: str) -> str:
+    return f"migwatch-{check_migration_id(migration_id)}"
+
+
+def slot_name(migration_id: str) -> str:
+    return pg_name(migration_id)
+
+
+def publication_name(migration_id: str) -> str:
+    return pg_name(migration_id)
