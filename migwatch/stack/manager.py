@@ -184,6 +184,13 @@ class Stack:
         if "ferretdb" in components:
             self._install_ferretdb()
 
+    def ensure_debian_packages(self, wanted: dict[str, Path]) -> None:
+        """apt-get install each package whose marker file is missing (e.g. chromium for tests)."""
+        missing = [pkg for pkg, marker in wanted.items() if not marker.exists()]
+        if missing:
+            self.logs.mkdir(parents=True, exist_ok=True)
+            self._apt_install(missing)
+
     def _apt_install(self, packages: list[str]) -> None:
         if os.geteuid() != 0:
             raise StackError("debian-packages", f"missing {packages}; install them with apt-get "
