@@ -15,11 +15,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.error import HTTPError
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.exposition import push_to_gateway
+from prometheus_client.metrics_core import Metric
 
-from migwatch.errors import MigwatchError, TransientError
+from migwatch.errors import MigwatchError, PermanentError, TransientError
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -155,13 +157,37 @@ def observe_stage(migration_id: str, stage: str) -> Iterator[None]:
         MIGRATION_DURATION.labels(migration_id, stage, status).observe(time.perf_counter() - start)
 
 
+class _OneMigration:
+    """REGISTRY seen through one migration id: the Pushgateway refuses (400) a push whose samples
+    carry another `migration_id` than the grouping key, as soon as a process watched two ids."""
+
+    def __init__(self, migration_id: str) -> None:
+        self.migration_id = migration_id
+
+    def collect(self) -> Iterator[Metric]:
+        for family in REGISTRY.collect():
+            kept = [s for s in family.samples
+                    if s.labels.get("migration_id", self.migration_id) == self.migration_id]
+            if kept:
+                copy = Metric(family.name, family.documentation, family.type, family.unit)
+                copy.samples = kept
+                yield copy
+
+
 def push(pushgateway_url: str, migration_id: str, job: str = "migwatch") -> None:
     """Replace this migration's group on the Pushgateway with the registry's current values."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_OneMigration(migration_id))  # type: ignore[arg-type]
     try:
         push_to_gateway(
-            pushgateway_url.removeprefix("http://"), job=job, registry=REGISTRY,
+            pushgateway_url.removeprefix("http://"), job=job, registry=registry,
             grouping_key={"migration_id": migration_id}, timeout=10,
         )
+    except HTTPError as exc:
+        if exc.code < 500:
+            raise PermanentError(f"pushgateway at {pushgateway_url} refused the push: "
+                                 f"HTTP {exc.code}") from exc
+        raise TransientError(f"pushgateway at {pushgateway_url}: HTTP {exc.code}") from exc
     except OSError as exc:
         raise TransientError(f"pushgateway at {pushgateway_url} unreachable: {exc}") from exc
 
