@@ -5,7 +5,8 @@
     ├── TransientError            a server is unreachable or timed out (retried with backoff)
     ├── PermanentError            auth, missing table, schema mismatch (never retried)
     │   ├── PreflightError        a pre-flight check failed; lists every failed check
-    │   └── ConnectorFailed       the Debezium connector or its task is FAILED; carries the trace
+    │   ├── ConnectorFailed       the Debezium connector or its task is FAILED; carries the trace
+    │   └── UnsupportedValue      a value the target cannot hold; names the column
     ├── StackError                a local stack component failed to install or start
     ├── ValidationFailed(report)  the target does not hold the source's data
     └── GateFailed(reason)        the monitor gate did not pass (timeout or hard maximum)
@@ -58,6 +59,15 @@ class ConnectorFailed(PermanentError):
         self.trace = trace
         first = trace.strip().splitlines()[0] if trace.strip() else "no trace"
         super().__init__(f"connector {connector!r} failed: {first}")
+
+
+class UnsupportedValue(PermanentError):
+    """A source value the target cannot hold (NaN, nested array, dotted key); names the column."""
+
+    def __init__(self, column: str, reason: str) -> None:
+        self.column = column
+        self.reason = reason
+        super().__init__(f"column {column!r}: {reason}")
 
 
 class StackError(MigwatchError):
