@@ -3,10 +3,13 @@
     MigwatchError                 root: everything migwatch raises on purpose
     ├── ConfigError               bad spec or setting; names the field (never retried)
     ├── TransientError            a server is unreachable or timed out (retried with backoff)
+    │   └── MigrationLocked       another run held the migrations lock past the wait; names it
     ├── PermanentError            auth, missing table, schema mismatch (never retried)
     │   ├── PreflightError        a pre-flight check failed; lists every failed check
     │   ├── ConnectorFailed       the Debezium connector or its task is FAILED; carries the trace
-    │   └── UnsupportedValue      a value the target cannot hold; names the column
+    │   ├── UnsupportedValue      a value the target cannot hold; names the column
+    │   ├── MigrationFailed       a versioned migration failed; names version and script
+    │   └── MigrationChanged      an applied migration's script was edited (checksum)
     ├── StackError                a local stack component failed to install or start
     ├── ValidationFailed(report)  the target does not hold the source's data
     └── GateFailed(reason)        the monitor gate did not pass (timeout or hard maximum)
@@ -68,6 +71,39 @@ class UnsupportedValue(PermanentError):
         self.column = column
         self.reason = reason
         super().__init__(f"column {column!r}: {reason}")
+
+
+class MigrationLocked(TransientError):
+    """Another run holds the target's migrations lock and did not release it in time."""
+
+    def __init__(self, holder: str, expires_at: Any, waited_seconds: float) -> None:
+        self.holder = holder
+        self.expires_at = expires_at
+        self.waited_seconds = waited_seconds
+        super().__init__(
+            f"migrations lock is held by {holder!r} (expires {expires_at}); waited "
+            f"{waited_seconds:.1f}s (migrations.lock_timeout_seconds)")
+
+
+class MigrationFailed(PermanentError):
+    """A versioned migration failed; earlier ones stay applied. Names the version and script."""
+
+    def __init__(self, version: str, script: str, error_type: str, message: str) -> None:
+        self.version = version
+        self.script = script
+        self.error_type = error_type
+        super().__init__(f"migration {version} ({script}) failed: {error_type}: {message}")
+
+
+class MigrationChanged(PermanentError):
+    """Applied migrations whose script changed since; `changed` lists (version, path)."""
+
+    def __init__(self, changed: list[tuple[str, str]]) -> None:
+        self.changed = list(changed)
+        names = "; ".join(f"version {v} ({path})" for v, path in self.changed)
+        super().__init__(
+            f"applied migration script changed since it ran: {names}; restore the file, or run "
+            "`migwatch migrations repair` to accept the new checksum deliberately")
 
 
 class StackError(MigwatchError):
