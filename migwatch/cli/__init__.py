@@ -3,7 +3,7 @@ on `app`; importing this package wires them all."""
 
 from __future__ import annotations
 
-from migwatch.cli import stack, workload  # noqa: F401  (register command groups)
+from migwatch.cli import apply, stack, workload  # noqa: F401  (register command groups)
 from migwatch.cli._app import app, handle_errors
 
 __all__ = ["app", "handle_errors", "main"]

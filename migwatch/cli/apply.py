@@ -1,0 +1,39 @@
+"""`migwatch apply SPEC --migration-id ID`: run the CDC applier in the foreground."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from migwatch.cli._app import app, console, handle_errors
+
+
+@app.command("apply")
+@handle_errors
+def apply(
+    spec: Path = typer.Argument(..., help="Migration spec (YAML)."),
+    migration_id: str = typer.Option(..., help="The migration run's id ([a-z0-9-], ≤40)."),
+    metrics_port: int = typer.Option(0, help="Port for /metrics (0: any free port)."),
+) -> None:
+    """Apply the migration's change events to the target until stopped (SIGTERM finishes the
+    current batch, commits and exits 0). Serves metrics and announces itself to Prometheus."""
+    from migwatch.applier import Applier, install_signal_handlers
+    from migwatch.config import StackSettings, check_migration_id, load_spec
+    from migwatch.metrics import MetricsServer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    check_migration_id(migration_id)
+    s = load_spec(spec)
+    applier = Applier(s, migration_id)
+    install_signal_handlers(applier)
+    server = MetricsServer(StackSettings().file_sd_dir, "migwatch-applier", migration_id,
+                           metrics_port or s.metrics.port).start()
+    console.print(f"applier {migration_id}: metrics on 127.0.0.1:{server.port}")
+    try:
+        stats = applier.run()
+    finally:
+        server.stop()
+    console.print(f"applier {migration_id}: stopped after {stats.events} events "
+                  f"in {stats.batches} batches, {stats.dlq} dead-lettered")

@@ -1,0 +1,108 @@
+"""Long-running migwatch processes started locally (the CDC applier), tracked by pid file.
+
+Under a Prefect worker the applier runs as a deployment run instead; either way "running" means
+the applier's consumer group has active members — that is what `applier_running` checks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from migwatch import names
+from migwatch.config import MigrationSpec, StackSettings, check_migration_id
+from migwatch.connectors import kafka as kafka_conn
+from migwatch.errors import MigwatchError, TransientError
+
+
+def run_dir(migration_id: str, settings: StackSettings | None = None) -> Path:
+    """Where a migration run keeps its local files (pids, logs, samples, reports)."""
+    s = settings or StackSettings()
+    d = s.state_dir / "runs" / check_migration_id(migration_id)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def applier_pid(migration_id: str) -> int | None:
+    f = run_dir(migration_id) / "applier.pid"
+    try:
+        pid = int(f.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def start_applier(spec_path: str | os.PathLike[str], migration_id: str,
+                  extra_env: dict[str, str] | None = None) -> int:
+    """Start `migwatch apply` in the background unless it already runs; return its pid."""
+    pid = applier_pid(migration_id)
+    if pid is not None:
+        return pid
+    d = run_dir(migration_id)
+    exe = Path(sys.executable).parent / "migwatch"
+    log = (d / "applier.log").open("ab")
+    try:
+        proc = subprocess.Popen(
+            [str(exe), "apply", str(Path(spec_path).resolve()), "--migration-id", migration_id],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(extra_env or {})}, start_new_session=True)
+    finally:
+        log.close()
+    (d / "applier.pid").write_text(str(proc.pid))
+    return proc.pid
+
+
+def stop_applier(migration_id: str, timeout: float = 60) -> bool:
+    """SIGTERM the local applier (it finishes its batch and commits); True if one was running."""
+    pid = applier_pid(migration_id)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.2)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    (run_dir(migration_id) / "applier.pid").unlink(missing_ok=True)
+    return True
+
+
+def applier_running(spec: MigrationSpec, migration_id: str) -> bool:
+    """True when the applier's consumer group has active members."""
+    try:
+        return kafka_conn.active_members(spec.kafka.bootstrap_servers,
+                                         names.consumer_group(migration_id)) > 0
+    except TransientError:
+        raise
+    except MigwatchError:
+        return False
+
+
+def wait_applier_running(spec: MigrationSpec, migration_id: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if applier_running(spec, migration_id):
+            return
+        pid = applier_pid(migration_id)
+        if pid is None and (run_dir(migration_id) / "applier.pid").exists() is False:
+            pass
+        time.sleep(1)
+    log = run_dir(migration_id) / "applier.log"
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    raise TransientError(f"applier for {migration_id} did not join its consumer group within "
+                         f"{timeout:.0f}s; log tail:\n{tail}")
