@@ -218,10 +218,11 @@ class PostgresWriter:
     """Applies batches to a PostgreSQL target in one transaction each, with position and offsets."""
 
     def __init__(self, spec: MigrationSpec, migration_id: str,
-                 infos: dict[str, pg.TableInfo]) -> None:
+                 infos: dict[str, pg.TableInfo], tables: list[TableSpec]) -> None:
         self.spec = spec
         self.mid = migration_id
         self.infos = infos
+        self.tables = {t.source: t for t in tables}
         self.conn = pg.connect_endpoint(spec.target, "target", application="migwatch-applier")
         self._stage: dict[str, sql.Identifier] = {}
         with pg.translated("target: prepare position tables"), self.conn.transaction():
@@ -261,8 +262,7 @@ class PostgresWriter:
         return ident
 
     def _target_name(self, table: str) -> tuple[str, str]:
-        spec = next(t for t in self.spec.tables if t.source == table)
-        schema, name = spec.target_name.split(".")
+        schema, name = self.tables[table].target_name.split(".")
         return schema, name
 
     def apply(self, batch: Batch) -> None:
@@ -359,7 +359,7 @@ class MongoWriter:
     """Applies batches to a MongoDB target with ordered bulk writes keyed by `_id`."""
 
     def __init__(self, spec: MigrationSpec, migration_id: str,
-                 infos: dict[str, pg.TableInfo]) -> None:
+                 infos: dict[str, pg.TableInfo], tables: list[TableSpec]) -> None:
         from pymongo import MongoClient
         from pymongo.errors import PyMongoError
 
@@ -367,6 +367,7 @@ class MongoWriter:
         self.spec = spec
         self.mid = migration_id
         self.infos = infos
+        self.tables = {t.source: t for t in tables}
         try:
             self.client: Any = MongoClient(mongodb_uri(spec.target, "target"),
                                            serverSelectionTimeoutMS=10000)
@@ -392,7 +393,7 @@ class MongoWriter:
 
         try:
             for table in sorted(set(batch.upserts) | set(batch.deletes) | batch.truncates):
-                spec = next(t for t in self.spec.tables if t.source == table)
+                spec = self.tables[table]
                 info = self.infos[table]
                 ops: list[Any] = []
                 if table in batch.truncates:
@@ -506,8 +507,8 @@ class Applier:
 
     def _writer(self) -> PostgresWriter | MongoWriter:
         if self.spec.target.kind == "postgres":
-            return PostgresWriter(self.spec, self.mid, self.infos)
-        return MongoWriter(self.spec, self.mid, self.infos)
+            return PostgresWriter(self.spec, self.mid, self.infos, self.tables)
+        return MongoWriter(self.spec, self.mid, self.infos, self.tables)
 
     # -------------------------------------------------------------- decoding one record
     def decode(self, record: Any) -> Change | None:
