@@ -2,8 +2,10 @@
 
 History lives in `migwatch.schema_history`, the lock in a row of `migwatch.schema_lock` (owner,
 expiry by the server's clock). A script and its history row commit together; a failing script
-rolls back entirely and its failed row is written in a second transaction. Scripts that cannot
-run inside a transaction (`CREATE INDEX CONCURRENTLY`, `VACUUM`) fail with the server's message.
+rolls back entirely and its failed row is written in a second transaction. Scripts run with the
+session's search_path minus the `migwatch` schema, so unqualified names never land next to the
+history. Scripts that cannot run inside a transaction (`CREATE INDEX CONCURRENTLY`, `VACUUM`)
+fail with the server's message.
 Lock calls use a second connection, so the lock can be renewed while a script runs.
 """
 
@@ -152,6 +154,8 @@ class PostgresBackend:
         progress.begin(True)
         try:
             with self._conn.transaction():
+                self._conn.execute("SELECT set_config('search_path', %s, true)",
+                                   [self._script_search_path()])
                 self._conn.execute(script)
                 if step.direction == "up":
                     self._conn.execute(_UPSERT, _row_params(row_for(True)))
@@ -166,6 +170,24 @@ class PostgresBackend:
                                in_transaction=True) from exc
         progress.commit()
         return True
+
+    def _script_search_path(self) -> str:
+        """The session's search_path without migwatch's own schema.
+
+        With the default `"$user", public` and a user named like the schema (`migwatch`), an
+        unqualified CREATE TABLE in a script would land next to the history; scripts see the
+        rest of the path unchanged.
+        """
+        row = self._conn.execute("SELECT current_setting('search_path'), current_user").fetchone()
+        assert row is not None
+        path, user = str(row[0]), str(row[1])
+        keep = []
+        for part in (p.strip() for p in path.split(",")):
+            name = part.strip('"')
+            if name == SCHEMA or (name == "$user" and user == SCHEMA) or not name:
+                continue
+            keep.append(part)
+        return ", ".join(keep) or "public"
 
     # ------------------------------------------------------------------ the lock
 
