@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from grafana_foundation_sdk.builders import dashboard as dash
@@ -243,3 +244,26 @@ def panel_exprs(dashboard: dict[str, Any]) -> list[PanelQuery]:
         for t in p.get("targets", [])
         if "expr" in t
     ]
+
+
+DASHBOARD_FILE = "migwatch-dashboard.json"
+PROVISIONING_FILE = "grafana-provisioning.yaml"
+
+
+def write_bundle(
+    out_dir: Path, spec: MigrationSpec | None = None, migration_id: str | None = None
+) -> dict[str, Path]:
+    """Write the dashboard JSON, a Grafana provisioning file that loads it, and the alert rules
+    (scoped to `migration_id` when given) into `out_dir`; return the paths by kind."""
+    from migwatch import alerts
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "dashboard": out_dir / DASHBOARD_FILE,
+        "provisioning": out_dir / PROVISIONING_FILE,
+        "rules": out_dir / alerts.rules_file_name(migration_id),
+    }
+    paths["dashboard"].write_text(json.dumps(dashboard_json(spec), indent=2) + "\n")
+    paths["provisioning"].write_text(provisioning_yaml(str(out_dir.resolve())))
+    paths["rules"].write_text(alerts.render_rules(alerts.alert_rules(spec, migration_id)))
+    return paths

@@ -15,13 +15,14 @@ Pushgateway's `push_time_seconds` of that group says how old they are, and an ol
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from migwatch import metrics, promql
 from migwatch.config import check_migration_id
 from migwatch.connectors.prometheus import PrometheusClient
-from migwatch.errors import MigwatchError
+from migwatch.errors import ConfigError, MigwatchError
 
 HEALTHY, FAILING, UNKNOWN = 0, 1, 2
 
@@ -98,6 +99,8 @@ def check(
 ) -> GateStatus:
     """Ask Prometheus and judge; an unreachable Prometheus is UNKNOWN, not an exception."""
     check_migration_id(migration_id)
+    if not re.fullmatch(r"(\d+(ms|s|m|h|d))+", error_window):
+        raise ConfigError(f"{error_window!r} is not a PromQL duration (e.g. 5m)", "error_window")
     try:
         lag = client.query(promql.selector(metrics.MIGRATION_DATA_LAG, migration_id=migration_id))
         pushes = client.query(f"{PUSH_TIME}{{migration_id={promql.quote(migration_id)}}}")
