@@ -1,0 +1,594 @@
+"""Change data capture on the source: pre-flight, source and target preparation, the Debezium
+connector's lifecycle, and teardown.
+
+The connector streams every included table (plus the heartbeat table) into
+`migwatch.<id>.<schema>.<table>` topics as JSON Debezium envelopes, which the CDC applier
+consumes. Everything here is idempotent — a crashed run calls it again and resumes — because the
+running state lives only in PostgreSQL (slot, publication), Kafka Connect and Kafka.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import sql
+
+from migwatch import names
+from migwatch.config import Endpoint, MigrationSpec, mongodb_uri
+from migwatch.connectors import kafka as kafka_conn
+from migwatch.connectors.connect import ConnectClient, redact
+from migwatch.connectors.postgres import (
+    connect_endpoint,
+    create_table_sql,
+    describe_table,
+    table_exists,
+    translated,
+)
+from migwatch.errors import (
+    ConfigError,
+    ConnectorFailed,
+    MigwatchError,
+    PermanentError,
+    PreflightError,
+    TransientError,
+)
+
+POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
+JSON_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
+HEARTBEAT_WRITER = "debezium"
+_POLL_SECONDS = 0.5
+
+__all__ = [
+    "ConnectorResult", "ConnectorStatus", "SchemaResult", "TaskStatus", "TeardownResult",
+    "connector_config", "connector_status", "ensure_connector", "heartbeat_table",
+    "include_list", "prepare_source", "prepare_target_schema", "preflight", "redacted_config",
+    "teardown",
+]
+
+
+# ---------------------------------------------------------------------------- plain results
+@dataclass(frozen=True)
+class TaskStatus:
+    id: int
+    state: str
+    worker_id: str | None = None
+    trace: str | None = None
+
+
+@dataclass(frozen=True)
+class ConnectorStatus:
+    """What Kafka Connect says about this migration's connector; `ABSENT` when it has none."""
+
+    name: str
+    state: str  # RUNNING, PAUSED, STOPPED, FAILED, UNASSIGNED, RESTARTING or ABSENT
+    tasks: tuple[TaskStatus, ...] = ()
+    trace: str | None = None  # the first FAILED trace (connector's, else a task's)
+
+    @property
+    def running(self) -> bool:
+        return (self.state == "RUNNING" and bool(self.tasks)
+                and all(t.state == "RUNNING" for t in self.tasks))
+
+    @property
+    def failed(self) -> bool:
+        return self.state == "FAILED" or any(t.state == "FAILED" for t in self.tasks)
+
+
+@dataclass(frozen=True)
+class ConnectorResult:
+    """What `ensure_connector` did: `action` is created, updated, unchanged, restarted, resumed."""
+
+    name: str
+    state: str
+    action: str
+    tasks: tuple[str, ...]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class SchemaResult:
+    """Target tables `prepare_target_schema` created and those that were already there."""
+
+    created: tuple[str, ...] = ()
+    present: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TeardownResult:
+    """What `teardown` removed (False/empty: it was already gone)."""
+
+    connector: bool
+    slot: bool
+    publication: bool
+    consumer_group: bool
+    topics: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------------------- connector config
+def heartbeat_table(spec: MigrationSpec) -> tuple[str, str]:
+    """(schema, table) of the heartbeat table, the same name on source and target."""
+    parts = spec.monitor.heartbeat_table.split(".")
+    if len(parts) == 1:
+        parts = ["public", parts[0]]
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"{spec.monitor.heartbeat_table!r} must be 'table' or 'schema.table'",
+                          field="monitor.heartbeat_table")
+    return parts[0], parts[1]
+
+
+def _java_literal(text: str) -> str:
+    """`text` as a regex matching only itself, in Java syntax, safe in Debezium's comma list."""
+    # Debezium splits the list on commas (a `\,` stays one) and trims each entry, so a comma is
+    # escaped and a space written as \x20; everything else re.escape quotes is valid Java too.
+    return re.escape(text).replace(",", "\\,").replace("\\ ", "\\x20")
+
+
+def include_list(spec: MigrationSpec) -> str:
+    """`table.include.list`: the spec's tables and the heartbeat table, one exact regex each.
+
+    Debezium matches these regexes case-insensitively, so `public.ProductReviews` would also catch
+    a `public.productreviews`; `(?-i:…)` makes each entry match its own table only.
+    """
+    tables = [(t.schema_name, t.name) for t in spec.tables]
+    beat = heartbeat_table(spec)
+    if beat not in tables:
+        tables.append(beat)
+    return ",".join(f"(?-i:{_java_literal(s)}\\.{_java_literal(t)})" for s, t in tables)
+
+
+def heartbeat_query(spec: MigrationSpec, migration_id: str) -> str:
+    """The upsert Debezium runs on the source at every heartbeat, so this migration's row moves
+    (and the slot advances) even when no included table changes."""
+    schema, table = heartbeat_table(spec)
+    query = sql.SQL(
+        "INSERT INTO {t} (migration_id, beat_at, writer) VALUES ({mid}, now(), {writer}) "
+        "ON CONFLICT (migration_id) DO UPDATE SET beat_at = EXCLUDED.beat_at, "
+        "writer = EXCLUDED.writer"
+    ).format(t=sql.Identifier(schema, table), mid=sql.Literal(migration_id),
+             writer=sql.Literal(HEARTBEAT_WRITER))
+    return query.as_string()
+
+
+def connector_config(spec: MigrationSpec, migration_id: str) -> dict[str, str]:
+    """The Debezium PostgreSQL connector config for this migration (holds the password).
+
+    Defaults are chosen so the applier can decode every value without the embedded schema
+    (numeric as string, bytea as base64, truncates not skipped); `spec.connect.overrides` win.
+    """
+    src = spec.source
+    config: dict[str, str] = {
+        "connector.class": POSTGRES_CONNECTOR,
+        "tasks.max": "1",
+        "plugin.name": "pgoutput",
+        "database.hostname": src.host,
+        "database.port": str(src.port),
+        "database.user": src.user or "",
+        "database.dbname": src.database,
+        "topic.prefix": names.topic_prefix(migration_id),
+        "slot.name": names.slot_name(migration_id),
+        "publication.name": names.publication_name(migration_id),
+        "publication.autocreate.mode": "filtered",
+        "table.include.list": include_list(spec),
+        "snapshot.mode": "initial",
+        "heartbeat.interval.ms": str(spec.connect.heartbeat_interval_ms),
+        "heartbeat.action.query": heartbeat_query(spec, migration_id),
+        "skipped.operations": "none",
+        "decimal.handling.mode": "string",
+        "binary.handling.mode": "base64",
+        "interval.handling.mode": "string",
+        "hstore.handling.mode": "json",
+        "time.precision.mode": "adaptive_time_microseconds",
+        "tombstones.on.delete": "true",
+        "key.converter": JSON_CONVERTER,
+        "key.converter.schemas.enable": "false",
+        "value.converter": JSON_CONVERTER,
+        "value.converter.schemas.enable": "false",
+    }
+    secret = src.secret("source")
+    if secret is not None:
+        config["database.password"] = secret.get_secret_value()
+    config.update({str(k): str(v) for k, v in spec.connect.overrides.items()})
+    return config
+
+
+def redacted_config(spec: MigrationSpec, migration_id: str) -> dict[str, str]:
+    """`connector_config` safe to log or show: secrets replaced by `********`."""
+    return redact(connector_config(spec, migration_id))
+
+
+# ---------------------------------------------------------------------------- source
+def _heartbeat_ddl(schema: str, table: str) -> list[sql.Composed]:
+    return [
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)),
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} (migration_id text PRIMARY KEY, "
+                "beat_at timestamptz NOT NULL, writer text)").format(
+            sql.Identifier(schema, table)),
+    ]
+
+
+def prepare_source(spec: MigrationSpec, migration_id: str) -> str:
+    """Create the heartbeat table on the source if missing and seed this migration's row;
+    returns the table's name. The row is seeded so the snapshot already carries it."""
+    schema, table = heartbeat_table(spec)
+    with connect_endpoint(spec.source, "source") as conn, translated("source: heartbeat table"):
+        for stmt in _heartbeat_ddl(schema, table):
+            conn.execute(stmt)
+        conn.execute(sql.SQL(
+            "INSERT INTO {} (migration_id, beat_at, writer) VALUES (%s, now(), 'migwatch') "
+            "ON CONFLICT (migration_id) DO NOTHING").format(sql.Identifier(schema, table)),
+            [migration_id])
+        conn.commit()
+    return f"{schema}.{table}"
+
+
+# ---------------------------------------------------------------------------- pre-flight
+def preflight(spec: MigrationSpec, migration_id: str) -> list[str]:
+    """Check everything the migrate stage needs before it creates anything; returns the checks
+    that passed, or raises one PreflightError naming every failure."""
+    passed: list[str] = []
+    failures: list[str] = []
+    for check in (_check_source, _check_target, _check_connect, _check_kafka):
+        ok, bad = check(spec, migration_id)
+        passed += ok
+        failures += bad
+    if failures:
+        raise PreflightError(failures)
+    return passed
+
+
+Checks = tuple[list[str], list[str]]
+
+
+def _check_source(spec: MigrationSpec, migration_id: str) -> Checks:
+    ok: list[str] = []
+    bad: list[str] = []
+    try:
+        conn = connect_endpoint(spec.source, "source", autocommit=True)
+    except MigwatchError as exc:
+        return ok, [f"source unreachable: {exc}"]
+    slot = names.slot_name(migration_id)
+    with conn, translated(f"source ({spec.source.redacted()})"):
+        ok.append("source reachable")
+        wal_level = _scalar(conn, "SHOW wal_level")
+        if wal_level == "logical":
+            ok.append("wal_level=logical")
+        else:
+            bad.append(f"source: wal_level is {wal_level!r}, must be 'logical'")
+        row = conn.execute("SELECT current_user, rolsuper, rolreplication FROM pg_roles "
+                           "WHERE rolname = current_user").fetchone()
+        if row and (row[1] or row[2]):
+            ok.append("REPLICATION privilege")
+        else:
+            user = row[0] if row else spec.source.user
+            bad.append(f"source: user {user!r} has neither REPLICATION nor superuser")
+        max_slots = int(_scalar(conn, "SHOW max_replication_slots"))
+        used, mine = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE slot_name = %s) FROM pg_replication_slots",
+            [slot]).fetchone() or (0, 0)
+        if mine or used < max_slots:
+            ok.append("replication slot available")
+        else:
+            bad.append(f"source: no free replication slot ({used} of max_replication_slots="
+                       f"{max_slots} in use)")
+        max_senders = int(_scalar(conn, "SHOW max_wal_senders"))
+        senders = int(_scalar(conn, "SELECT count(*) FROM pg_stat_replication"))
+        if senders < max_senders:
+            ok.append("WAL sender available")
+        else:
+            bad.append(f"source: no free WAL sender ({senders} of max_wal_senders="
+                       f"{max_senders} in use)")
+        for t in spec.tables:
+            info = describe_table(conn, t.schema_name, t.name)
+            if info is None:
+                bad.append(f"table {t.source}: does not exist on the source")
+            elif not info.primary_key and info.replica_identity != "f":
+                bad.append(f"table {t.source}: has no primary key and REPLICA IDENTITY is not "
+                           "FULL (updates and deletes could not be applied)")
+            else:
+                ok.append(f"table {t.source} ok")
+    return ok, bad
+
+
+def _check_target(spec: MigrationSpec, migration_id: str) -> Checks:
+    target = spec.target
+    try:
+        if target.kind == "postgres":
+            with connect_endpoint(target, "target", autocommit=True) as conn, \
+                    translated(f"target ({target.redacted()})"):
+                conn.execute("SELECT 1")
+        else:
+            _mongo_ping(target)
+    except MigwatchError as exc:
+        return [], [f"target unreachable: {exc}"]
+    return [f"target reachable ({target.kind})"], []
+
+
+def _mongo_ping(endpoint: Endpoint, timeout_ms: int = 5000) -> None:
+    from pymongo import MongoClient
+    from pymongo.errors import OperationFailure, PyMongoError
+
+    what = f"target ({endpoint.redacted()})"
+    client: MongoClient[Any] = MongoClient(mongodb_uri(endpoint, "target"),
+                                           serverSelectionTimeoutMS=timeout_ms,
+                                           connectTimeoutMS=timeout_ms)
+    try:
+        client.admin.command("ping")
+    except OperationFailure as exc:
+        raise PermanentError(f"{what}: {exc.code_name or 'operation failed'}") from exc
+    except PyMongoError as exc:
+        raise TransientError(f"{what}: unreachable: {type(exc).__name__}") from exc
+    finally:
+        client.close()
+
+
+def _check_connect(spec: MigrationSpec, migration_id: str) -> Checks:
+    try:
+        with ConnectClient(spec.connect.url, timeout=10) as client:
+            classes = {p.get("class") for p in client.plugins()}
+    except MigwatchError as exc:
+        return [], [f"Kafka Connect: {exc}"]
+    if POSTGRES_CONNECTOR not in classes:
+        return ["Kafka Connect reachable"], [
+            f"Kafka Connect at {spec.connect.url}: the Debezium PostgreSQL plugin "
+            f"({POSTGRES_CONNECTOR}) is not loaded"]
+    return ["Kafka Connect reachable", "Debezium PostgreSQL plugin loaded"], []
+
+
+def _check_kafka(spec: MigrationSpec, migration_id: str) -> Checks:
+    try:
+        _admin(spec, bootstrap_timeout_ms=5000).close()
+    except MigwatchError as exc:
+        return [], [f"Kafka: {exc}"]
+    return ["Kafka reachable"], []
+
+
+def _scalar(conn: Any, query: str) -> Any:
+    row = conn.execute(query).fetchone()
+    return row[0] if row else None
+
+
+# ---------------------------------------------------------------------------- target schema
+def prepare_target_schema(spec: MigrationSpec) -> SchemaResult:
+    """Create the target tables that are missing from the source's definitions (columns with
+    their exact types, NOT NULL, primary key — secondary indexes may follow the load), plus the
+    heartbeat table; report what was created and what was already present.
+
+    A MongoDB target needs no DDL (empty result). When `spec.migrations` names a folder, the
+    versioned-migrations runner prepares the target instead and this step is not used.
+    """
+    if spec.target.kind != "postgres":
+        return SchemaResult()
+    with connect_endpoint(spec.source, "source") as src, translated("source: describe tables"):
+        infos = []
+        for t in spec.tables:
+            info = describe_table(src, t.schema_name, t.name)
+            if info is None:
+                raise PermanentError(f"table {t.source}: does not exist on the source")
+            infos.append((t.target_name, info))
+    created: list[str] = []
+    present: list[str] = []
+    beat_schema, beat_table = heartbeat_table(spec)
+    with connect_endpoint(spec.target, "target") as tgt, translated("target: create tables"):
+        for target_name, info in infos:
+            schema, name = target_name.split(".", 1)
+            if table_exists(tgt, schema, name):
+                present.append(target_name)
+                continue
+            tgt.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            tgt.execute(create_table_sql(info, schema, name))
+            created.append(target_name)
+        beat = f"{beat_schema}.{beat_table}"
+        if beat not in created + present:
+            if table_exists(tgt, beat_schema, beat_table):
+                present.append(beat)
+            else:
+                for stmt in _heartbeat_ddl(beat_schema, beat_table):
+                    tgt.execute(stmt)
+                created.append(beat)
+        tgt.commit()
+    return SchemaResult(created=tuple(created), present=tuple(present))
+
+
+# ---------------------------------------------------------------------------- connector
+def connector_status(spec: MigrationSpec, migration_id: str) -> ConnectorStatus:
+    """The connector's and its tasks' states, with the first FAILED trace (ABSENT if none)."""
+    name = names.connector_name(migration_id)
+    with ConnectClient(spec.connect.url) as client:
+        return _status(client, name)
+
+
+def _status(client: ConnectClient, name: str) -> ConnectorStatus:
+    raw = client.status(name)
+    if raw is None:
+        return ConnectorStatus(name=name, state="ABSENT")
+    conn = raw.get("connector") or {}
+    tasks = tuple(
+        TaskStatus(id=int(t.get("id", i)), state=str(t.get("state", "UNASSIGNED")),
+                   worker_id=t.get("worker_id"), trace=t.get("trace"))
+        for i, t in enumerate(raw.get("tasks") or [])
+    )
+    trace = conn.get("trace") if conn.get("state") == "FAILED" else None
+    trace = trace or next((t.trace for t in tasks if t.state == "FAILED" and t.trace), None)
+    return ConnectorStatus(name=name, state=str(conn.get("state", "UNASSIGNED")), tasks=tasks,
+                           trace=trace)
+
+
+def ensure_connector(spec: MigrationSpec, migration_id: str,
+                     timeout: float | None = None) -> ConnectorResult:
+    """Create or update the connector so it runs `connector_config`, then wait until connector
+    and every task are RUNNING.
+
+    Idempotent: when the stored config already equals the desired one nothing is written, so a
+    second call leaves the running connector alone (a FAILED one is restarted once, a paused or
+    stopped one resumed). A config Connect rejects, or a FAILED connector or task, raises
+    ConnectorFailed with Connect's messages or the worker's trace; not RUNNING within `timeout`
+    (default `spec.connect.ready_timeout_seconds`) raises TransientError.
+    """
+    name = names.connector_name(migration_id)
+    desired = {"name": name, **connector_config(spec, migration_id)}
+    deadline = time.monotonic() + (timeout or spec.connect.ready_timeout_seconds)
+    start = time.monotonic()
+    with ConnectClient(spec.connect.url) as client:
+        existing = client.get_config(name)
+        if existing == desired:
+            action = "unchanged"
+            status = _status(client, name)
+            if status.failed:
+                client.restart(name, include_tasks=True, only_failed=True)
+                action = "restarted"
+            elif status.state in ("PAUSED", "STOPPED"):
+                client.resume(name)
+                action = "resumed"
+        else:
+            errors = client.validate(POSTGRES_CONNECTOR, desired)
+            if errors:
+                raise ConnectorFailed(name, "configuration rejected by Kafka Connect:\n"
+                                      + "\n".join(errors))
+            action = "created" if client.put_config(name, desired) else "updated"
+        status = _wait(client, name, deadline, lambda s: s.running)
+    return ConnectorResult(name=name, state=status.state, action=action,
+                           tasks=tuple(t.state for t in status.tasks),
+                           seconds=round(time.monotonic() - start, 3))
+
+
+def _wait(client: ConnectClient, name: str, deadline: float,
+          done: Callable[[ConnectorStatus], bool], fail_on_failed: bool = True,
+          ) -> ConnectorStatus:
+    """Poll the connector's status until `done`; FAILED raises ConnectorFailed."""
+    while True:
+        status = _status(client, name)
+        if fail_on_failed and status.failed:
+            raise ConnectorFailed(name, status.trace or f"state {status.state}, tasks "
+                                  f"{[t.state for t in status.tasks]}")
+        if done(status):
+            return status
+        if time.monotonic() >= deadline:
+            raise TransientError(f"connector {name!r} not ready in time: state {status.state}, "
+                                 f"tasks {[t.state for t in status.tasks]}")
+        time.sleep(_POLL_SECONDS)
+
+
+# ---------------------------------------------------------------------------- teardown
+def teardown(spec: MigrationSpec, migration_id: str, delete_topics: bool = False,
+             timeout: float = 60) -> TeardownResult:
+    """Remove what the migration holds: the connector (stopped first and its stored offsets
+    reset, so a later run with the same id snapshots again), the replication slot (so WAL cannot
+    pile up on the source), the publication, the applier's consumer group, and with
+    `delete_topics` its topics (`migwatch.<id>.*` and the heartbeat topic; a DLQ topic the spec
+    names explicitly is left alone). Idempotent: what is already gone is skipped.
+
+    The applier must be stopped first: a group that still has members raises TransientError.
+    """
+    name = names.connector_name(migration_id)
+    deadline = time.monotonic() + timeout
+    with ConnectClient(spec.connect.url) as client:
+        had_connector = _remove_connector(client, name, deadline)
+    slot, publication = _drop_slot_and_publication(spec, migration_id, deadline)
+    group = _delete_consumer_group(spec, migration_id)
+    topics = _delete_topics(spec, migration_id) if delete_topics else ()
+    return TeardownResult(connector=had_connector, slot=slot, publication=publication,
+                          consumer_group=group, topics=topics)
+
+
+def _remove_connector(client: ConnectClient, name: str, deadline: float) -> bool:
+    if not client.stop(name):
+        return False
+    _wait(client, name, deadline, fail_on_failed=False,
+          done=lambda s: s.state in ("STOPPED", "ABSENT") and not s.tasks)
+    while True:  # the worker may still be shutting the tasks down: Connect answers 400 until then
+        try:
+            client.reset_offsets(name)
+            break
+        except ConfigError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(_POLL_SECONDS)
+    client.delete(name)
+    return True
+
+
+def _drop_slot_and_publication(spec: MigrationSpec, migration_id: str,
+                               deadline: float) -> tuple[bool, bool]:
+    slot = names.slot_name(migration_id)
+    publication = names.publication_name(migration_id)
+    with connect_endpoint(spec.source, "source", autocommit=True) as conn, \
+            translated(f"source: drop slot {slot}"):
+        while True:
+            row = conn.execute("SELECT active, active_pid FROM pg_replication_slots "
+                               "WHERE slot_name = %s", [slot]).fetchone()
+            if row is None or not row[0]:
+                break
+            if time.monotonic() >= deadline:
+                raise TransientError(f"replication slot {slot} is still in use by process "
+                                     f"{row[1]}; stop whatever reads it and retry")
+            time.sleep(_POLL_SECONDS)
+        dropped_slot = row is not None
+        if dropped_slot:
+            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                         "WHERE slot_name = %s AND NOT active", [slot])
+        had_publication = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s",
+                                       [publication]).fetchone() is not None
+        conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(
+            sql.Identifier(publication)))
+    return dropped_slot, had_publication
+
+
+def _admin(spec: MigrationSpec, bootstrap_timeout_ms: int = 15000) -> Any:
+    from kafka import KafkaAdminClient
+    from kafka import errors as kerr
+
+    bootstrap = spec.kafka.bootstrap_servers
+    try:
+        return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="migwatch-capture",
+                                request_timeout_ms=15000,
+                                bootstrap_timeout_ms=bootstrap_timeout_ms)
+    except kerr.KafkaError as exc:
+        raise kafka_conn.translate(exc, f"Kafka at {bootstrap}") from exc
+
+
+def _error_name(err: Any) -> str:
+    if err is None:
+        return "OK"
+    if isinstance(err, str):
+        return err
+    return getattr(err, "__name__", None) or type(err).__name__
+
+
+def _delete_consumer_group(spec: MigrationSpec, migration_id: str) -> bool:
+    group = names.consumer_group(migration_id)
+    admin = _admin(spec)
+    try:
+        with kafka_conn.translated(f"delete consumer group {group}"):
+            result = admin.delete_groups([group])
+    finally:
+        admin.close()
+    pairs = result.items() if isinstance(result, dict) else result
+    for _, err in pairs:
+        code = _error_name(err)
+        if code in ("OK", "NoError"):
+            return True
+        if code == "GroupIdNotFoundError":
+            return False
+        if code == "NonEmptyGroupError":
+            raise TransientError(f"consumer group {group} still has members: stop the applier "
+                                 "first")
+        raise PermanentError(f"delete consumer group {group}: {code}")
+    return False
+
+
+def _delete_topics(spec: MigrationSpec, migration_id: str) -> tuple[str, ...]:
+    prefix = names.topic_prefix(migration_id) + "."
+    heartbeat = names.heartbeat_topic(migration_id)
+    admin = _admin(spec)
+    try:
+        with kafka_conn.translated(f"delete topics of {migration_id}"):
+            mine = sorted(t for t in admin.list_topics() if t.startswith(prefix) or t == heartbeat)
+            if mine:
+                admin.delete_topics(mine, raise_errors=False)
+    finally:
+        admin.close()
+    return tuple(mine)

@@ -1,0 +1,160 @@
+"""The Debezium connector config built from a spec: names, defaults, include-list escaping,
+overrides, and secrets kept out of everything that can be shown."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import pytest
+
+from migwatch import names
+from migwatch.capture import (
+    connector_config,
+    heartbeat_query,
+    heartbeat_table,
+    include_list,
+    redacted_config,
+)
+from migwatch.config import MigrationSpec, parse_spec
+from migwatch.connectors.connect import REDACTED, redact, scrub
+from migwatch.errors import ConfigError
+
+PASSWORD = "s3cr3t-Pa55,word"
+MID = "abc-123"
+
+
+def spec(tables: list[Any], **extra: Any) -> MigrationSpec:
+    data: dict[str, Any] = {
+        "source": {"kind": "postgres", "host": "db.example", "port": 5433, "database": "shop",
+                   "user": "cdc", "password": {"env": "TEST_CAPTURE_PW"}},
+        "target": {"kind": "postgres", "port": 5434, "database": "shop2"},
+        "tables": tables,
+        "connect": {"heartbeat_interval_ms": 1500},
+    }
+    data.update(extra)
+    return parse_spec(data)
+
+
+@pytest.fixture(autouse=True)
+def _password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_CAPTURE_PW", PASSWORD)
+
+
+def debezium_entries(value: str) -> list[str]:
+    """Split a Debezium regex list as Debezium does: on commas not escaped, `\\,` kept as `,`."""
+    parts, current, i = [], "", 0
+    while i < len(value):
+        if value[i] == "\\" and i + 1 < len(value):
+            current += value[i:i + 2]
+            i += 2
+            continue
+        if value[i] == ",":
+            parts.append(current)
+            current = ""
+        else:
+            current += value[i]
+        i += 1
+    parts.append(current)
+    return [p.strip().replace("\\,", ",") for p in parts if p.strip()]
+
+
+def matches(pattern: str, table: str) -> bool:
+    # Debezium compiles each entry case-insensitively and requires a full match
+    return re.fullmatch(pattern, table, flags=re.IGNORECASE) is not None
+
+
+def test_names_and_defaults_come_from_the_spec_and_the_migration_id() -> None:
+    config = connector_config(spec(["public.customers"]), MID)
+    assert config["connector.class"] == "io.debezium.connector.postgresql.PostgresConnector"
+    assert config["plugin.name"] == "pgoutput"
+    assert (config["database.hostname"], config["database.port"]) == ("db.example", "5433")
+    assert (config["database.user"], config["database.dbname"]) == ("cdc", "shop")
+    assert config["database.password"] == PASSWORD
+    assert config["topic.prefix"] == names.topic_prefix(MID) == "migwatch.abc-123"
+    assert config["slot.name"] == config["publication.name"] == "migwatch_abc_123"
+    assert config["publication.autocreate.mode"] == "filtered"
+    assert config["snapshot.mode"] == "initial"
+    assert config["heartbeat.interval.ms"] == "1500"
+    assert config["skipped.operations"] == "none"
+    assert config["decimal.handling.mode"] == "string"
+    assert config["binary.handling.mode"] == "base64"
+    assert config["tombstones.on.delete"] == "true"
+    assert config["value.converter.schemas.enable"] == "false"
+    assert all(isinstance(v, str) for v in config.values())
+
+
+def test_include_list_matches_exactly_each_table_and_the_heartbeat_table() -> None:
+    tables = ["public.customers", "public.ProductReviews", "sales.order$items", "odd.a+b(c)",
+              "x.with,comma", "x.with space"]
+    entries = debezium_entries(include_list(spec(tables)))
+    assert len(entries) == len(tables) + 1
+    wanted = [*tables, "public.migwatch_heartbeat"]
+    for entry, table in zip(entries, wanted, strict=True):
+        assert matches(entry, table), (entry, table)
+        others = [t for t in wanted if t != table]
+        assert not any(matches(entry, t) for t in others)
+    # `.` is literal, and case matters even though Debezium matches case-insensitively
+    reviews = entries[1]
+    assert not matches(reviews, "public.productreviews")
+    assert not matches(reviews, "publicXProductReviews")
+    assert not matches(entries[0], "public.customersX")
+
+
+def test_heartbeat_table_is_listed_once_even_when_the_spec_includes_it() -> None:
+    s = spec(["public.migwatch_heartbeat", "public.customers"])
+    assert len(debezium_entries(include_list(s))) == 2
+
+
+def test_heartbeat_query_upserts_this_migrations_row_with_quoted_names() -> None:
+    s = spec(["public.customers"], monitor={"heartbeat_table": 'Ops.be"at'})
+    assert heartbeat_table(s) == ("Ops", 'be"at')
+    query = heartbeat_query(s, MID)
+    assert query.startswith('INSERT INTO "Ops"."be""at" (migration_id, beat_at, writer)')
+    assert "VALUES ('abc-123', now(), 'debezium')" in query
+    assert "ON CONFLICT (migration_id) DO UPDATE" in query
+    assert connector_config(s, MID)["heartbeat.action.query"] == query
+
+
+def test_a_malformed_heartbeat_table_names_the_field() -> None:
+    with pytest.raises(ConfigError) as err:
+        heartbeat_table(spec(["t"], monitor={"heartbeat_table": "a.b.c"}))
+    assert err.value.field == "monitor.heartbeat_table"
+
+
+def test_overrides_are_applied_last_and_win() -> None:
+    s = spec(["public.customers"], connect={"overrides": {
+        "value.converter.schemas.enable": "true", "snapshot.mode": "no_data", "extra.key": "1"}})
+    config = connector_config(s, MID)
+    assert config["value.converter.schemas.enable"] == "true"
+    assert config["snapshot.mode"] == "no_data"
+    assert config["extra.key"] == "1"
+
+
+def test_the_redacted_form_never_shows_the_password(caplog: pytest.LogCaptureFixture) -> None:
+    shown = redacted_config(spec(["public.customers"]), MID)
+    assert shown["database.password"] == REDACTED
+    assert PASSWORD not in repr(shown) and PASSWORD not in str(shown)
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("migwatch.test").info("connector config %s", shown)
+    assert "database.password" in caplog.text and PASSWORD not in caplog.text
+    # everything else is shown as is
+    full = connector_config(spec(["public.customers"]), MID)
+    assert {k: v for k, v in shown.items() if k != "database.password"} == \
+        {k: v for k, v in full.items() if k != "database.password"}
+
+
+def test_redact_and_scrub_cover_every_secret_looking_key() -> None:
+    config = {"database.password": "p1", "sasl.jaas.token": "p2", "database.user": "cdc"}
+    assert redact(config) == {"database.password": REDACTED, "sasl.jaas.token": REDACTED,
+                              "database.user": "cdc"}
+    assert scrub("login p1 failed, p2 too", ["p1", "p2", ""]) == \
+        f"login {REDACTED} failed, {REDACTED} too"
+
+
+def test_a_missing_password_variable_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TEST_CAPTURE_PW")
+    with pytest.raises(ConfigError) as err:
+        connector_config(spec(["public.customers"]), MID)
+    assert err.value.field == "source.password"
