@@ -108,6 +108,7 @@ class Sample:
     values: Mapping[str, float | None]
     committed_offsets: int | None = None
     dlq_messages: int | None = None
+    applied_events: int | None = None
     applier_alive: bool | None = None
     connector_state: str | None = None
     slot_limit_bytes: int | None = None
@@ -136,6 +137,7 @@ class Sample:
         return cls(
             at=float(d["at"]), values=dict(d["values"]),
             committed_offsets=d.get("committed_offsets"), dlq_messages=d.get("dlq_messages"),
+            applied_events=d.get("applied_events"),
             applier_alive=d.get("applier_alive"), connector_state=d.get("connector_state"),
             slot_limit_bytes=d.get("slot_limit_bytes"),
             partitions=tuple(PartitionLag(**p) for p in d.get("partitions", ())),
@@ -434,19 +436,14 @@ class Monitor:
                     f"{baseline:,.1f} msg/s by more than "
                     f"{self.spec.throughput_drop_fraction:.0%} while {lag.value:,.0f} "
                     "messages wait"))
-        first, last = self.window[0], sample
-        if (len(self.window) >= 2 and first.dlq_messages is not None
-                and last.dlq_messages is not None and first.committed_offsets is not None
-                and last.committed_offsets is not None):
-            errors = last.dlq_messages - first.dlq_messages
-            processed = max(last.committed_offsets - first.committed_offsets, errors)
-            if errors > 0 and processed > 0:
-                rate = errors / processed
-                if rate > self.spec.error_rate_threshold:
-                    found.append(Anomaly(
-                        "error_rate", CONSUMER_LAG, rate, self.spec.error_rate_threshold,
-                        f"error rate {rate:.1%} ({errors} of {processed} events to the DLQ) "
-                        f"is above {self.spec.error_rate_threshold:.1%}"))
+        errors, processed = self._errors_and_processed()
+        if errors > 0 and processed > 0:
+            rate = errors / processed
+            if rate > self.spec.error_rate_threshold:
+                found.append(Anomaly(
+                    "error_rate", CONSUMER_LAG, rate, self.spec.error_rate_threshold,
+                    f"error rate {rate:.1%} ({errors} of {processed} events to the DLQ) "
+                    f"is above {self.spec.error_rate_threshold:.1%}"))
         if self.full:
             for name in (CONSUMER_LAG, EVENT_TIME_LAG, END_TO_END_LAG):
                 m = measures[name]
@@ -457,6 +454,19 @@ class Monitor:
                         f"{name} rose at {m.slope:,.2f} {unit} across the window "
                         f"(now {format_value(name, m.value)})"))
         return found
+
+    def _errors_and_processed(self) -> tuple[int, int]:
+        """Events dead-lettered and events handled (applied + dead-lettered) over the window;
+        committed offsets stand in for `handled` when the applier's counts are unknown."""
+        first, last = self.window[0], self.window[-1]
+        if first.dlq_messages is None or last.dlq_messages is None:
+            return 0, 0
+        errors = last.dlq_messages - first.dlq_messages
+        if first.applied_events is not None and last.applied_events is not None:
+            return errors, last.applied_events - first.applied_events + errors
+        if first.committed_offsets is not None and last.committed_offsets is not None:
+            return errors, max(last.committed_offsets - first.committed_offsets, errors)
+        return 0, 0
 
     # -- verdict ---------------------------------------------------------------------------
     def _verdict(self, sample: Sample, measures: Mapping[str, MeasureStatus],

@@ -1,0 +1,471 @@
+"""Measuring every lag of one migration — the I/O half of monitoring (`lag.py` judges).
+
+    consumer lag     end offset − the applier group's committed offset, per topic partition
+                     (a partition the group never committed counts from its log start)
+    event-time lag   now − source commit time of the newest applied event (`applied_position`
+                     row '*', heartbeats included); per table DESIGN.md's rule
+    end-to-end lag   now − `beat_at` of this migration's heartbeat row as seen on the target;
+                     `HeartbeatWriter` keeps moving that row on the source while monitoring
+    slot WAL         bytes the replication slot keeps on the source, and the slot's limit
+                     (`max_slot_wal_keep_size`, or the spec's `slot_wal_limit_bytes` if lower)
+    applier alive    the consumer group has active members; connector state from Kafka Connect
+
+`poll` takes them all and returns a plain `lag.Sample`. A measure that fails is None and named in
+`Sample.problems`, so one unreachable server does not hide the other measures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import KafkaAdminClient, OffsetSpec, TopicPartition
+from psycopg import sql
+
+from migwatch import metrics, names
+from migwatch.config import MigrationSpec, TableSpec, mongodb_uri
+from migwatch.connectors import kafka as kafka_conn
+from migwatch.connectors import postgres as pg
+from migwatch.errors import MigwatchError, PermanentError, TransientError
+from migwatch.lag import (
+    CONSUMER_LAG,
+    END_TO_END_LAG,
+    EVENT_TIME_LAG,
+    SLOT_WAL,
+    Evaluation,
+    PartitionLag,
+    Sample,
+    TableLag,
+    Verdict,
+)
+
+log = logging.getLogger("migwatch.measures")
+
+HEARTBEAT_WRITER = "monitor"
+
+
+# ------------------------------------------------------------------------------ Kafka
+@dataclass(frozen=True)
+class GroupLag:
+    """Consumer lag of a group over some topics, and whether anyone consumes."""
+
+    partitions: tuple[PartitionLag, ...]
+    committed_total: int
+    active_members: int
+    missing_topics: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> int:
+        return sum(p.lag for p in self.partitions)
+
+    def of_topic(self, topic: str) -> int:
+        return sum(p.lag for p in self.partitions if p.topic == topic)
+
+
+def group_lag(bootstrap: str, group: str, topics: Iterable[str],
+              timeout_ms: int = 10_000) -> GroupLag:
+    """Lag of `group` on `topics` (topics that do not exist yet are listed, not errors).
+
+    `timeout_ms` bounds reaching the broker, so an outage costs one poll, not half a minute.
+    """
+    wanted = list(dict.fromkeys(topics))
+    with kafka_conn.translated(f"kafka admin ({bootstrap})"):
+        client = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="migwatch-monitor",
+                                  request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms)
+    try:
+        with kafka_conn.translated(f"consumer lag of group {group}"):
+            meta = client.describe_topics(wanted)
+            tps = [TopicPartition(t["name"], p["partition_index"])
+                   for t in meta if t.get("error_code") == 0 for p in t.get("partitions", ())]
+            missing = tuple(sorted(t["name"] for t in meta if t.get("error_code") != 0))
+            committed = client.list_group_offsets({group: None}).get(group, {})
+            ends = client.list_partition_offsets({tp: OffsetSpec.LATEST for tp in tps}) \
+                if tps else {}
+            fresh = [tp for tp in tps if tp not in committed or committed[tp].offset < 0]
+            starts = client.list_partition_offsets({tp: OffsetSpec.EARLIEST for tp in fresh}) \
+                if fresh else {}
+            described = client.describe_groups([group])
+    finally:
+        client.close()
+    rows = []
+    for tp in sorted(tps):
+        end = int(ends[tp].offset)
+        c = committed.get(tp)
+        done = int(c.offset) if c is not None and c.offset >= 0 else None
+        base = done if done is not None else int(starts[tp].offset)
+        rows.append(PartitionLag(tp.topic, tp.partition, end, done, max(0, end - base)))
+    return GroupLag(partitions=tuple(rows),
+                    committed_total=sum(r.committed or 0 for r in rows),
+                    active_members=_members(described, group), missing_topics=missing)
+
+
+def _members(described: Mapping[str, Any], group: str) -> int:
+    info = described.get(group) or {}
+    return len(info.get("members") or ())
+
+
+def migration_topics(spec: MigrationSpec, migration_id: str) -> list[str]:
+    """Every topic the applier consumes: the tables', the heartbeat table's, Debezium's beat."""
+    return [*(names.table_topic(migration_id, t.source) for t in _tables(spec)),
+            names.heartbeat_topic(migration_id)]
+
+
+def _heartbeat_spec(spec: MigrationSpec) -> TableSpec:
+    return TableSpec(source=spec.monitor.heartbeat_table)
+
+
+def _tables(spec: MigrationSpec) -> list[TableSpec]:
+    beat = _heartbeat_spec(spec)
+    return [*spec.tables, *([] if any(t.source == beat.source for t in spec.tables) else [beat])]
+
+
+# ------------------------------------------------------------------------------ target
+@dataclass(frozen=True)
+class Position:
+    """One `applied_position` row: how far the applier got for a table (or '*')."""
+
+    table_name: str
+    source_ts_ms: int | None
+    events: int
+    dlq_events: int
+
+
+def applied_positions(spec: MigrationSpec, migration_id: str) -> dict[str, Position]:
+    """The applier's position rows on the target; empty before the applier wrote any."""
+    if spec.target.kind == "postgres":
+        with pg.connect_endpoint(spec.target, "target", autocommit=True,
+                                 application="migwatch-monitor") as conn, \
+                pg.translated("target: read applied position"):
+            if not pg.table_exists(conn, names.POSITION_SCHEMA, names.POSITION_TABLE):
+                return {}
+            rows = conn.execute(sql.SQL(
+                "SELECT table_name, source_ts_ms, events, dlq_events FROM {} "
+                "WHERE migration_id = %s").format(
+                sql.Identifier(names.POSITION_SCHEMA, names.POSITION_TABLE)),
+                [migration_id]).fetchall()
+        return {r[0]: Position(r[0], r[1], int(r[2] or 0), int(r[3] or 0)) for r in rows}
+    with _mongo(spec) as db, _mongo_errors("target: read applied position"):
+        docs = list(db[names.POSITION_COLLECTION].find({"_id.migration_id": migration_id}))
+    return {d["_id"]["table_name"]: Position(
+        d["_id"]["table_name"], d.get("source_ts_ms"), int(d.get("events") or 0),
+        int(d.get("dlq_events") or 0)) for d in docs}
+
+
+def target_heartbeat(spec: MigrationSpec, migration_id: str) -> float | None:
+    """`beat_at` (epoch seconds) of this migration's heartbeat row on the target, if there."""
+    beat = _heartbeat_spec(spec)
+    if spec.target.kind == "postgres":
+        schema, table = beat.target_name.split(".")
+        with pg.connect_endpoint(spec.target, "target", autocommit=True,
+                                 application="migwatch-monitor") as conn, \
+                pg.translated("target: read heartbeat"):
+            if not pg.table_exists(conn, schema, table):
+                return None
+            row = conn.execute(sql.SQL("SELECT beat_at FROM {} WHERE migration_id = %s").format(
+                sql.Identifier(schema, table)), [migration_id]).fetchone()
+        return row[0].timestamp() if row and row[0] is not None else None
+    with _mongo(spec) as db, _mongo_errors("target: read heartbeat"):
+        doc = db[beat.target_table].find_one({"_id": migration_id})
+    value = doc.get("beat_at") if doc else None
+    if isinstance(value, dt.datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
+    return None
+
+
+class _mongo:
+    """A short-lived client on the target database, closed on exit."""
+
+    def __init__(self, spec: MigrationSpec) -> None:
+        self.spec = spec
+        self.client: Any = None
+
+    def __enter__(self) -> Any:
+        from pymongo import MongoClient
+
+        with _mongo_errors(f"target ({self.spec.target.redacted()})"):
+            self.client = MongoClient(mongodb_uri(self.spec.target, "target"),
+                                      serverSelectionTimeoutMS=5000, tz_aware=True)
+        return self.client[self.spec.target.database]
+
+    def __exit__(self, *exc: object) -> None:
+        if self.client is not None:
+            self.client.close()
+
+
+@contextmanager
+def _mongo_errors(what: str) -> Iterator[None]:
+    """Translate pymongo errors: unreachable/timeouts → TransientError, the rest permanent."""
+    from pymongo.errors import AutoReconnect, PyMongoError, ServerSelectionTimeoutError
+
+    try:
+        yield
+    except (AutoReconnect, ServerSelectionTimeoutError) as exc:
+        raise TransientError(f"{what}: unreachable ({type(exc).__name__})") from exc
+    except PyMongoError as exc:
+        raise PermanentError(f"{what}: {type(exc).__name__}") from exc
+
+
+# ------------------------------------------------------------------------------ source
+@dataclass(frozen=True)
+class SlotWal:
+    """WAL a slot keeps (`retained_bytes`), its limit if any, and PostgreSQL's `wal_status`."""
+
+    slot: str
+    retained_bytes: int | None
+    limit_bytes: int | None
+    wal_status: str | None
+    exists: bool = True
+
+
+def slot_wal(spec: MigrationSpec, slot: str) -> SlotWal:
+    """Retained WAL of `slot` on the source: pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)."""
+    with pg.connect_endpoint(spec.source, "source", autocommit=True,
+                             application="migwatch-monitor") as conn, \
+            pg.translated(f"source: slot {slot}"):
+        row = conn.execute(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, wal_status "
+            "FROM pg_replication_slots WHERE slot_name = %s", [slot]).fetchone()
+        keep = conn.execute(
+            "SELECT CASE WHEN setting::bigint < 0 THEN NULL "
+            "ELSE pg_size_bytes(setting || coalesce(unit, '')) END "
+            "FROM pg_settings WHERE name = 'max_slot_wal_keep_size'").fetchone()
+    limits = [v for v in (keep[0] if keep else None, spec.monitor.slot_wal_limit_bytes)
+              if v is not None]
+    limit = int(min(limits)) if limits else None
+    if row is None:
+        return SlotWal(slot, None, limit, None, exists=False)
+    return SlotWal(slot, None if row[0] is None else int(row[0]), limit, row[1])
+
+
+class HeartbeatWriter:
+    """Moves this migration's heartbeat row on the source about every `interval` seconds.
+
+    The row travels through Debezium and the applier like any change; the lag between writing it
+    and seeing it on the target is the end-to-end lag. It writes with the source's clock, as
+    Debezium's own heartbeat query does on the same row. `since` is the source time of the first
+    write: a row seen on the target that is older than that predates this monitor.
+    """
+
+    def __init__(self, spec: MigrationSpec, migration_id: str, interval: float = 1.0) -> None:
+        self.spec = spec
+        self.migration_id = migration_id
+        self.interval = interval
+        self.since: float | None = None
+        self.last: float | None = None
+        self.writes = 0
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def beat(self, conn: Any) -> float:
+        beat = _heartbeat_spec(self.spec)
+        row = conn.execute(sql.SQL(
+            "INSERT INTO {} (migration_id, beat_at, writer) VALUES (%s, clock_timestamp(), %s) "
+            "ON CONFLICT (migration_id) DO UPDATE SET beat_at = EXCLUDED.beat_at, "
+            "writer = EXCLUDED.writer RETURNING beat_at").format(
+            sql.Identifier(beat.schema_name, beat.name)),
+            [self.migration_id, HEARTBEAT_WRITER]).fetchone()
+        at = float(row[0].timestamp())
+        if self.since is None:
+            self.since = at
+        self.last = at
+        self.writes += 1
+        return at
+
+    def start(self) -> HeartbeatWriter:
+        self._thread = threading.Thread(target=self._run, name="migwatch-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def __enter__(self) -> HeartbeatWriter:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        conn = None
+        while not self._stop.is_set():
+            try:
+                if conn is None or conn.closed:
+                    conn = pg.connect_endpoint(self.spec.source, "source", autocommit=True,
+                                               application="migwatch-heartbeat")
+                with pg.translated("source: write heartbeat"):
+                    self.beat(conn)
+            except MigwatchError as exc:
+                self.failures += 1
+                log.warning("heartbeat write failed: %s", exc)
+                if conn is not None:
+                    conn.close()
+                conn = None
+            self._stop.wait(self.interval)
+        if conn is not None:
+            conn.close()
+
+
+# ------------------------------------------------------------------------------ connector
+def connector_state(spec: MigrationSpec, migration_id: str) -> str:
+    """RUNNING (connector and every task), FAILED (either), MISSING, or Connect's state."""
+    from migwatch.capture import connector_status
+
+    status = connector_status(spec, migration_id)
+    if status.failed:
+        return "FAILED"
+    if status.state == "ABSENT":
+        return "MISSING"
+    if status.state == "RUNNING" and not status.running:
+        bad = next((t.state for t in status.tasks if t.state != "RUNNING"), "NO_TASKS")
+        return f"TASK_{bad}"
+    return status.state
+
+
+# ------------------------------------------------------------------------------ the poll
+def end_to_end_lag(seen: float | None, since: float | None, now: float) -> float | None:
+    """now − the newest heartbeat seen on the target; a beat older than this monitor's first
+    write (`since`) only proves the lag is at least now − since."""
+    if since is not None and (seen is None or seen < since):
+        return max(0.0, now - since)
+    return None if seen is None else max(0.0, now - seen)
+
+
+def table_lags(spec: MigrationSpec, migration_id: str, positions: Mapping[str, Position],
+               lag: GroupLag | None, overall: float | None, now: float) -> tuple[TableLag, ...]:
+    """Per table: the overall lag when its topic has nothing unapplied, else now − source time
+    of the table's last applied event (None if it has none yet or pending is unknown)."""
+    out = []
+    for t in spec.tables:
+        pending = lag.of_topic(names.table_topic(migration_id, t.source)) if lag else None
+        if pending == 0:
+            seconds = overall
+        else:
+            pos = positions.get(t.source)
+            seconds = None if pending is None or pos is None or pos.source_ts_ms is None \
+                else max(0.0, now - pos.source_ts_ms / 1000)
+        out.append(TableLag(t.source, t.target_name, seconds, pending or 0))
+    return tuple(out)
+
+
+def poll(spec: MigrationSpec, migration_id: str, heartbeat_since: float | None = None,
+         clock: Callable[[], float] = time.time) -> Sample:
+    """Take every measure once; failures become None values named in `problems`."""
+    problems: list[str] = []
+
+    def attempt(what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except MigwatchError as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            problems.append(f"{what}: {type(exc).__name__}: {first}")
+            return None
+
+    group = names.consumer_group(migration_id)
+    lag: GroupLag | None = attempt("consumer lag", lambda: group_lag(
+        spec.kafka.bootstrap_servers, group, migration_topics(spec, migration_id)))
+    positions: dict[str, Position] | None = attempt(
+        "applied position", lambda: applied_positions(spec, migration_id))
+    beat_ok = True
+
+    def heartbeat() -> float | None:
+        nonlocal beat_ok
+        beat_ok = False
+        seen = target_heartbeat(spec, migration_id)
+        beat_ok = True
+        return seen
+
+    seen = attempt("target heartbeat", heartbeat)
+    slot: SlotWal | None = attempt("slot WAL", lambda: slot_wal(
+        spec, names.slot_name(migration_id)))
+    state = attempt("connector", lambda: connector_state(spec, migration_id))
+    now = clock()
+
+    every = (positions or {}).get(names.ALL_TABLES)
+    event_lag = None
+    if every is not None and every.source_ts_ms is not None:
+        event_lag = max(0.0, now - every.source_ts_ms / 1000)
+    e2e = end_to_end_lag(seen, heartbeat_since, now) if beat_ok else None
+    if slot is not None and not slot.exists:
+        problems.append(f"slot WAL: slot {slot.slot} does not exist")
+    elif slot is not None and slot.wal_status == "lost":
+        problems.append(f"slot WAL: slot {slot.slot} lost WAL it needed (wal_status lost)")
+    return Sample(
+        at=now,
+        values={CONSUMER_LAG: None if lag is None else float(lag.total),
+                EVENT_TIME_LAG: event_lag, END_TO_END_LAG: e2e,
+                SLOT_WAL: None if slot is None or slot.retained_bytes is None
+                else float(slot.retained_bytes)},
+        committed_offsets=None if lag is None else lag.committed_total,
+        dlq_messages=None if every is None else every.dlq_events,
+        applied_events=None if every is None else every.events,
+        applier_alive=None if lag is None else lag.active_members > 0,
+        connector_state=state,
+        slot_limit_bytes=None if slot is None else slot.limit_bytes,
+        partitions=() if lag is None else lag.partitions,
+        tables=() if positions is None else table_lags(spec, migration_id, positions, lag,
+                                                       event_lag, now),
+        problems=tuple(problems),
+    )
+
+
+# ------------------------------------------------------------------------------ metrics
+@dataclass
+class MetricsExporter:
+    """Sets the lag gauges from each sample; an unknown value removes its series (no stale
+    number is served as if it were current)."""
+
+    migration_id: str
+    slot: str
+    _partitions: set[tuple[str, str]] = field(default_factory=set)
+    _tables: set[tuple[str, str]] = field(default_factory=set)
+
+    def export(self, sample: Sample, evaluation: Evaluation | None = None) -> None:
+        mid = self.migration_id
+        seen_parts = set()
+        for p in sample.partitions:
+            key = (p.topic, str(p.partition))
+            metrics.CDC_CONSUMER_LAG.labels(mid, *key).set(p.lag)
+            seen_parts.add(key)
+        for key in self._partitions - seen_parts:
+            _remove(metrics.CDC_CONSUMER_LAG, mid, *key)
+        self._partitions = seen_parts
+        seen_tables = set()
+        for t in sample.tables:
+            key = (t.source_table, t.target_table)
+            _set(metrics.CDC_REPLICATION_LAG, t.seconds, mid, *key)
+            seen_tables.add(key)
+        for key in self._tables - seen_tables:
+            _remove(metrics.CDC_REPLICATION_LAG, mid, *key)
+        self._tables = seen_tables
+        _set(metrics.EVENT_TIME_LAG, sample.value(EVENT_TIME_LAG), mid)
+        _set(metrics.END_TO_END_LAG, sample.value(END_TO_END_LAG), mid)
+        _set(metrics.MIGRATION_DATA_LAG, sample.data_lag_seconds, mid)
+        _set(metrics.SLOT_RETAINED_WAL, sample.value(SLOT_WAL), mid, self.slot)
+        if evaluation is not None:
+            metrics.CAUGHT_UP.labels(mid).set(1 if evaluation.caught_up else 0)
+            for v in Verdict:
+                metrics.LAG_STATUS.labels(mid, v.value).set(
+                    1 if v is evaluation.verdict else 0)
+
+
+def _set(gauge: Any, value: float | None, *labels: str) -> None:
+    if value is None:
+        _remove(gauge, *labels)
+    else:
+        gauge.labels(*labels).set(value)
+
+
+def _remove(gauge: Any, *labels: str) -> None:
+    with contextlib.suppress(KeyError):
+        gauge.remove(*labels)
