@@ -1,0 +1,43 @@
+"""`migwatch teardown SPEC --migration-id ID [--delete-topics]`: end a migration's capture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from migwatch.cli._app import app, handle_errors, out
+
+
+@app.command("teardown")
+@handle_errors
+def teardown(
+    spec: Path = typer.Argument(..., help="Migration spec (YAML)."),
+    migration_id: str = typer.Option(
+        ..., help="The migration run's id: a-z, 0-9 and -, at most 40 characters."),
+    delete_topics: bool = typer.Option(
+        False, "--delete-topics",
+        help="Also delete the migration's Kafka topics (migwatch.<id>.* and its heartbeat "
+             "topic); a DLQ topic named in the spec is kept."),
+) -> None:
+    """Stop capturing changes for a migration: stop the local applier, delete the Debezium
+    connector, drop the replication slot (so WAL stops piling up on the source) and the
+    publication, and delete the applier's consumer group. Safe to run twice."""
+    from migwatch import capture, processes
+    from migwatch.config import check_migration_id, load_spec
+
+    check_migration_id(migration_id)
+    s = load_spec(spec)
+    applier = processes.stop_applier(migration_id)
+    result = capture.teardown(s, migration_id, delete_topics=delete_topics)
+    rows = [
+        ("local applier", "stopped" if applier else "not running"),
+        ("connector", "deleted" if result.connector else "absent"),
+        ("replication slot", "dropped" if result.slot else "absent"),
+        ("publication", "dropped" if result.publication else "absent"),
+        ("consumer group", "deleted" if result.consumer_group else "absent"),
+    ]
+    if delete_topics:
+        rows.append(("topics", f"{len(result.topics)} deleted"))
+    for what, outcome in rows:
+        out.print(f"{what:18} {outcome}")

@@ -1,0 +1,92 @@
+"""Prefect tasks for change data capture: pre-flight, source and target preparation, the Debezium
+connector, its status and teardown. Each builds its clients inside the core call and returns
+plain data; only a TransientError (a server unreachable, a connector not ready in time) is
+retried — a failed pre-flight or a FAILED connector fails the task at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from prefect import Task, get_run_logger, task
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
+from prefect.tasks import exponential_backoff
+
+from migwatch import capture
+from migwatch.config import MigrationSpec
+from migwatch.errors import is_transient
+
+
+def retry_on_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """`retry_condition_fn`: retry only when the task failed with a TransientError."""
+    try:
+        state.result()
+    except BaseException as exc:
+        return is_transient(exc)
+    return False
+
+
+_RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=5),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": retry_on_transient,
+}
+
+
+@task(name="capture-preflight", timeout_seconds=180, **_RETRIES)
+def preflight(spec: MigrationSpec, migration_id: str) -> list[str]:
+    """Every pre-flight check; a PreflightError names each failure (not retried)."""
+    passed = capture.preflight(spec, migration_id)
+    get_run_logger().info("pre-flight passed for %s: %s", migration_id, "; ".join(passed))
+    return passed
+
+
+@task(name="capture-prepare-source", timeout_seconds=120, **_RETRIES)
+def prepare_source(spec: MigrationSpec, migration_id: str) -> str:
+    """The heartbeat table on the source, with this migration's row."""
+    table = capture.prepare_source(spec, migration_id)
+    get_run_logger().info("heartbeat table %s ready on the source", table)
+    return table
+
+
+@task(name="capture-prepare-target-schema", timeout_seconds=600, **_RETRIES)
+def prepare_target_schema(spec: MigrationSpec) -> dict[str, Any]:
+    """Missing target tables created from the source's definitions (no-op for MongoDB)."""
+    result = capture.prepare_target_schema(spec)
+    get_run_logger().info("target tables created: %s; already present: %s",
+                          list(result.created) or "none", list(result.present) or "none")
+    return asdict(result)
+
+
+@task(name="capture-ensure-connector", timeout_seconds=900, **_RETRIES)
+def ensure_connector(spec: MigrationSpec, migration_id: str,
+                     timeout: float | None = None) -> dict[str, Any]:
+    """The Debezium connector created/updated (or left alone) and RUNNING."""
+    result = capture.ensure_connector(spec, migration_id, timeout=timeout)
+    get_run_logger().info("connector %s %s; %s with tasks %s after %.1fs", result.name,
+                          result.action, result.state, list(result.tasks), result.seconds)
+    return asdict(result)
+
+
+@task(name="capture-connector-status", timeout_seconds=60, **_RETRIES)
+def connector_status(spec: MigrationSpec, migration_id: str) -> dict[str, Any]:
+    """Connector and task states with the first FAILED trace — the monitor's ERROR input."""
+    status = capture.connector_status(spec, migration_id)
+    get_run_logger().info("connector %s is %s, tasks %s", status.name, status.state,
+                          [t.state for t in status.tasks])
+    return {**asdict(status), "running": status.running, "failed": status.failed}
+
+
+@task(name="capture-teardown", timeout_seconds=600, **_RETRIES)
+def teardown(spec: MigrationSpec, migration_id: str, delete_topics: bool = False) -> dict[str, Any]:
+    """Connector, replication slot, publication, consumer group (and topics) removed."""
+    result = capture.teardown(spec, migration_id, delete_topics=delete_topics)
+    get_run_logger().info(
+        "teardown of %s: connector %s, slot %s, publication %s, consumer group %s, %d topic(s)",
+        migration_id, *("removed" if x else "absent" for x in (
+            result.connector, result.slot, result.publication, result.consumer_group)),
+        len(result.topics))
+    return asdict(result)
