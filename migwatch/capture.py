@@ -318,7 +318,8 @@ def _mongo_ping(endpoint: Endpoint, timeout_ms: int = 5000) -> None:
     try:
         client.admin.command("ping")
     except OperationFailure as exc:
-        raise PermanentError(f"{what}: {exc.code_name or 'operation failed'}") from exc
+        code = (exc.details or {}).get("codeName") or f"code {exc.code}"
+        raise PermanentError(f"{what}: ping refused ({code})") from exc
     except PyMongoError as exc:
         raise TransientError(f"{what}: unreachable: {type(exc).__name__}") from exc
     finally:
@@ -398,6 +399,7 @@ def connector_status(spec: MigrationSpec, migration_id: str) -> ConnectorStatus:
     """The connector's and its tasks' states, with the first FAILED trace (ABSENT if none)."""
     name = names.connector_name(migration_id)
     with ConnectClient(spec.connect.url) as client:
+        client.get_config(name)  # learns the stored secrets, so no trace can show them
         return _status(client, name)
 
 

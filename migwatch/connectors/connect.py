@@ -77,10 +77,17 @@ class ConnectClient:
         return config
 
     def status(self, name: str) -> dict[str, Any] | None:
-        """`GET /connectors/<name>/status` as returned, or None when the connector is unknown."""
+        """`GET /connectors/<name>/status` (traces scrubbed of the secrets this client has seen),
+        or None when the connector is unknown."""
         response = self._request("GET", f"/connectors/{_seg(name)}/status", missing_ok=True,
                                  what=f"get status of connector {name!r}")
-        return None if response is None else dict(response.json())
+        if response is None:
+            return None
+        status = dict(response.json())
+        for part in [status.get("connector") or {}, *(status.get("tasks") or [])]:
+            if isinstance(part, dict) and part.get("trace"):
+                part["trace"] = scrub(str(part["trace"]), self._secrets)
+        return status
 
     def delete(self, name: str) -> bool:
         """Delete `name`; True if it existed."""
