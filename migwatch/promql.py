@@ -7,6 +7,7 @@ label breaks here, at build time, instead of silently drawing an empty panel.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from migwatch.metrics import REGISTRY
@@ -54,3 +55,38 @@ def by(metric: Any, *labels: str) -> str:
 def exported_names() -> frozenset[str]:
     """Every series name migwatch's registry can export (with `_total`, `_bucket`, ...)."""
     return frozenset(REGISTRY._names_to_collectors)
+
+
+_KEYWORDS = frozenset(
+    (
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "and",
+        "or",
+        "unless",
+        "offset",
+        "bool",
+        "inf",
+        "nan",
+    )
+)
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names an expression reads (functions, keywords, labels and literals removed):
+    what a test compares with `exported_names()`."""
+    s = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    s = re.sub(r"\{[^}]*\}", " ", s)
+    s = re.sub(r"\[[^\]]*\]", " ", s)
+    s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", s)
+    names = set()
+    for m in re.finditer(r"(?<![0-9A-Za-z_.:])[a-zA-Z_:][a-zA-Z0-9_:]*", s):
+        word = m.group()
+        if s[m.end() :].lstrip().startswith("(") or word.lower() in _KEYWORDS:
+            continue
+        names.add(word)
+    return names
