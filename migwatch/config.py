@@ -235,7 +235,10 @@ class NotificationsSpec(_Model):
 
     warning: tuple[str, ...] = ()
     critical: tuple[str, ...] = ()
-    resolved: tuple[str, ...] = ()
+    resolved: tuple[str, ...] = ()  # empty: resolved goes to the warning and critical blocks
+    #: recipients and sender of messages sent through an EmailServerCredentials block
+    email_to: tuple[str, ...] = ()
+    email_from: str = "migwatch@localhost"
 
 
 class MetricsSpec(_Model):

@@ -200,13 +200,19 @@ class Evaluation:
     window: int = 0
 
     def worst(self) -> MeasureStatus | None:
-        """The measure that best explains the severity: highest level, then furthest over."""
+        """The measure that best explains the state: the one furthest over its highest level;
+        with none over a threshold, consumer lag for STALLED/FALLING_BEHIND (offset rules)."""
         def key(m: MeasureStatus) -> tuple[int, float]:
             rank = {Level.OK: 0, Level.WARN: 1, Level.CRITICAL: 2}[m.level]
             over = (m.value or 0.0) / m.threshold if m.threshold else 0.0
             return rank, over
         known = [m for m in self.measures.values() if m.value is not None]
-        return max(known, key=key) if known else None
+        if not known:
+            return None
+        if all(m.level is Level.OK for m in known) and CONSUMER_LAG in self.measures and \
+                self.verdict in (Verdict.STALLED, Verdict.FALLING_BEHIND):
+            return self.measures[CONSUMER_LAG]
+        return max(known, key=key)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

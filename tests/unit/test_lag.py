@@ -226,6 +226,8 @@ def test_stall_gives_one_critical_and_one_resolved() -> None:
     evs = run(mon, healthy + stopped + back)
     assert kinds(evs) == ["critical", "resolved"]
     assert evs[3].verdict is Verdict.STALLED and evs[3].notices[0].verdict is Verdict.STALLED
+    assert evs[3].notices[0].measure == CONSUMER_LAG  # the offsets explain a stall
+    assert evs[3].notices[0].value == 40
 
 
 # ------------------------------------------------------------------ anomalies
