@@ -1,0 +1,190 @@
+"""MongoDB (or FerretDB) as a validation side: documents paged by `_id`, hashed in migwatch.
+
+MongoDB cannot hash server-side the way PostgreSQL does, so one pass pages the collection by
+`_id` and renders each document to the canonical row text PostgreSQL computes in `text` mode
+(`canonical.py`), bucketed by the same key bounds. A second pass, only when a bucket differs,
+keeps the rows of the differing buckets. Timestamps are compared at milliseconds (BSON dates).
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+from bson import Binary, Decimal128
+
+from migwatch.errors import PermanentError, TransientError
+from migwatch.validation.base import Digest, Key, KeyRange, Side
+from migwatch.validation.canonical import (
+    MILLISECONDS,
+    json_column_text,
+    record_text,
+    row_hash,
+    value_text,
+)
+
+PAGE_SIZE = 5000
+
+
+@contextmanager
+def translated(what: str) -> Iterator[None]:
+    """pymongo errors → TransientError (unreachable, timeouts) or PermanentError (the rest)."""
+    from pymongo.errors import (
+        AutoReconnect,
+        ConnectionFailure,
+        ExecutionTimeout,
+        PyMongoError,
+        ServerSelectionTimeoutError,
+    )
+
+    try:
+        yield
+    except (AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError, ExecutionTimeout) as exc:
+        raise TransientError(f"{what}: unreachable: {type(exc).__name__}") from exc
+    except PyMongoError as exc:
+        raise PermanentError(f"{what}: {type(exc).__name__}: {str(exc)[:200]}") from exc
+
+
+def key_value(value: Any, kind: str) -> Any:
+    """A key as PostgreSQL (psycopg) would return it, from its `_id` form."""
+    if isinstance(value, Decimal128):
+        value = value.to_decimal()
+    if kind == "numeric":
+        return value if isinstance(value, Decimal) else Decimal(str(value))
+    if kind == "uuid":
+        if isinstance(value, Binary):
+            return uuid.UUID(bytes=bytes(value))
+        return uuid.UUID(str(value))
+    if kind in ("timestamptz", "timestamp") and isinstance(value, dt.datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return aware if kind == "timestamptz" else aware.replace(tzinfo=None)
+    if kind == "date" and isinstance(value, dt.datetime):
+        return value.date()
+    if kind == "bytea":
+        return bytes(value)
+    return value
+
+
+class MongoSide(Side):
+    """A collection holding a source table mapped by `migwatch.mapping`."""
+
+    can_split = False
+
+    def __init__(self, collection: Any, columns: Sequence[str], kinds: dict[str, str],
+                 primary_key: Sequence[str], json_string_columns: Sequence[str] = (),
+                 label: str = "target",
+                 on_rows: Callable[[int], None] | None = None) -> None:
+        self.coll = collection
+        self.columns = list(columns)
+        self.kinds = kinds
+        self.primary_key = list(primary_key)
+        self.as_json = set(json_string_columns)
+        self.label = label
+        self.what = f"{label} collection {collection.name}"
+        self.on_rows = on_rows
+        self.unreadable: list[str] = []  # `_id`s that do not map back to a key
+        self._rows: dict[Key, tuple[int, dict[str, Any]]] = {}
+        self._count = 0
+
+    # --- reading ----------------------------------------------------------------------------
+    def _documents(self) -> Iterator[dict[str, Any]]:
+        """Every document, paged by `_id` (each page a fresh, short query)."""
+        last: Any = None
+        with translated(self.what):
+            while True:
+                query = {} if last is None else {"_id": {"$gt": last}}
+                page = list(self.coll.find(query).sort("_id", 1).limit(PAGE_SIZE))
+                yield from page
+                if self.on_rows is not None and page:
+                    self.on_rows(len(page))
+                if len(page) < PAGE_SIZE:
+                    return
+                last = page[-1]["_id"]
+
+    def _key(self, doc: dict[str, Any]) -> Key | None:
+        _id = doc.get("_id")
+        try:
+            if len(self.primary_key) == 1:
+                return (key_value(_id, self.kinds[self.primary_key[0]]),)
+            if not isinstance(_id, dict):
+                return None
+            return tuple(key_value(_id[k], self.kinds[k]) for k in self.primary_key)
+        except (KeyError, ValueError, TypeError, ArithmeticError):
+            return None
+
+    def _texts(self, key: Key, doc: dict[str, Any]) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for c in self.columns:
+            kind = self.kinds[c]
+            if c in self.primary_key:
+                v = doc["_id"] if len(self.primary_key) == 1 else doc["_id"][c]
+            else:
+                v = doc.get(c)
+            try:
+                if c in self.as_json and isinstance(v, str):
+                    out[c] = json_column_text(v, kind, MILLISECONDS)
+                else:
+                    out[c] = value_text(v, kind, MILLISECONDS)
+            except (ValueError, TypeError, ArithmeticError, AttributeError):
+                out[c] = f"<unreadable {type(v).__name__}>"
+        return out
+
+    def _hash(self, texts: dict[str, str | None]) -> int:
+        return row_hash(record_text(texts[c] for c in self.columns))
+
+    # --- Side -------------------------------------------------------------------------------
+    def bucket_digests(self, bounds: Sequence[Key], within: KeyRange) -> dict[int, Digest]:
+        digests: dict[int, list[int]] = {}
+        self.unreadable = []
+        for doc in self._documents():
+            key = self._key(doc)
+            if key is None:
+                self.unreadable.append(repr(doc.get("_id"))[:80])
+                continue
+            if not within.contains(key):
+                continue
+            try:
+                b = bisect.bisect_right(bounds, key)
+            except TypeError:
+                self.unreadable.append(repr(doc.get("_id"))[:80])
+                continue
+            h = self._hash(self._texts(key, doc))
+            acc = digests.setdefault(b, [0, 0])
+            acc[0] += 1
+            acc[1] ^= h
+        return {b: (n, h) for b, (n, h) in digests.items()}
+
+    def prefetch(self, ranges: Sequence[KeyRange]) -> None:
+        """Keep the rows of `ranges` (one more pass) for row_digests and column_tokens."""
+        self._rows = {}
+        if not ranges:
+            return
+        for doc in self._documents():
+            key = self._key(doc)
+            if key is None:
+                continue
+            try:
+                if any(r.contains(key) for r in ranges):
+                    texts = self._texts(key, doc)
+                    self._rows[key] = (self._hash(texts), texts)
+            except TypeError:
+                continue
+
+    def row_digests(self, within: KeyRange) -> dict[Key, int]:
+        return {k: h for k, (h, _) in self._rows.items() if within.contains(k)}
+
+    def keys(self, within: KeyRange, limit: int) -> list[Key]:
+        return sorted(k for k in self._rows if within.contains(k))[:limit]
+
+    def column_tokens(self, keys: Sequence[Key]) -> dict[Key, dict[str, tuple[Any, str | None]]]:
+        out = {}
+        for key in keys:
+            if key in self._rows:
+                texts = self._rows[key][1]
+                out[key] = {c: (t, t) for c, t in texts.items()}
+        return out

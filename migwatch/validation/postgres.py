@@ -1,0 +1,340 @@
+"""PostgreSQL as a validation side: the dialect builds SQL (pure), the side runs it (I/O).
+
+Range hashes are computed inside the database — rows of a matching range never leave it:
+
+    SELECT width_bucket(<key>, <bounds>) b, count(*), bit_xor(h)
+    FROM (SELECT <key>, <row hash> h FROM t WHERE <range>) s GROUP BY b
+
+Two row hashes:
+  - `hash` mode (PostgreSQL ↔ PostgreSQL): `hash_record_extended(ROW(c1, c2, …), 0)` — the
+    types' own hash functions, which already make equal values hash equal (numeric 1.0 = 1.00,
+    jsonb key order, bpchar padding, int4 = int8) at full (microsecond) timestamp precision,
+    without rendering text; several times faster than md5 of text;
+  - `text` mode (MongoDB involved): md5 of the canonical row text (`canonical.py`), which
+    migwatch can reproduce from a MongoDB document; timestamps at milliseconds.
+Both need PostgreSQL 14+ (`hash_record_extended`, `bit_xor`). Text keys are compared with
+`COLLATE "C"` in text mode so that key order matches migwatch's (code point) order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from migwatch.connectors import postgres as pg
+from migwatch.errors import PermanentError
+from migwatch.mapping import row_to_document
+from migwatch.validation.base import Digest, Key, KeyRange, Side
+from migwatch.validation.canonical import MICROSECONDS, MILLISECONDS, column_kind, value_text
+
+HASH_MODE = "hash"
+TEXT_MODE = "text"
+
+SESSION_SETTINGS = (
+    "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; "
+    "SET extra_float_digits = 1; SET bytea_output = 'hex'"
+)
+
+_HASHABLE = {"int", "numeric", "float4", "float8", "bool", "text", "bpchar", "timestamptz",
+             "timestamp", "date", "time", "timetz", "interval", "jsonb", "bytea", "uuid"}
+_TEXT_KEY_KINDS = {"text", "bpchar"}
+
+
+class PostgresDialect:
+    """SQL for one table on one PostgreSQL server, in one mode. Pure: builds, never runs."""
+
+    def __init__(self, info: pg.TableInfo, columns: Sequence[str], primary_key: Sequence[str],
+                 mode: str = HASH_MODE) -> None:
+        self.info = info
+        self.columns = list(columns)
+        self.primary_key = list(primary_key)
+        self.mode = mode
+        self.precision = MICROSECONDS if mode == HASH_MODE else MILLISECONDS
+        self.table = info.ident
+        self.kinds = {c.name: column_kind(c.type) for c in info.columns}
+        self.types = {c.name: c.type for c in info.columns}
+
+    # --- expressions ----------------------------------------------------------------------
+    def _hash_input(self, column: str) -> sql.Composable:
+        ident = sql.Identifier(column)
+        kind = self.kinds[column]
+        if kind == "json":
+            return sql.SQL("{}::jsonb").format(ident)
+        base = kind[6:] if kind.startswith("array:") else kind
+        if base not in _HASHABLE:
+            return sql.SQL("{}::text").format(ident)
+        return ident
+
+    def text_expr(self, column: str) -> sql.Composable:
+        """The canonical text of a column (see canonical.py), at this dialect's precision."""
+        c = sql.Identifier(column)
+        kind = self.kinds[column]
+        ms = self.precision == MILLISECONDS
+        if kind == "numeric":
+            return sql.SQL("trim_scale({})::text").format(c)
+        if kind == "float4":
+            return sql.SQL("{}::float8::text").format(c)
+        if kind in ("timestamptz", "timestamp") and ms:
+            return sql.SQL("date_trunc('milliseconds', {})::text").format(c)
+        if kind == "json":
+            return sql.SQL("{}::jsonb::text").format(c)
+        if kind == "interval":
+            return sql.SQL(
+                "(((extract(year FROM {0}) * 365 + extract(month FROM {0}) * 30) * 86400"
+                " + extract(epoch FROM {0} - make_interval(years => extract(year FROM {0})::int,"
+                " months => extract(month FROM {0})::int))) * 1000000)::numeric(38,0)::text"
+            ).format(c)
+        return sql.SQL("{}::text").format(c)
+
+    def row_hash(self) -> sql.Composable:
+        if self.mode == HASH_MODE:
+            return sql.SQL("hash_record_extended(ROW({}), 0)").format(
+                sql.SQL(", ").join(self._hash_input(c) for c in self.columns))
+        return sql.SQL("('x' || left(md5(ROW({})::text), 16))::bit(64)::bigint").format(
+            sql.SQL(", ").join(self.text_expr(c) for c in self.columns))
+
+    def _key_column(self, column: str) -> sql.Composable:
+        ident = sql.Identifier(column)
+        if self.mode == TEXT_MODE and self.kinds[column] in _TEXT_KEY_KINDS:
+            return sql.SQL('{} COLLATE "C"').format(ident)
+        return ident
+
+    def key_expr(self) -> sql.Composable:
+        cols = [self._key_column(k) for k in self.primary_key]
+        if len(cols) == 1:
+            return cols[0]
+        return sql.SQL("ROW({})").format(sql.SQL(", ").join(cols))
+
+    def key_list(self) -> sql.Composable:
+        return sql.SQL(", ").join(sql.Identifier(k) for k in self.primary_key)
+
+    def order_by(self) -> sql.Composable:
+        return sql.SQL(", ").join(self._key_column(k) for k in self.primary_key)
+
+    def _key_value(self, key: Key) -> tuple[sql.Composable, list[Any]]:
+        """`(%s, %s)` (or `%s`) for a key value, typed as this side's key columns."""
+        parts = [sql.SQL("%s::{}").format(sql.SQL(self.types[k])) for k in self.primary_key]
+        if len(parts) == 1:
+            return parts[0], [key[0]]
+        return sql.SQL("ROW({})").format(sql.SQL(", ").join(parts)), list(key)
+
+    def range_where(self, within: KeyRange) -> tuple[sql.Composable, list[Any]]:
+        clauses: list[sql.Composable] = []
+        params: list[Any] = []
+        for op, bound in ((">=", within.lo), ("<", within.hi)):
+            if bound is None:
+                continue
+            value, p = self._key_value(bound)
+            clauses.append(sql.SQL("{} {} {}").format(self.key_expr(), sql.SQL(op), value))
+            params += p
+        if not clauses:
+            return sql.SQL("true"), []
+        return sql.SQL(" AND ").join(clauses), params
+
+    # --- queries --------------------------------------------------------------------------
+    def bucket_query(self, bounds: Sequence[Key],
+                     within: KeyRange) -> tuple[sql.Composable, list[Any]]:
+        where, params = self.range_where(within)
+        if not bounds:
+            bucket: sql.Composable = sql.SQL("0")
+            bparams: list[Any] = []
+        elif len(self.primary_key) == 1:
+            bucket = sql.SQL("width_bucket(k, %s::{}[])").format(
+                sql.SQL(self.types[self.primary_key[0]]))
+            bparams = [[b[0] for b in bounds]]
+        else:
+            items = []
+            bparams = []
+            for b in bounds:
+                value, p = self._key_value(b)
+                items.append(value)
+                bparams += p
+            bucket = sql.SQL("width_bucket(k, ARRAY[{}])").format(sql.SQL(", ").join(items))
+        query = sql.SQL(
+            "SELECT {bucket} AS b, count(*), coalesce(bit_xor(h), 0) "
+            "FROM (SELECT {key} AS k, {hash} AS h FROM {table} WHERE {where}) s GROUP BY 1"
+        ).format(bucket=bucket, key=self.key_expr(), hash=self.row_hash(), table=self.table,
+                 where=where)
+        return query, bparams + params  # the bucket expression comes first in the text
+
+    def row_digest_query(self, within: KeyRange) -> tuple[sql.Composable, list[Any]]:
+        where, params = self.range_where(within)
+        return sql.SQL("SELECT {keys}, {hash} FROM {table} WHERE {where}").format(
+            keys=self.key_list(), hash=self.row_hash(), table=self.table, where=where), params
+
+    def keys_query(self, within: KeyRange, limit: int) -> tuple[sql.Composable, list[Any]]:
+        where, params = self.range_where(within)
+        return sql.SQL("SELECT {keys} FROM {table} WHERE {where} ORDER BY {order} LIMIT %s").format(
+            keys=self.key_list(), table=self.table, where=where, order=self.order_by()
+        ), [*params, limit]
+
+    def boundaries_query(self, within: KeyRange, every: int) -> tuple[sql.Composable, list[Any]]:
+        """Every `every`-th key of a range, in key order: the cut points of its sub-ranges."""
+        where, params = self.range_where(within)
+        return sql.SQL(
+            "SELECT {keys} FROM (SELECT {keys}, row_number() OVER (ORDER BY {order}) AS rn "
+            "FROM {table} WHERE {where}) s WHERE rn %% %s = 0 ORDER BY {order}"
+        ).format(keys=self.key_list(), order=self.order_by(), table=self.table, where=where), \
+            [*params, every]
+
+    def int_span_query(self) -> sql.Composable:
+        k = sql.Identifier(self.primary_key[0])
+        return sql.SQL("SELECT min({k}), max({k}), count(*) FROM {t}").format(k=k, t=self.table)
+
+    def _keys_in(self, keys: Sequence[Key]) -> tuple[sql.Composable, list[Any]]:
+        values = []
+        params: list[Any] = []
+        for key in keys:
+            v, p = self._key_value(key)
+            values.append(v if len(self.primary_key) > 1 else sql.SQL("({})").format(v))
+            params += p
+        lhs = sql.SQL("({})").format(self.key_list()) if len(self.primary_key) > 1 \
+            else sql.Identifier(self.primary_key[0])
+        return sql.SQL("{} IN ({})").format(lhs, sql.SQL(", ").join(values)), params
+
+    def column_tokens_query(self, keys: Sequence[Key]) -> tuple[sql.Composable, list[Any]]:
+        """Per key: every column's hash (hash mode) and canonical text."""
+        cond, params = self._keys_in(keys)
+        tokens = [sql.SQL("hash_record_extended(ROW({}), 0)").format(self._hash_input(c))
+                  for c in self.columns]
+        texts = [self.text_expr(c) for c in self.columns]
+        return sql.SQL("SELECT {keys}, {tokens}, {texts} FROM {table} WHERE {cond}").format(
+            keys=self.key_list(), tokens=sql.SQL(", ").join(tokens),
+            texts=sql.SQL(", ").join(texts), table=self.table, cond=cond), params
+
+    def rows_query(self, keys: Sequence[Key]) -> tuple[sql.Composable, list[Any]]:
+        cond, params = self._keys_in(keys)
+        return sql.SQL("SELECT {cols} FROM {table} WHERE {cond}").format(
+            cols=sql.SQL(", ").join(sql.Identifier(c) for c in self.columns),
+            table=self.table, cond=cond), params
+
+    def whole_table_query(self) -> sql.Composable:
+        """Tables without a primary key: a count and an order-free SUM of row hashes."""
+        return sql.SQL("SELECT count(*), coalesce(sum(h), 0) FROM (SELECT {hash} AS h FROM {t}) s"
+                       ).format(hash=self.row_hash(), t=self.table)
+
+
+def open_connection(conninfo: str, what: str) -> psycopg.Connection:
+    """A read-only REPEATABLE READ session with the settings canonical text depends on."""
+    conn = pg.connect(conninfo, what, autocommit=True)
+    with pg.translated(what):
+        conn.execute(SESSION_SETTINGS)
+        version = conn.info.server_version
+        if version < 140000:
+            conn.close()
+            raise PermanentError(f"{what}: validation needs PostgreSQL 14 or newer "
+                                 f"(hash_record_extended, bit_xor); server is {version}")
+        conn.autocommit = False
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+    return conn
+
+
+class PostgresSide(Side):
+    """A PostgreSQL table as one side of a comparison; one snapshot for its whole life."""
+
+    def __init__(self, conn: psycopg.Connection, dialect: PostgresDialect, label: str,
+                 mapping: dict[str, Any] | None = None) -> None:
+        self.conn = conn
+        self.d = dialect
+        self.label = label
+        self.what = f"{label} {dialect.info.qualified}"
+        #: when set (MongoDB target), column tokens are the canonical texts of mapped values
+        self.mapping = mapping
+
+    def _run(self, query: sql.Composable, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with pg.translated(self.what):
+            return self.conn.execute(query, params).fetchall()
+
+    def bucket_digests(self, bounds: Sequence[Key], within: KeyRange) -> dict[int, Digest]:
+        query, params = self.d.bucket_query(bounds, within)
+        return {int(b): (int(n), int(h)) for b, n, h in self._run(query, params)}
+
+    def row_digests(self, within: KeyRange) -> dict[Key, int]:
+        query, params = self.d.row_digest_query(within)
+        n = len(self.d.primary_key)
+        return {tuple(r[:n]): int(r[n]) for r in self._run(query, params)}
+
+    def keys(self, within: KeyRange, limit: int) -> list[Key]:
+        query, params = self.d.keys_query(within, limit)
+        return [tuple(r) for r in self._run(query, params)]
+
+    def boundaries(self, within: KeyRange, every: int) -> list[Key]:
+        query, params = self.d.boundaries_query(within, max(1, every))
+        return [tuple(r) for r in self._run(query, params)]
+
+    def int_span(self) -> tuple[int | None, int | None, int]:
+        row = self._run(self.d.int_span_query())[0]
+        return row[0], row[1], int(row[2])
+
+    def whole_table(self) -> Digest:
+        n, h = self._run(self.d.whole_table_query())[0]
+        return int(n), int(h)
+
+    def rows(self, keys: Sequence[Key]) -> dict[Key, dict[str, Any]]:
+        """Whole rows by key, as psycopg returns them (for value-by-value comparison)."""
+        out: dict[Key, dict[str, Any]] = {}
+        for i in range(0, len(keys), 500):
+            query, params = self.d.rows_query(keys[i:i + 500])
+            for r in self._run(query, params):
+                row = dict(zip(self.d.columns, r, strict=True))
+                out[tuple(row[k] for k in self.d.primary_key)] = row
+        return out
+
+    def column_tokens(self, keys: Sequence[Key]) -> dict[Key, dict[str, tuple[Any, str | None]]]:
+        if not keys:
+            return {}
+        if self.mapping is not None:
+            return self._mapped_tokens(keys)
+        out: dict[Key, dict[str, tuple[Any, str | None]]] = {}
+        n, m = len(self.d.primary_key), len(self.d.columns)
+        for i in range(0, len(keys), 500):
+            query, params = self.d.column_tokens_query(keys[i:i + 500])
+            for r in self._run(query, params):
+                out[tuple(r[:n])] = {c: (r[n + j], r[n + m + j])
+                                     for j, c in enumerate(self.d.columns)}
+        return out
+
+    def _mapped_tokens(self, keys: Sequence[Key]) -> dict[Key, dict[str, tuple[Any, str | None]]]:
+        """Tokens for a MongoDB comparison: each row mapped as the applier maps it, rendered."""
+        from migwatch.validation.canonical import json_column_text
+
+        assert self.mapping is not None
+        as_json = set(self.mapping.get("json_string_columns", ()))
+        out: dict[Key, dict[str, tuple[Any, str | None]]] = {}
+        for key, row in self.rows(keys).items():
+            try:
+                doc = row_to_document(row, self.d.primary_key, as_json,
+                                      decimal128=self.mapping.get("decimal128", True))
+            except PermanentError as exc:  # the target cannot hold it: every column differs
+                out[key] = {c: (f"unmappable: {exc}", None) for c in self.d.columns}
+                continue
+            tokens: dict[str, tuple[Any, str | None]] = {}
+            for c in self.d.columns:
+                kind = self.d.kinds[c]
+                if c in self.d.primary_key:
+                    v = doc["_id"] if len(self.d.primary_key) == 1 else doc["_id"][c]
+                else:
+                    v = doc.get(c)
+                if c in as_json and isinstance(v, str):
+                    text = json_column_text(v, kind, self.d.precision)
+                else:
+                    text = value_text(v, kind, self.d.precision)
+                tokens[c] = (text, text)
+            out[key] = tokens
+        return out
+
+    def current_lsn(self) -> tuple[str, int]:
+        """The source's WAL insert position now, as text and as a number (pg_lsn - '0/0')."""
+        row = self._run(sql.SQL("SELECT pg_current_wal_lsn()::text, "
+                                "(pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint"))[0]
+        return str(row[0]), int(row[1])
+
+    def close(self) -> None:
+        try:
+            self.conn.rollback()
+        finally:
+            self.conn.close()

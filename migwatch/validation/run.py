@@ -1,0 +1,376 @@
+"""Validating a migration: every table compared in parallel, then pending ranges re-checked.
+
+`validate` opens both sides of each table (one snapshot per side), runs the comparison and
+returns a `ValidationResult`. While CDC runs, differences are *pending* with the source LSN at
+which they were seen; `revalidate` re-checks a pending range once the applier's position on the
+target has passed that LSN: equal → resolved; still different while the source range has not
+changed since → mismatched; the source range still changing → pending again, at most
+`max_attempts` times (AWS DMS's pending revalidation).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from psycopg import sql
+
+from migwatch import metrics, names
+from migwatch.config import MigrationSpec, TableSpec, mongodb_uri, postgres_conninfo
+from migwatch.connectors import postgres as pg
+from migwatch.errors import MigwatchError, PermanentError
+from migwatch.validation.base import KeyRange, Side
+from migwatch.validation.canonical import MICROSECONDS, MILLISECONDS, column_kind
+from migwatch.validation.compare import CompareOptions, ProgressFn, TableComparer, digest_of
+from migwatch.validation.model import (
+    RANGE_MISMATCHED,
+    RANGE_PENDING,
+    RANGE_RESOLVED,
+    TableResult,
+    ValidationResult,
+    decode_key,
+    now_iso,
+)
+from migwatch.validation.mongo import MongoSide
+from migwatch.validation.mongo import translated as mongo_translated
+from migwatch.validation.postgres import (
+    HASH_MODE,
+    TEXT_MODE,
+    PostgresDialect,
+    PostgresSide,
+    open_connection,
+)
+
+ADHOC = "adhoc"  # metrics label when no migration id is given
+APPLICATION = "migwatch-validate"
+MONGO_NOTE = ("MongoDB target: timestamps are compared at millisecond precision (BSON dates "
+              "hold milliseconds); values are compared as migwatch.mapping stores them")
+
+
+def result_path(state_dir: Path, migration_id: str) -> Path:
+    """Where a migration's validation result is kept for the report stage."""
+    return state_dir / "validation" / f"{migration_id}.json"
+
+
+def options_from(spec: MigrationSpec, moving_source: bool) -> CompareOptions:
+    v = spec.validation
+    return CompareOptions(chunk_rows=v.chunk_rows, sample_cap=v.sample_cap,
+                          show_values=v.show_values, moving_source=moving_source)
+
+
+# ----------------------------------------------------------------------------- opening sides
+@dataclass
+class OpenTable:
+    """Both sides of one table, ready to compare; `close()` releases them."""
+
+    source: PostgresSide
+    target: Side
+    key_kinds: list[str]
+    whole_table: bool
+    closers: list[Callable[[], None]]
+
+    def close(self) -> None:
+        for close in reversed(self.closers):
+            with suppress(Exception):  # closing must not hide the real outcome
+                close()
+
+
+def _describe(conn: Any, qualified: str, what: str) -> pg.TableInfo:
+    schema, name = qualified.split(".")
+    with pg.translated(what):
+        info = pg.describe_table(conn, schema, name)
+    if info is None:
+        raise PermanentError(f"{what}: table {qualified} does not exist")
+    return info
+
+
+def open_table(spec: MigrationSpec, table: TableSpec, result: TableResult,
+               on_rows: Callable[[int], None] | None = None) -> OpenTable:
+    """Connect both sides of `table`, introspect them, and fill the result's shape fields."""
+    closers: list[Callable[[], None]] = []
+    try:
+        sconn = open_connection(postgres_conninfo(spec.source, "source", APPLICATION), "source")
+        closers.append(sconn.close)
+        sinfo = _describe(sconn, table.source, "source")
+        columns = [c.name for c in sinfo.columns]
+        pk = list(sinfo.primary_key)
+        kinds = {c.name: column_kind(c.type) for c in sinfo.columns}
+        result.primary_key = pk
+        whole = not pk
+        if whole:
+            result.warnings.append("no primary key: compared as one whole-table hash; "
+                                   "differences cannot be located to rows")
+        if spec.target.kind == "postgres":
+            tconn = open_connection(postgres_conninfo(spec.target, "target", APPLICATION),
+                                    "target")
+            closers.append(tconn.close)
+            tinfo = _describe(tconn, table.target_name, "target")
+            tnames = {c.name for c in tinfo.columns}
+            missing = [c for c in columns if c not in tnames]
+            extra = [c.name for c in tinfo.columns if c.name not in set(columns)]
+            if missing:
+                result.schema_differences.append(f"column set: missing on target {missing}")
+            if extra:
+                result.schema_differences.append(f"column set: extra on target {extra}")
+            if any(k in missing for k in pk):
+                raise PermanentError(f"target {table.target_name}: primary-key column missing")
+            common = [c for c in columns if c in tnames]
+            for c in common:
+                st, tt = sinfo.column(c).type, tinfo.column(c).type
+                if column_kind(st) != column_kind(tt):
+                    result.warnings.append(f"column {c}: type {st} on source, {tt} on target")
+            result.method = "hash_record_extended over primary-key ranges, in both databases"
+            result.precision = MICROSECONDS
+            source = PostgresSide(sconn, PostgresDialect(sinfo, common, pk, HASH_MODE), "source")
+            target: Side = PostgresSide(tconn, PostgresDialect(tinfo, common, pk, HASH_MODE),
+                                        "target")
+        else:
+            if whole:
+                raise PermanentError(f"source {table.source}: a MongoDB target needs a primary "
+                                     "key (it becomes _id)")
+            from pymongo import MongoClient
+
+            from migwatch.mapping import supports_decimal128
+
+            what = f"target ({spec.target.redacted()})"
+            with mongo_translated(what):
+                client: Any = MongoClient(mongodb_uri(spec.target, "target"),
+                                          serverSelectionTimeoutMS=10_000)
+                closers.append(client.close)
+                decimal128 = supports_decimal128(client.admin.command("buildInfo"))
+            coll = client[spec.target.database][table.target_table]
+            result.method = ("md5 of canonical row text over primary-key ranges: in PostgreSQL "
+                             "for the source, in migwatch for MongoDB documents paged by _id")
+            result.precision = MILLISECONDS
+            result.warnings.append(MONGO_NOTE)
+            source = PostgresSide(sconn, PostgresDialect(sinfo, columns, pk, TEXT_MODE),
+                                  "source", mapping={"json_string_columns":
+                                                     table.json_string_columns,
+                                                     "decimal128": decimal128})
+            target = MongoSide(coll, columns, kinds, pk, table.json_string_columns,
+                               on_rows=on_rows)
+        return OpenTable(source, target, [kinds[k] for k in pk], whole, closers)
+    except BaseException:
+        for close in reversed(closers):
+            close()
+        raise
+
+
+# ----------------------------------------------------------------------------- validate
+def validate_table(spec: MigrationSpec, table: TableSpec, options: CompareOptions,
+                   migration_id: str = ADHOC, progress: ProgressFn | None = None) -> TableResult:
+    """Compare one table; a failure to compare is recorded as status `error`, not raised."""
+    result = TableResult(table=table.source,
+                         target=table.target_name if spec.target.kind == "postgres"
+                         else table.target_table)
+    ranges = metrics.VALIDATION_RANGES.labels(migration_id, table.source)
+    seen = [0]
+
+    def on_rows(n: int) -> None:  # MongoDB pass: progress by documents read
+        seen[0] += n
+        if progress is not None:
+            progress(table.source, seen[0], max(seen[0], result.source_rows or seen[0]))
+
+    started = time.perf_counter()
+    opened: OpenTable | None = None
+    try:
+        opened = open_table(spec, table, result, on_rows=on_rows)
+        if opened.whole_table:
+            _compare_whole(opened, result, options)
+        else:
+            comparer = TableComparer(opened.source, opened.target, result, options,
+                                     opened.key_kinds, progress=progress, on_ranges=ranges.inc)
+            try:
+                comparer.run()
+            finally:
+                comparer.close()
+        if isinstance(opened.target, MongoSide) and opened.target.unreadable:
+            result.warnings.append(f"{len(opened.target.unreadable)} document(s) with an _id "
+                                   f"that maps to no key, e.g. {opened.target.unreadable[0]}")
+            result.extra += len(opened.target.unreadable)
+            result.settle_status()
+    except MigwatchError as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+        result.settle_status()
+    finally:
+        if opened is not None:
+            opened.close()
+    result.seconds = round(time.perf_counter() - started, 3)
+    metrics.VALIDATION_ROWS.labels(migration_id, table.source).inc(result.rows_compared)
+    _set_mismatch_gauges(migration_id, result)
+    return result
+
+
+def _compare_whole(opened: OpenTable, result: TableResult, options: CompareOptions) -> None:
+    src = opened.source.whole_table()
+    tgt = opened.target.whole_table()  # type: ignore[attr-defined]
+    result.source_rows, result.target_rows = src[0], tgt[0]
+    result.rows_compared = src[0]
+    result.ranges_checked = 1
+    if src != tgt:
+        from migwatch.validation.model import RangeCheck
+
+        lsn, lsn_num = opened.source.current_lsn()
+        result.ranges.append(RangeCheck(
+            lo=None, hi=None, lsn=lsn, lsn_num=lsn_num,
+            state=RANGE_PENDING if options.moving_source else RANGE_MISMATCHED,
+            missing=max(0, src[0] - tgt[0]), extra=max(0, tgt[0] - src[0]),
+            changed=0 if src[0] != tgt[0] else 1, source_digest=list(src), checked_at=now_iso()))
+        result.missing, result.extra, result.changed = (result.ranges[0].missing,
+                                                        result.ranges[0].extra,
+                                                        result.ranges[0].changed)
+    result.settle_status()
+
+
+def _set_mismatch_gauges(migration_id: str, result: TableResult) -> None:
+    by_state = {RANGE_PENDING: 0, RANGE_MISMATCHED: 0, RANGE_RESOLVED: 0}
+    for r in result.ranges:
+        by_state[r.state] = by_state.get(r.state, 0) + r.rows
+    for state, n in by_state.items():
+        metrics.VALIDATION_MISMATCHES.labels(migration_id, result.table, state).set(n)
+
+
+def validate(spec: MigrationSpec, migration_id: str | None = None, *,
+             tables: Sequence[str] | None = None, moving_source: bool | None = None,
+             progress: ProgressFn | None = None,
+             on_table: Callable[[TableResult], None] | None = None) -> ValidationResult:
+    """Compare every table of the spec (`spec.validation.workers` at a time).
+
+    Differences are pending (re-checkable) when a migration id is given — CDC is running —
+    and final otherwise, unless `moving_source` says which.
+    """
+    mid = migration_id or ADHOC
+    moving = bool(migration_id) if moving_source is None else moving_source
+    options = options_from(spec, moving)
+    chosen = [t for t in spec.tables if tables is None or t.source in tables
+              or t.name in tables]
+    result = ValidationResult(migration_id=mid, source=spec.source.redacted(),
+                              target=spec.target.redacted(), started_at=now_iso())
+    if spec.target.kind == "mongodb":
+        result.notes.append(MONGO_NOTE)
+    with metrics.observe_stage(mid, "validate"), ThreadPoolExecutor(
+            max_workers=spec.validation.workers, thread_name_prefix="mw-validate") as pool:
+        futures = [pool.submit(validate_table, spec, t, options, mid, progress) for t in chosen]
+        for f in futures:
+            table_result = f.result()
+            result.tables.append(table_result)
+            if on_table is not None:
+                on_table(table_result)
+    result.finished_at = now_iso()
+    return result
+
+
+# ----------------------------------------------------------------------------- revalidate
+def applied_lsn(spec: MigrationSpec, migration_id: str) -> int | None:
+    """The applier's newest applied source LSN (numeric), from the target; None if none yet."""
+    if spec.target.kind == "postgres":
+        with pg.connect_endpoint(spec.target, "target", autocommit=True,
+                                 application=APPLICATION) as conn, \
+                pg.translated("target: read applied position"):
+            if not pg.table_exists(conn, names.POSITION_SCHEMA, names.POSITION_TABLE):
+                return None
+            row = conn.execute(sql.SQL(
+                "SELECT lsn FROM {} WHERE migration_id = %s AND table_name = %s").format(
+                sql.Identifier(names.POSITION_SCHEMA, names.POSITION_TABLE)),
+                [migration_id, names.ALL_TABLES]).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+    from pymongo import MongoClient
+
+    with mongo_translated("target: read applied position"):
+        client: Any = MongoClient(mongodb_uri(spec.target, "target"),
+                                  serverSelectionTimeoutMS=10_000)
+        try:
+            doc = client[spec.target.database][names.POSITION_COLLECTION].find_one(
+                {"_id": {"migration_id": migration_id, "table_name": names.ALL_TABLES}})
+        finally:
+            client.close()
+    return int(doc["lsn"]) if doc and doc.get("lsn") is not None else None
+
+
+def revalidate(spec: MigrationSpec, migration_id: str, result: ValidationResult, *,
+               max_attempts: int = 3, timeout_seconds: float = 0.0, poll_seconds: float = 2.0,
+               ) -> ValidationResult:
+    """Re-check pending ranges whose LSN the applier has passed; repeat until none is pending
+    or `timeout_seconds` is over (0: one pass). Updates and returns `result`."""
+    deadline = time.monotonic() + timeout_seconds
+    options = options_from(spec, moving_source=True)
+    specs = {t.source: t for t in spec.tables}
+    with metrics.observe_stage(migration_id, "revalidate"):
+        while True:
+            applied = applied_lsn(spec, migration_id)
+            due = [t for t in result.tables if t.table in specs and any(
+                applied is not None and r.lsn_num <= applied for r in t.pending_ranges())]
+            if due:
+                with ThreadPoolExecutor(max_workers=spec.validation.workers) as pool:
+                    futures = [pool.submit(_recheck_table, spec, specs[t.table], t, applied,
+                                           options, max_attempts, migration_id) for t in due]
+                    for f in futures:
+                        f.result()
+            pending = any(t.pending_ranges() for t in result.tables)
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(poll_seconds)
+    if applied is None and any(t.pending_ranges() for t in result.tables):
+        note = "applier position unknown: pending ranges could not be re-checked"
+        if note not in result.notes:
+            result.notes.append(note)
+    result.finished_at = now_iso()
+    return result
+
+
+def _recheck_table(spec: MigrationSpec, table: TableSpec, result: TableResult,
+                   applied: int | None, options: CompareOptions, max_attempts: int,
+                   migration_id: str) -> None:
+    due = [r for r in result.pending_ranges() if applied is not None and r.lsn_num <= applied]
+    scratch = TableResult(table=result.table, target=result.target)
+    try:
+        opened = open_table(spec, table, scratch)
+    except MigwatchError as exc:
+        result.warnings.append(f"revalidation could not open the table: {exc}")
+        return
+    try:
+        ranges = [KeyRange(decode_key(r.lo), decode_key(r.hi)) for r in due]
+        opened.target.prefetch(ranges)
+        comparer = TableComparer(opened.source, opened.target, scratch, options,
+                                 opened.key_kinds)
+        try:
+            for check, rng in zip(due, ranges, strict=True):
+                if opened.whole_table:
+                    s = opened.source.whole_table()
+                    t = opened.target.whole_table()  # type: ignore[attr-defined]
+                else:
+                    s, t = digest_of(opened.source, rng), digest_of(opened.target, rng)
+                result.ranges_checked += 1
+                metrics.VALIDATION_RANGES.labels(migration_id, result.table).inc()
+                lsn, lsn_num = opened.source.current_lsn()
+                check.checked_at = now_iso()
+                if s == t:
+                    check.state = RANGE_RESOLVED
+                    continue
+                if not opened.whole_table:
+                    found = comparer.checks(comparer.locate([(rng, s, t)]), lsn, lsn_num,
+                                            RANGE_PENDING)
+                    check.missing = sum(c.missing for c in found)
+                    check.extra = sum(c.extra for c in found)
+                    check.changed = sum(c.changed for c in found)
+                    check.keys = [k for c in found for k in c.keys][:options.sample_cap]
+                still_changing = list(s) != list(check.source_digest)
+                if still_changing and check.attempts < max_attempts:
+                    check.lsn, check.lsn_num = lsn, lsn_num
+                    check.source_digest = list(s)
+                    check.attempts += 1
+                else:
+                    check.state = RANGE_MISMATCHED
+        finally:
+            comparer.close()
+    except MigwatchError as exc:
+        result.warnings.append(f"revalidation failed: {exc}")
+    finally:
+        opened.close()
+    result.recount(options.sample_cap)
+    _set_mismatch_gauges(migration_id, result)
