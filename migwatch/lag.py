@@ -638,3 +638,31 @@ def summarize(samples: Iterable[Sample]) -> dict[str, Any]:
             tp.append(max(0.0, (b.committed_offsets - a.committed_offsets) / (b.at - a.at)))
     out["throughput_msgs_per_second"] = tp[: len(rows)]
     return out
+
+
+def status_rows(ev: Evaluation) -> list[dict[str, str]]:
+    """One row per measure — measure, value, threshold, state, ETA — for tables and artifacts."""
+    rows = []
+    for m in ev.measures.values():
+        if m.level is Level.OK:
+            state = "caught up" if m.caught_up else "ok"
+            threshold = f"caught_up {format_value(m.name, m.caught_up_threshold)}"
+        else:
+            state = m.level.value
+            threshold = f"{m.level.value} {format_value(m.name, m.threshold)}"
+        eta = "-" if m.caught_up else ("?" if m.eta_seconds is None
+                                       else format_duration(m.eta_seconds))
+        rows.append({"measure": m.name, "value": format_value(m.name, m.value),
+                     "threshold": threshold, "state": state, "eta": eta})
+    return rows
+
+
+def one_line(ev: Evaluation, gate: GateStatus | None = None) -> str:
+    """The evaluation in one line: verdict, each lag, ETA, gate progress."""
+    parts = [f"{ev.verdict.value}"]
+    parts += [f"{m.name.removesuffix('_seconds').removesuffix('_bytes')} "
+              f"{format_value(m.name, m.value)}" for m in ev.measures.values()]
+    parts.append("ETA " + ("now" if ev.caught_up else format_duration(ev.eta_seconds)))
+    if gate is not None:
+        parts.append(f"gate {gate.state} {gate.consecutive}/{gate.needed}")
+    return " · ".join(parts)

@@ -133,7 +133,7 @@ def send_with(block: Any, message: Message, spec: NotificationsSpec) -> None:
     if not isinstance(block, NotificationBlock):
         raise TypeError(f"block type {type(block).__name__} cannot send notifications")
     with block.raise_on_failure():
-        block.notify(message.body, message.subject)
+        block.notify(message.body, message.subject)  # type: ignore[unused-coroutine]
 
 
 def send_email(credentials: Any, message: Message, to: Iterable[str], sender: str) -> None:

@@ -1,0 +1,100 @@
+"""`migwatch monitor SPEC --migration-id ID`: watch every lag until caught up, live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from migwatch.cli._app import app, console, handle_errors, out
+
+_STATE_STYLE = {"caught up": "green", "ok": "green", "warn": "yellow", "critical": "bold red"}
+_VERDICT_STYLE = {"OK": "green", "WARNING": "yellow", "FALLING_BEHIND": "yellow",
+                  "STALLED": "bold red", "ERROR": "bold red"}
+
+
+@app.command("monitor")
+@handle_errors
+def monitor(
+    spec: Path = typer.Argument(..., help="Migration spec (YAML)."),
+    migration_id: str = typer.Option(
+        ..., help="The migration run's id: lowercase letters, digits and dashes, at most 40."),
+    notify: bool = typer.Option(
+        False, help="Also send state changes through the spec's notification blocks (needs a "
+                    "Prefect API). Off by default: the pipeline's monitor flow already does."),
+) -> None:
+    """Poll every lag (consumer, event-time, end-to-end, slot WAL) at the spec's interval and
+    show measure, value, threshold, state and ETA. Exits 0 once every lag stayed under its
+    caught_up threshold for the spec's consecutive polls, 1 when the gate fails (timeout or a
+    hard maximum), 2 when the spec or a server is wrong."""
+    from migwatch.config import check_migration_id, load_spec
+    from migwatch.watch import save_samples, watch
+
+    check_migration_id(migration_id)
+    s = load_spec(spec)
+    notify_fn = None
+    if notify:
+        from migwatch.notifications import send
+
+        def notify_fn(notice: Any) -> None:
+            send(notice, s.notifications)
+
+    view = _View(migration_id, live=out.is_terminal)
+    try:
+        result = watch(s, migration_id, notify_fn=notify_fn, on_poll=view.update)
+    finally:
+        view.stop()
+    path = save_samples(result)
+    if result.evaluations:
+        out.print(_table(migration_id, result.evaluations[-1], None))
+    out.print(f"samples: {path}")
+    if not result.passed:
+        console.print(f"[bold red]gate failed:[/] {result.reason}", highlight=False)
+        raise typer.Exit(1)
+    out.print(f"[green]caught up[/] after {result.polls} polls ({result.seconds:.0f} s)",
+              highlight=False)
+
+
+class _View:
+    """A live table on a terminal; one line per poll otherwise (logs, CI)."""
+
+    def __init__(self, migration_id: str, live: bool) -> None:
+        self.migration_id = migration_id
+        self.live: Any = None
+        if live:
+            from rich.live import Live
+
+            self.live = Live(console=out, refresh_per_second=4, transient=True)
+            self.live.start()
+
+    def update(self, p: Any) -> None:
+        from migwatch.lag import one_line
+
+        if self.live is not None:
+            self.live.update(_table(self.migration_id, p.evaluation, p))
+        else:
+            out.print(f"poll {p.number}: {one_line(p.evaluation, p.gate)}", highlight=False)
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
+def _table(migration_id: str, ev: Any, p: Any) -> Table:
+    from migwatch.lag import format_duration, status_rows
+
+    verdict = ev.verdict.value
+    title = f"migwatch monitor {migration_id}: [{_VERDICT_STYLE[verdict]}]{verdict}[/]"
+    if p is not None:
+        title += f"  (poll {p.number}, gate {p.gate.consecutive}/{p.gate.needed})"
+    table = Table(title=title, caption="; ".join(ev.reasons) or None)
+    for col in ("measure", "value", "threshold", "state", "ETA"):
+        table.add_column(col, justify="right" if col in ("value", "ETA") else "left")
+    for r in status_rows(ev):
+        table.add_row(r["measure"], r["value"], r["threshold"],
+                      f"[{_STATE_STYLE.get(r['state'], '')}]{r['state']}[/]", r["eta"])
+    eta = "now" if ev.caught_up else format_duration(ev.eta_seconds)
+    table.add_row("[bold]overall[/]", "", "", f"[{_VERDICT_STYLE[verdict]}]{verdict}[/]", eta)
+    return table
