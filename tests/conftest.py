@@ -102,6 +102,16 @@ def mongo_db(stack: Stack) -> Iterator[str]:
     client.close()
 
 
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """A throw-away Prefect API (SQLite) shared by every test that runs flows or tasks."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
 @pytest.fixture
 def migration_id() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
