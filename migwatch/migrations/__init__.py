@@ -9,7 +9,7 @@ The spec's `migrations` section names the folder (relative to the working direct
 (default: from the target) and how long to wait for another run's lock. Every step is timed into
 `sql_migration_duration_seconds` / `mongodb_migration_duration_seconds`, failures are counted by
 error class, and logger `migwatch.migrations` writes one line when a step starts and one when it
-ends.
+ends. `Runner(spec, on_step=...)` also reports each step's start and outcome as it happens.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from migwatch.migrations._runner import (
     Runner,
     RunResult,
     StatusReport,
+    StepEvent,
     StepOutcome,
     open_backend,
     resolve_kind,
@@ -50,7 +51,7 @@ from migwatch.migrations._runner import (
 __all__ = [
     "DEFAULT_LOCK_TTL_SECONDS", "Backend", "HistoryRow", "LockAttempt", "LockInfo", "Migration",
     "RepairPlan", "RepairResult", "RunResult", "Runner", "State", "StatusReport", "StatusRow",
-    "Step", "StepOutcome", "Version", "checksum", "discover", "open_backend", "plan_down",
-    "plan_repair", "plan_up", "resolve_kind", "run_down", "run_repair", "run_status", "run_up",
-    "status",
+    "Step", "StepEvent", "StepOutcome", "Version", "checksum", "discover", "open_backend",
+    "plan_down", "plan_repair", "plan_up", "resolve_kind", "run_down", "run_repair", "run_status",
+    "run_up", "status",
 ]

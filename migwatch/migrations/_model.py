@@ -19,7 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from migwatch.errors import ConfigError, MigrationChanged, PermanentError
+from migwatch.errors import ConfigError, MigrationChanged, MigrationFailed, PermanentError
 
 Kind = Literal["sql", "mongodb"]
 
@@ -260,18 +260,21 @@ def plan_up(migrations: Sequence[Migration], history: Iterable[HistoryRow],
             target: Version | None = None) -> list[Step]:
     """Pending migrations up to `target` (inclusive), in version order.
 
-    Refused: an edited applied script; a pending version older than the newest applied one
-    (out of order); a migration that failed outside a transaction (it may be half applied: fix
-    the data, then `repair`). A failure inside a transaction was rolled back and is retried.
+    Refused: an edited applied script (MigrationChanged); a pending version older than the
+    newest applied one (out of order); a migration that failed outside a transaction
+    (MigrationFailed: it may be half applied — fix the data, then `repair`). A failure inside a
+    transaction was rolled back and is retried.
     """
     history = list(history)
     check_unchanged(migrations, history)
     rows = _by_version(history)
     for row in rows.values():
         if row.status == "failed" and not row.in_transaction:
-            raise PermanentError(
-                f"version {row.version} ({row.script}) failed outside a transaction and may be "
-                "partly applied; put the data right, then run `migwatch migrations repair`")
+            # a failure like any other for the caller (exit 1), not bad input
+            raise MigrationFailed(
+                row.version, row.script, row.error_type or "unknown",
+                "on an earlier run, outside a transaction, so it may be partly applied; put the "
+                "data right, then run `migwatch migrations repair`")
     applied = [v for v, r in rows.items() if r.status == "success"]
     newest = max(applied, default=None)
     steps = []

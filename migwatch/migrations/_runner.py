@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,12 +175,28 @@ class StepOutcome:
     duration_ms: int
     in_transaction: bool
     documents: dict[str, int] = field(default_factory=dict)
+    error_type: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "description": self.description,
                 "direction": self.direction, "status": self.status,
                 "duration_ms": self.duration_ms, "in_transaction": self.in_transaction,
-                "documents": dict(self.documents)}
+                "documents": dict(self.documents), "error_type": self.error_type}
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """Reported while a run goes: `start` before step `index` of `total`, `end` after it with
+    its outcome (status success or failed), so a CLI or a task can show progress live."""
+
+    phase: Literal["start", "end"]
+    step: Step
+    index: int
+    total: int
+    outcome: StepOutcome | None = None
+
+
+OnStep = Callable[[StepEvent], None]
 
 
 @dataclass
@@ -192,6 +209,8 @@ class RunResult:
     planned: list[Step] = field(default_factory=list)
     outcomes: list[StepOutcome] = field(default_factory=list)
     lock_wait_seconds: float = 0.0
+    #: owner of a stale (expired) lock this run took over, if any
+    lock_taken_over_from: str | None = None
 
     @property
     def versions_done(self) -> list[str]:
@@ -201,7 +220,8 @@ class RunResult:
         return {"kind": self.kind, "direction": self.direction, "dry_run": self.dry_run,
                 "planned": [s.to_dict() for s in self.planned],
                 "outcomes": [o.to_dict() for o in self.outcomes],
-                "lock_wait_seconds": round(self.lock_wait_seconds, 3)}
+                "lock_wait_seconds": round(self.lock_wait_seconds, 3),
+                "lock_taken_over_from": self.lock_taken_over_from}
 
 
 @dataclass
@@ -286,21 +306,33 @@ class _HeldLock:
                         type(exc).__name__)
 
 
-def acquire_lock(backend: Backend, owner: str, ttl: float, timeout: float) -> tuple[_HeldLock,
-                                                                                    float]:
-    """Wait up to `timeout` seconds for the lock; a lock past its expiry is taken over."""
+def acquire_lock(backend: Backend, owner: str, ttl: float,
+                 timeout: float) -> tuple[_HeldLock, float, str | None]:
+    """Wait up to `timeout` seconds for the lock; a lock past its expiry is taken over.
+
+    Returns the held lock, the seconds waited and the owner of a stale lock taken over.
+    """
     start = time.monotonic()
+    told = False
     while True:
         attempt = backend.try_lock(owner, ttl)
         waited = time.monotonic() - start
         if attempt.acquired:
+            stale = None
             if attempt.previous is not None and attempt.previous.owner != owner:
+                stale = attempt.previous.owner
                 log.warning("migrations lock taken over from %s (expired %s) target=%s",
                             attempt.previous.owner, attempt.previous.expires_at,
                             backend.describe())
             held = _HeldLock(backend, owner, ttl)
             held._thread.start()
-            return held, waited
+            return held, waited, stale
+        if not told:
+            told = True
+            log.info("migrations lock held by %s (expires %s); waiting up to %.1fs target=%s",
+                     attempt.holder.owner if attempt.holder else "unknown",
+                     attempt.holder.expires_at if attempt.holder else None, timeout,
+                     backend.describe())
         if waited >= timeout:
             holder = attempt.holder
             raise MigrationLocked(holder.owner if holder else "unknown",
@@ -333,8 +365,12 @@ def _fmt(value: Any) -> str:
     return f'"{text}"' if " " in text or not text else text
 
 
-def _run_step(backend: Backend, step: Step, who: str) -> StepOutcome:
-    """One script: its transaction, its history row, its metrics and its two log lines."""
+def _run_step(backend: Backend, step: Step, who: str,
+              notify: Callable[[StepOutcome | None], None] | None = None) -> StepOutcome:
+    """One script: its transaction, its history row, its metrics and its two log lines.
+
+    `notify(None)` is called when it starts and `notify(outcome)` when it ends, failed or not.
+    """
     kind = backend.kind
     duration, errors = _metrics_for(kind)
     mig = step.migration
@@ -343,6 +379,8 @@ def _run_step(backend: Backend, step: Step, who: str) -> StepOutcome:
     fields = _log_fields(kind, step, script=(mig.undo_path if step.direction == "down" and
                                              mig.undo_path else mig.path).name)
     log.info(_line("migration.start", fields), extra={"migration": fields})
+    if notify is not None:
+        notify(None)
     applied_at = datetime.now(UTC)
     start = time.perf_counter()
 
@@ -372,6 +410,10 @@ def _run_step(backend: Backend, step: Step, who: str) -> StepOutcome:
             except Exception as rec:  # the server may be gone; the raised error says enough
                 log.error("migration.history_write_failed version=%s error_type=%s",
                           step.version, type(rec).__name__)
+        if notify is not None:
+            notify(StepOutcome(step.version, mig.description, step.direction, "failed",
+                               int(seconds * 1000), exc.in_transaction,
+                               dict(progress.totals), exc.error_type))
         if exc.transient:
             raise TransientError(f"migration {step.version} ({mig.script}) interrupted: "
                                  f"{exc}") from exc
@@ -385,8 +427,11 @@ def _run_step(backend: Backend, step: Step, who: str) -> StepOutcome:
     if kind == "mongodb":
         end["documents"] = sum(documents.values())
     log.info(_line("migration.end", end), extra={"migration": end})
-    return StepOutcome(step.version, mig.description, step.direction, "success",
-                       int(seconds * 1000), in_tx, documents)
+    outcome = StepOutcome(step.version, mig.description, step.direction, "success",
+                          int(seconds * 1000), in_tx, documents)
+    if notify is not None:
+        notify(outcome)
+    return outcome
 
 
 # --------------------------------------------------------------------------- entry points
@@ -435,13 +480,15 @@ class Runner:
     """Runs status/up/down/repair for one spec; the backend is opened per call and closed."""
 
     def __init__(self, spec: MigrationSpec, *, owner: str | None = None,
-                 lock_ttl_seconds: float = DEFAULT_LOCK_TTL_SECONDS) -> None:
+                 lock_ttl_seconds: float = DEFAULT_LOCK_TTL_SECONDS,
+                 on_step: OnStep | None = None) -> None:
         self.spec = spec
         self.kind = resolve_kind(spec)
         assert spec.migrations is not None
         self.lock_timeout = spec.migrations.lock_timeout_seconds
         self.owner = owner or default_owner()
         self.lock_ttl = lock_ttl_seconds
+        self.on_step = on_step
 
     def status(self) -> StatusReport:
         migrations = load_migrations(self.spec)
@@ -468,7 +515,7 @@ class Runner:
             if dry_run:
                 return RepairResult(self.kind, True, plan_repair(migrations, backend.history()))
             backend.ensure_storage()
-            held, _ = acquire_lock(backend, self.owner, self.lock_ttl, self.lock_timeout)
+            held, _, _ = acquire_lock(backend, self.owner, self.lock_ttl, self.lock_timeout)
             try:
                 plan = plan_repair(migrations, backend.history())
                 backend.repair(plan)
@@ -490,20 +537,39 @@ class Runner:
             if dry_run:
                 return result
             backend.ensure_storage()
-            held, result.lock_wait_seconds = acquire_lock(backend, self.owner, self.lock_ttl,
-                                                          self.lock_timeout)
+            held, result.lock_wait_seconds, result.lock_taken_over_from = acquire_lock(
+                backend, self.owner, self.lock_ttl, self.lock_timeout)
             try:
                 # re-planned under the lock: another run may have applied some meanwhile
                 result.planned = make_plan(migrations, backend.history())
                 who = applied_by()
-                for step in result.planned:
+                total = len(result.planned)
+                for index, step in enumerate(result.planned, 1):
                     held.check()
-                    result.outcomes.append(_run_step(backend, step, who))
+                    result.outcomes.append(_run_step(backend, step, who,
+                                                     self._notifier(step, index, total)))
             finally:
                 held.release()
             return result
         finally:
             backend.close()
+
+
+    def _notifier(self, step: Step, index: int,
+                  total: int) -> Callable[[StepOutcome | None], None] | None:
+        on_step = self.on_step
+        if on_step is None:
+            return None
+
+        def notify(outcome: StepOutcome | None) -> None:
+            try:
+                on_step(StepEvent("start" if outcome is None else "end", step, index, total,
+                                  outcome))
+            except Exception as exc:  # a display problem never stops a migration half way
+                log.warning("migrations on_step callback failed error_type=%s",
+                            type(exc).__name__)
+
+        return notify
 
 
 def run_status(spec: MigrationSpec) -> StatusReport:

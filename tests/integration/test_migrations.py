@@ -23,6 +23,7 @@ from migwatch.metrics import REGISTRY
 from migwatch.migrations import (
     RunResult,
     State,
+    StepEvent,
     open_backend,
     run_down,
     run_repair,
@@ -195,6 +196,43 @@ def test_a_failing_migration_is_recorded_counted_and_leaves_earlier_ones(env: En
     assert {r.state for r in run_status(spec).rows} == {State.APPLIED}
 
 
+def test_durations_are_counted_per_version_and_status(env: Env) -> None:
+    env.write("1")
+    env.write("1.1")
+    spec = env.spec()
+    name = f"{env.metric}_duration_seconds_count"
+    before = {(v, st): sample(name, version=v, status=st)
+              for v in ["1", "1.1"] for st in ["success", "failed", "reverted"]}
+
+    def grown() -> dict[tuple[str, str], float]:
+        return {k: sample(name, version=k[0], status=k[1]) - n for k, n in before.items()
+                if sample(name, version=k[0], status=k[1]) != n}
+
+    run_up(spec)
+    assert grown() == {("1", "success"): 1, ("1.1", "success"): 1}
+    run_up(spec, dry_run=True)
+    run_up(spec)  # nothing pending: nothing timed
+    assert grown() == {("1", "success"): 1, ("1.1", "success"): 1}
+    if env.kind == "mongodb":
+        run_down(spec)
+        assert grown() == {("1", "success"): 1, ("1.1", "success"): 1, ("1.1", "reverted"): 1}
+
+
+def test_each_step_is_reported_as_it_starts_and_ends(env: Env) -> None:
+    env.write("1")
+    env.write("2", env.failing(), desc="broken")
+    events: list[StepEvent] = []
+    with pytest.raises(MigrationFailed):
+        run_up(env.spec(), on_step=events.append)
+    assert [(e.phase, e.step.version, e.index, e.total) for e in events] == [
+        ("start", "1", 1, 2), ("end", "1", 1, 2), ("start", "2", 2, 2), ("end", "2", 2, 2)]
+    ok, failed = events[1].outcome, events[3].outcome
+    assert ok is not None and ok.status == "success" and ok.error_type is None
+    assert failed is not None and failed.status == "failed"
+    assert failed.error_type == env.error_type
+    assert failed.in_transaction is (env.kind == "sql")
+
+
 def test_an_edited_applied_script_is_refused_until_repaired(env: Env) -> None:
     first = env.write("1")
     spec = env.spec()
@@ -297,6 +335,7 @@ def test_a_stale_lock_past_its_expiry_is_taken_over(env: Env,
         result = run_up(spec)
     assert result.versions_done == ["1"]
     assert result.lock_wait_seconds < 2
+    assert result.lock_taken_over_from == "crashed@host:1:cafe"
     assert any("taken over from crashed@host:1:cafe" in r.getMessage() for r in caplog.records)
     assert run_status(spec).lock is None
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from migwatch.errors import ConfigError, MigrationChanged, PermanentError
+from migwatch.errors import ConfigError, MigrationChanged, MigrationFailed, PermanentError
 from migwatch.migrations import (
     HistoryRow,
     State,
@@ -136,8 +136,9 @@ def test_plan_up_retries_a_rolled_back_failure_but_not_a_partial_one(four) -> No
     rolled_back = [applied(four[0]), applied(four[1], "failed", in_tx=True)]
     assert [s.version for s in plan_up(four, rolled_back)] == ["1.9", "1.10", "2"]
     partial = [applied(four[0]), applied(four[1], "failed", in_tx=False)]
-    with pytest.raises(PermanentError, match="1.9.*repair"):
+    with pytest.raises(MigrationFailed, match=r"migration 1\.9 \(V1\.9__b\.sql\).*repair") as err:
         plan_up(four, partial)
+    assert err.value.version == "1.9"  # a failure like any other (CLI exit 1), not bad input
 
 
 def test_plan_up_refuses_out_of_order(four) -> None:
