@@ -14,8 +14,10 @@ from migwatch.config import MigrationSpec, parse_spec
 from migwatch.errors import MigrationChanged, MigrationLocked
 from migwatch.migrations import open_backend
 from migwatch.stack import Stack
+from tasks.capture import retry_on_transient as shared_predicate
 from tasks.migrations import (
     migrations_down,
+    migrations_repair,
     migrations_status,
     migrations_up,
     retry_on_transient,
@@ -48,6 +50,7 @@ def spec(stack: Stack, mongo_db: str, tmp_path: Path) -> MigrationSpec:
 
 
 def test_retry_condition_accepts_only_transient_failures() -> None:
+    assert retry_on_transient is shared_predicate  # one predicate for every task module
     assert retry_on_transient(None, None, Failed(data=MigrationLocked("x", None, 1.0)))
     assert not retry_on_transient(None, None, Failed(data=MigrationChanged([("1", "V1.py")])))
     assert not retry_on_transient(None, None, Failed(data=ValueError("bad")))
@@ -113,3 +116,22 @@ def test_a_held_lock_is_retried_and_an_edited_script_is_not(spec: MigrationSpec)
         task_logger.removeHandler(watcher)
         backend.release_lock("other-run")
         backend.close()
+
+
+def test_repair_task_accepts_an_edited_script_deliberately(spec: MigrationSpec) -> None:
+    script = Path(spec.migrations.folder) / "V1__note_1.py"
+
+    @flow
+    def edit_then_repair() -> dict[str, Any]:
+        migrations_up(spec)
+        script.write_text(script.read_text() + "# edited\n")
+        return {"dry": migrations_repair(spec, dry_run=True),
+                "before": migrations_status(spec), "repair": migrations_repair(spec),
+                "after": migrations_status(spec)}
+
+    out = edit_then_repair()
+    assert out["dry"] == {"kind": "mongodb", "dry_run": True, "checksums_accepted": ["1"],
+                          "failed_cleared": []}
+    assert [r["state"] for r in out["before"]["rows"]] == ["changed", "applied"]
+    assert out["repair"]["dry_run"] is False and out["repair"]["checksums_accepted"] == ["1"]
+    assert [r["state"] for r in out["after"]["rows"]] == ["applied", "applied"]
