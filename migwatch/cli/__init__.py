@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import migwatch.cli.check  # noqa: F401  (registers `migwatch check`)
 import migwatch.cli.dashboard  # noqa: F401  (registers `migwatch dashboard`)
+import migwatch.cli.migrations  # noqa: F401  (registers `migwatch migrations`)
 import migwatch.cli.monitor  # noqa: F401  (registers `migwatch monitor`)
 import migwatch.cli.teardown  # noqa: F401  (registers `migwatch teardown`)
 from migwatch.cli import apply, stack, workload  # noqa: F401  (register command groups)
