@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS public.orders_customer_id_idx;

@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS public.order_status_labels;
