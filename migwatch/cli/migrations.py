@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -128,7 +129,7 @@ def _status_table(rows: list[Any]) -> Table:
     table.add_column("version", no_wrap=True)
     table.add_column("description")
     table.add_column("state", no_wrap=True)
-    table.add_column("applied at", no_wrap=True)
+    table.add_column("applied at (UTC)", no_wrap=True)
     table.add_column("ms", justify="right", no_wrap=True)
     table.add_column("by")
     table.add_column("tx", no_wrap=True)
@@ -136,7 +137,8 @@ def _status_table(rows: list[Any]) -> Table:
         style = _STATE_STYLE.get(r.state.value, "")
         table.add_row(
             r.version, r.description, f"[{style}]{r.state.value}[/]",
-            r.applied_at.strftime("%Y-%m-%d %H:%M:%S") if r.applied_at else "",
+            r.applied_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if r.applied_at
+            else "",
             "" if r.duration_ms is None else str(r.duration_ms), r.applied_by or "",
             "" if r.in_transaction is None else ("yes" if r.in_transaction else "no"))
     return table
@@ -198,19 +200,21 @@ def _run(spec: Path, direction: str, to: str | None, dry_run: bool) -> None:
             out.print(f"dry run: nothing to {verb}", soft_wrap=True)
             return
         out.print(f"dry run: would {verb} {len(result.planned)} migration(s), in this order:")
+        width = max(len(st.migration.description) for st in result.planned)
         for st in result.planned:
             script = st.to_dict()["script"]
-            out.print(f"  {st.version:>8}  {escape(st.migration.description)}  "
-                      f"[dim]{escape(script)}[/]",
-                      highlight=False, soft_wrap=True)
+            out.print(f"  {st.version:<8}  {escape(st.migration.description):<{width}}  "
+                      f"[dim]{escape(script)}[/]", highlight=False, soft_wrap=True)
         return
     if result.lock_taken_over_from:
         console.print("[yellow]took over an expired migrations lock from "
                       f"{escape(result.lock_taken_over_from)}[/]", highlight=False,
                       soft_wrap=True)
     if not result.outcomes:
-        out.print(f"nothing to {verb}: the target is up to date"
-                  if direction == "up" else "nothing to revert")
+        waited = f" (waited {result.lock_wait_seconds:.1f} s for the lock)" \
+            if result.lock_wait_seconds >= 0.1 else ""
+        out.print((f"nothing to {verb}: the target is up to date" if direction == "up"
+                   else "nothing to revert") + waited, highlight=False, soft_wrap=True)
         return
     done = "applied" if direction == "up" else "reverted"
     seconds = sum(o.duration_ms for o in result.outcomes) / 1000

@@ -59,7 +59,12 @@ def _translated(what: str) -> Iterator[None]:
 
 def supports_transactions(client: MongoClient) -> bool:
     """True on a replica set or mongos with sessions; FerretDB and standalones have none."""
-    hello = client.admin.command("hello")
+    return transactions_in(client.admin.command("hello"))
+
+
+def transactions_in(hello: dict[str, Any]) -> bool:
+    """Whether a server's `hello` reply offers multi-document transactions: a replica set
+    member (`setName`) or a mongos (`msg: isdbgrid`) that also has sessions."""
     clustered = "setName" in hello or hello.get("msg") == "isdbgrid"
     return clustered and hello.get("logicalSessionTimeoutMinutes") is not None
 

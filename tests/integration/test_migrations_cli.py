@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -319,6 +320,43 @@ def test_mongo_down_to_a_version_and_documents_shown(mongo: Target) -> None:
     assert mongo.log() == ["1"]
     status = cli("status", mongo.spec_path)
     assert [state_of(status, v) for v in ["1", "2", "3"]] == ["applied", "pending", "pending"]
+
+
+def test_two_processes_at_once_one_applies_the_other_waits(pg: Target,
+                                                            target_db: PgDatabase) -> None:
+    pg.write("1", "SELECT pg_sleep(3);", desc="slow")
+    pg.write("2")
+    exe = Path(sys.executable).with_name("migwatch")
+    env = {**os.environ, "COLUMNS": "200"}
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen([str(exe), "migrations", "up", str(pg.spec_path)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    first = start()
+    try:
+        # the second starts once the first holds the lock, so it has to wait for it
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with target_db.connect() as conn:
+                held = conn.execute("SELECT to_regclass('migwatch.schema_lock') IS NOT NULL"
+                                    ).fetchone()[0] and conn.execute(
+                    "SELECT EXISTS (SELECT FROM migwatch.schema_lock)").fetchone()[0]
+            if held:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the first run never took the lock")
+        second = start()
+        out_b, err_b = second.communicate(timeout=60)
+    finally:
+        out_a, err_a = first.communicate(timeout=60)
+    assert first.returncode == 0 and second.returncode == 0, (err_a, err_b)
+    assert "applied 2 migration(s)" in out_a
+    assert "nothing to apply: the target is up to date (waited" in out_b
+    waited = float(out_b.split("(waited ")[1].split(" s")[0])
+    assert waited >= 0.5
+    assert pg.log() == ["1", "2"]  # each applied once
 
 
 def test_the_installed_command_runs_status_as_json(pg: Target) -> None:

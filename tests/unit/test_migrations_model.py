@@ -180,3 +180,20 @@ def test_importing_the_core_does_not_import_prefect() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("hello,expected", [
+    # a replica set member and a mongos with sessions: transactions
+    ({"isWritablePrimary": True, "setName": "rs0", "logicalSessionTimeoutMinutes": 30}, True),
+    ({"isWritablePrimary": True, "msg": "isdbgrid", "logicalSessionTimeoutMinutes": 30}, True),
+    # a standalone mongod: sessions but no transactions
+    ({"isWritablePrimary": True, "logicalSessionTimeoutMinutes": 30}, False),
+    # a replica set without sessions (very old or misconfigured)
+    ({"isWritablePrimary": True, "setName": "rs0"}, False),
+    # FerretDB 1.x on SQLite: neither
+    ({"isWritablePrimary": True, "maxWireVersion": 21}, False),
+])
+def test_transactions_are_used_only_where_hello_offers_them(hello: dict, expected: bool) -> None:
+    from migwatch.migrations.mongo import transactions_in
+
+    assert transactions_in(hello) is expected
