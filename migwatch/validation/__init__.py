@@ -2,7 +2,8 @@
 
     validate(spec, migration_id)         compare every table → ValidationResult
     revalidate(spec, migration_id, res)  re-check pending ranges once the applier passed them
-    run_expectations(spec, ...)          Great Expectations suites on PostgreSQL targets
+    run_expectations(spec, res)          Great Expectations suites on PostgreSQL targets
+    save_result(res) / load_result(id)   the result file the report stage reads
 
 Modules: `canonical` (value forms equal across engines), `base` (the side interface),
 `postgres` and `mongo` (one per engine: dialect builds SQL, side does I/O), `compare` (range
@@ -22,7 +23,16 @@ from migwatch.validation.model import (
     TableResult,
     ValidationResult,
 )
-from migwatch.validation.run import applied_lsn, result_path, revalidate, validate, validate_table
+from migwatch.validation.expectations import run_expectations
+from migwatch.validation.run import (
+    applied_lsn,
+    load_result,
+    result_path,
+    revalidate,
+    save_result,
+    validate,
+    validate_table,
+)
 
 __all__ = [
     "DIFFERENT",
@@ -35,8 +45,11 @@ __all__ = [
     "TableResult",
     "ValidationResult",
     "applied_lsn",
+    "load_result",
     "result_path",
     "revalidate",
+    "run_expectations",
+    "save_result",
     "validate",
     "validate_table",
 ]

@@ -118,6 +118,12 @@ class TableComparer:
         bounds = self.source.boundaries(EVERYTHING, self.o.chunk_rows)
         return bounds, (len(bounds) + 1) * self.o.chunk_rows
 
+    def _phase(self, name: str, since: float) -> float:
+        now = time.perf_counter()
+        timings = self.result.timings
+        timings[name] = round(timings.get(name, 0.0) + now - since, 4)
+        return now
+
     def run(self) -> TableResult:
         started = time.perf_counter()
         r = self.result
@@ -142,10 +148,14 @@ class TableComparer:
             if self.progress is not None:
                 self.progress(r.table, done, max(done, expected))
         r.rows_compared = r.source_rows
+        mark = self._phase("digest", started)
         leaves = self.locate(differing)
         lsn, lsn_num = self.source.current_lsn()
+        mark = self._phase("locate", mark)
         state = RANGE_PENDING if self.o.moving_source else RANGE_MISMATCHED
-        for check in self.checks(leaves, lsn, lsn_num, state):
+        checks = self.checks(leaves, lsn, lsn_num, state)
+        self._phase("sample", mark)
+        for check in checks:
             r.ranges.append(check)
             r.missing += check.missing
             r.extra += check.extra

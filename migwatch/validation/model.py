@@ -157,6 +157,8 @@ class TableResult:
     seconds: float = 0.0
     error: str | None = None
     expectations: dict[str, Any] | None = None
+    #: wall seconds per phase (open, digest, locate, sample): where the time went
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def mismatched_rows(self) -> int:

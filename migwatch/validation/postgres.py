@@ -136,7 +136,7 @@ class PostgresDialect:
 
     # --- queries --------------------------------------------------------------------------
     def bucket_query(self, bounds: Sequence[Key],
-                     within: KeyRange) -> tuple[sql.Composable, list[Any]]:
+                     within: KeyRange) -> tuple[sql.Composed, list[Any]]:
         where, params = self.range_where(within)
         if not bounds:
             bucket: sql.Composable = sql.SQL("0")
@@ -160,18 +160,18 @@ class PostgresDialect:
                  where=where)
         return query, bparams + params  # the bucket expression comes first in the text
 
-    def row_digest_query(self, within: KeyRange) -> tuple[sql.Composable, list[Any]]:
+    def row_digest_query(self, within: KeyRange) -> tuple[sql.Composed, list[Any]]:
         where, params = self.range_where(within)
         return sql.SQL("SELECT {keys}, {hash} FROM {table} WHERE {where}").format(
             keys=self.key_list(), hash=self.row_hash(), table=self.table, where=where), params
 
-    def keys_query(self, within: KeyRange, limit: int) -> tuple[sql.Composable, list[Any]]:
+    def keys_query(self, within: KeyRange, limit: int) -> tuple[sql.Composed, list[Any]]:
         where, params = self.range_where(within)
         return sql.SQL("SELECT {keys} FROM {table} WHERE {where} ORDER BY {order} LIMIT %s").format(
             keys=self.key_list(), table=self.table, where=where, order=self.order_by()
         ), [*params, limit]
 
-    def boundaries_query(self, within: KeyRange, every: int) -> tuple[sql.Composable, list[Any]]:
+    def boundaries_query(self, within: KeyRange, every: int) -> tuple[sql.Composed, list[Any]]:
         """Every `every`-th key of a range, in key order: the cut points of its sub-ranges."""
         where, params = self.range_where(within)
         return sql.SQL(
@@ -180,7 +180,7 @@ class PostgresDialect:
         ).format(keys=self.key_list(), order=self.order_by(), table=self.table, where=where), \
             [*params, every]
 
-    def int_span_query(self) -> sql.Composable:
+    def int_span_query(self) -> sql.Composed:
         k = sql.Identifier(self.primary_key[0])
         return sql.SQL("SELECT min({k}), max({k}), count(*) FROM {t}").format(k=k, t=self.table)
 
@@ -195,7 +195,7 @@ class PostgresDialect:
             else sql.Identifier(self.primary_key[0])
         return sql.SQL("{} IN ({})").format(lhs, sql.SQL(", ").join(values)), params
 
-    def column_tokens_query(self, keys: Sequence[Key]) -> tuple[sql.Composable, list[Any]]:
+    def column_tokens_query(self, keys: Sequence[Key]) -> tuple[sql.Composed, list[Any]]:
         """Per key: every column's hash (hash mode) and canonical text."""
         cond, params = self._keys_in(keys)
         tokens = [sql.SQL("hash_record_extended(ROW({}), 0)").format(self._hash_input(c))
@@ -205,13 +205,13 @@ class PostgresDialect:
             keys=self.key_list(), tokens=sql.SQL(", ").join(tokens),
             texts=sql.SQL(", ").join(texts), table=self.table, cond=cond), params
 
-    def rows_query(self, keys: Sequence[Key]) -> tuple[sql.Composable, list[Any]]:
+    def rows_query(self, keys: Sequence[Key]) -> tuple[sql.Composed, list[Any]]:
         cond, params = self._keys_in(keys)
         return sql.SQL("SELECT {cols} FROM {table} WHERE {cond}").format(
             cols=sql.SQL(", ").join(sql.Identifier(c) for c in self.columns),
             table=self.table, cond=cond), params
 
-    def whole_table_query(self) -> sql.Composable:
+    def whole_table_query(self) -> sql.Composed:
         """Tables without a primary key: a count and an order-free SUM of row hashes."""
         return sql.SQL("SELECT count(*), coalesce(sum(h), 0) FROM (SELECT {hash} AS h FROM {t}) s"
                        ).format(hash=self.row_hash(), t=self.table)
@@ -245,7 +245,8 @@ class PostgresSide(Side):
         #: when set (MongoDB target), column tokens are the canonical texts of mapped values
         self.mapping = mapping
 
-    def _run(self, query: sql.Composable, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def _run(self, query: sql.Composed | sql.SQL,
+             params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with pg.translated(self.what):
             return self.conn.execute(query, params).fetchall()
 

@@ -21,9 +21,15 @@ from typing import Any
 from psycopg import sql
 
 from migwatch import metrics, names
-from migwatch.config import MigrationSpec, TableSpec, mongodb_uri, postgres_conninfo
+from migwatch.config import (
+    MigrationSpec,
+    StackSettings,
+    TableSpec,
+    mongodb_uri,
+    postgres_conninfo,
+)
 from migwatch.connectors import postgres as pg
-from migwatch.errors import MigwatchError, PermanentError
+from migwatch.errors import ConfigError, MigwatchError, PermanentError, TransientError
 from migwatch.validation.base import KeyRange, Side
 from migwatch.validation.canonical import MICROSECONDS, MILLISECONDS, column_kind
 from migwatch.validation.compare import CompareOptions, ProgressFn, TableComparer, digest_of
@@ -53,8 +59,23 @@ MONGO_NOTE = ("MongoDB target: timestamps are compared at millisecond precision 
 
 
 def result_path(state_dir: Path, migration_id: str) -> Path:
-    """Where a migration's validation result is kept for the report stage."""
-    return state_dir / "validation" / f"{migration_id}.json"
+    """Where a migration's validation result is kept for the report stage (and `revalidate`):
+    next to the monitor's samples, `<state dir>/runs/<migration_id>/validation.json`."""
+    return state_dir / "runs" / migration_id / "validation.json"
+
+
+def save_result(result: ValidationResult, settings: StackSettings | None = None) -> Path:
+    """Write `result` where `result_path` says (atomically: the report may be reading)."""
+    return result.save(result_path((settings or StackSettings()).state_dir, result.migration_id))
+
+
+def load_result(migration_id: str, settings: StackSettings | None = None) -> ValidationResult:
+    """The saved result of a migration's validate stage; PermanentError when there is none."""
+    path = result_path((settings or StackSettings()).state_dir, migration_id)
+    if not path.exists():
+        raise PermanentError(f"no validation result for migration {migration_id} at {path}: "
+                             "run the validate stage first")
+    return ValidationResult.load(path)
 
 
 def options_from(spec: MigrationSpec, moving_source: bool) -> CompareOptions:
@@ -162,12 +183,26 @@ def open_table(spec: MigrationSpec, table: TableSpec, result: TableResult,
 
 
 # ----------------------------------------------------------------------------- validate
+def new_table_result(spec: MigrationSpec, table: TableSpec) -> TableResult:
+    return TableResult(table=table.source,
+                       target=table.target_name if spec.target.kind == "postgres"
+                       else table.target_table)
+
+
+def error_result(spec: MigrationSpec, table: TableSpec, exc: BaseException) -> TableResult:
+    """A table that could not be compared at all (e.g. its task gave up after retries)."""
+    result = new_table_result(spec, table)
+    result.error = f"{type(exc).__name__}: {exc}"
+    result.settle_status()
+    return result
+
+
 def validate_table(spec: MigrationSpec, table: TableSpec, options: CompareOptions,
-                   migration_id: str = ADHOC, progress: ProgressFn | None = None) -> TableResult:
-    """Compare one table; a failure to compare is recorded as status `error`, not raised."""
-    result = TableResult(table=table.source,
-                         target=table.target_name if spec.target.kind == "postgres"
-                         else table.target_table)
+                   migration_id: str = ADHOC, progress: ProgressFn | None = None,
+                   raise_transient: bool = False) -> TableResult:
+    """Compare one table; a failure to compare is recorded as status `error`, not raised —
+    except a TransientError when `raise_transient` (a task that retries wants it)."""
+    result = new_table_result(spec, table)
     ranges = metrics.VALIDATION_RANGES.labels(migration_id, table.source)
     seen = [0]
 
@@ -180,6 +215,7 @@ def validate_table(spec: MigrationSpec, table: TableSpec, options: CompareOption
     opened: OpenTable | None = None
     try:
         opened = open_table(spec, table, result, on_rows=on_rows)
+        result.timings["open"] = round(time.perf_counter() - started, 4)
         if opened.whole_table:
             _compare_whole(opened, result, options)
         else:
@@ -195,6 +231,8 @@ def validate_table(spec: MigrationSpec, table: TableSpec, options: CompareOption
             result.extra += len(opened.target.unreadable)
             result.settle_status()
     except MigwatchError as exc:
+        if raise_transient and isinstance(exc, TransientError):
+            raise
         result.error = f"{type(exc).__name__}: {exc}"
         result.settle_status()
     finally:
@@ -235,6 +273,27 @@ def _set_mismatch_gauges(migration_id: str, result: TableResult) -> None:
         metrics.VALIDATION_MISMATCHES.labels(migration_id, result.table, state).set(n)
 
 
+def chosen_tables(spec: MigrationSpec, tables: Sequence[str] | None = None) -> list[TableSpec]:
+    """The spec's tables, or those named (as `schema.table` or bare name); unknown names are a
+    ConfigError."""
+    if not tables:
+        return list(spec.tables)
+    known = {t.source for t in spec.tables} | {t.name for t in spec.tables}
+    unknown = [n for n in tables if n not in known]
+    if unknown:
+        raise ConfigError(f"not among the spec's tables: {unknown}", field="tables")
+    return [t for t in spec.tables if t.source in tables or t.name in tables]
+
+
+def begin(spec: MigrationSpec, migration_id: str) -> ValidationResult:
+    """An empty result for a run, with the notes that hold for every table."""
+    result = ValidationResult(migration_id=migration_id, source=spec.source.redacted(),
+                              target=spec.target.redacted(), started_at=now_iso())
+    if spec.target.kind == "mongodb":
+        result.notes.append(MONGO_NOTE)
+    return result
+
+
 def validate(spec: MigrationSpec, migration_id: str | None = None, *,
              tables: Sequence[str] | None = None, moving_source: bool | None = None,
              progress: ProgressFn | None = None,
@@ -247,12 +306,8 @@ def validate(spec: MigrationSpec, migration_id: str | None = None, *,
     mid = migration_id or ADHOC
     moving = bool(migration_id) if moving_source is None else moving_source
     options = options_from(spec, moving)
-    chosen = [t for t in spec.tables if tables is None or t.source in tables
-              or t.name in tables]
-    result = ValidationResult(migration_id=mid, source=spec.source.redacted(),
-                              target=spec.target.redacted(), started_at=now_iso())
-    if spec.target.kind == "mongodb":
-        result.notes.append(MONGO_NOTE)
+    chosen = chosen_tables(spec, tables)
+    result = begin(spec, mid)
     with metrics.observe_stage(mid, "validate"), ThreadPoolExecutor(
             max_workers=spec.validation.workers, thread_name_prefix="mw-validate") as pool:
         futures = [pool.submit(validate_table, spec, t, options, mid, progress) for t in chosen]

@@ -1,0 +1,129 @@
+"""Validation PostgreSQL → MongoDB (FerretDB) on the real stack: documents paged by `_id` and
+hashed in migwatch in the canonical form PostgreSQL computes for the source.
+
+The target collections are filled with `migwatch.mapping.row_to_document`, exactly what the
+applier writes; each test then changes one document in one precise way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from bson import Binary
+from pymongo import MongoClient
+
+from migwatch import workload
+from migwatch.config import MigrationSpec
+from migwatch.stack import Stack
+from migwatch.validation import DIFFERENT, EQUAL, CompareOptions, TableResult, validate
+from migwatch.validation.run import validate_table
+from tests.conftest import PgDatabase, make_spec, mongo_endpoint
+from tests.integration.validation_helpers import fill_mongo
+
+SIZE = 3000
+SHOP = list(workload.SHOP_TABLES)
+
+
+@pytest.fixture
+def shop(stack: Stack, source_db: PgDatabase, mongo_db: str) -> Iterator[dict[str, int]]:
+    counts = workload.init(source_db.dsn, SIZE)
+    fill_mongo(source_db.dsn, stack.address("ferretdb"), mongo_db, SHOP)
+    yield counts
+
+
+@pytest.fixture
+def db(stack: Stack, mongo_db: str) -> Iterator[Any]:
+    client: Any = MongoClient(stack.address("ferretdb"))
+    yield client[mongo_db]
+    client.close()
+
+
+def spec_for(stack: Stack, source_db: PgDatabase, mongo_db: str,
+             tables: list[Any] | None = None, **validation: Any) -> MigrationSpec:
+    return make_spec(source_db, mongo_endpoint(stack, mongo_db), tables or SHOP, stack,
+                     validation={"chunk_rows": 400, **validation})
+
+
+def one(spec: MigrationSpec, table: str) -> TableResult:
+    t = next(t for t in spec.tables if t.source == table)
+    opts = CompareOptions(chunk_rows=spec.validation.chunk_rows,
+                          sample_cap=spec.validation.sample_cap,
+                          show_values=spec.validation.show_values, moving_source=False)
+    return validate_table(spec, t, opts)
+
+
+def test_equal_collections(stack: Stack, source_db: PgDatabase, mongo_db: str,
+                           shop: dict[str, int]) -> None:
+    result = validate(spec_for(stack, source_db, mongo_db))
+    assert result.status == EQUAL, [(t.table, t.status, t.error, t.sample[:3], t.warnings)
+                                    for t in result.tables]
+    for t in result.tables:
+        name = t.table.split(".")[1]
+        assert t.source_rows == t.target_rows == shop[name]
+        assert t.precision == "milliseconds"
+        assert any("millisecond" in w for w in t.warnings)  # the result says so
+    assert any("millisecond" in n for n in result.notes)
+    assert result.table("order_items").primary_key == ["order_id", "line_no"]
+
+
+def test_differences_located_in_documents(stack: Stack, source_db: PgDatabase, mongo_db: str,
+                                          db: Any, shop: dict[str, int]) -> None:
+    db.orders.update_one({"_id": 321}, {"$set": {"status": "lost"}})
+    db.orders.delete_one({"_id": 654})
+    db.orders.insert_one({"_id": 99_999, "customer_id": 1, "status": "new", "total": "1.00",
+                          "placed_at": dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+                          "shipped_at": None, "note": None})
+    db.orders.update_one({"_id": 12}, {"$set": {"note": ""}})  # NULL on the source
+    db.orders.update_one({"_id": 13}, {"$set": {"note": None}})  # '' on the source
+    r = one(spec_for(stack, source_db, mongo_db), "public.orders")
+
+    assert r.status == DIFFERENT
+    assert (r.missing, r.extra, r.changed) == (1, 1, 3)
+    got = {(d.kind, d.key["id"], tuple(d.columns)) for d in r.sample}
+    assert got == {("changed", 321, ("status",)), ("missing", 654, ()), ("extra", 99_999, ()),
+                   ("changed", 12, ("note",)), ("changed", 13, ("note",))}
+
+
+def test_timestamps_compare_at_milliseconds(stack: Stack, source_db: PgDatabase, mongo_db: str,
+                                            db: Any, shop: dict[str, int]) -> None:
+    # orders.placed_at carries microseconds on the source; the documents hold milliseconds
+    doc = db.orders.find_one({"_id": 40})
+    db.orders.update_one({"_id": 40}, {"$set": {
+        "placed_at": doc["placed_at"] + dt.timedelta(milliseconds=1)}})
+    r = one(spec_for(stack, source_db, mongo_db), "public.orders")
+    assert [(d.key, d.columns) for d in r.sample] == [({"id": 40}, ["placed_at"])]
+    assert r.precision == "milliseconds"
+
+
+def test_composite_keys_bytes_and_json(stack: Stack, source_db: PgDatabase, mongo_db: str,
+                                       db: Any, shop: dict[str, int]) -> None:
+    db.order_items.update_one({"_id": {"order_id": 9, "line_no": 1}}, {"$set": {"qty": 77}})
+    db.order_items.delete_one({"_id": {"order_id": 30, "line_no": 2}})
+    image = bytearray(db.products.find_one({"_id": "SKU-0000006"})["image"])
+    image[0] ^= 0xFF
+    db.products.update_one({"_id": "SKU-0000006"}, {"$set": {"image": Binary(bytes(image))}})
+    # key order inside an embedded document does not matter (jsonb semantics)...
+    attrs = db.products.find_one({"_id": "SKU-0000007"})["attributes"]
+    db.products.update_one({"_id": "SKU-0000007"},
+                           {"$set": {"attributes": dict(reversed(list(attrs.items())))}})
+    # ...a value inside it does
+    db.products.update_one({"_id": "SKU-0000008"}, {"$set": {"attributes.color": "pink"}})
+    spec = spec_for(stack, source_db, mongo_db)
+    items = one(spec, "public.order_items")
+    assert {(d.kind, d.key["order_id"], d.key["line_no"], tuple(d.columns))
+            for d in items.sample} == {("changed", 9, 1, ("qty",)), ("missing", 30, 2, ())}
+    products = one(spec, "public.products")
+    assert {(d.key["sku"], tuple(d.columns)) for d in products.sample} == {
+        ("SKU-0000006", ("image",)), ("SKU-0000008", ("attributes",))}
+
+
+def test_values_shown_when_allowed(stack: Stack, source_db: PgDatabase, mongo_db: str,
+                                   db: Any, shop: dict[str, int]) -> None:
+    db.customers.update_one({"_id": 3}, {"$set": {"is_active": False}})
+    r = one(spec_for(stack, source_db, mongo_db, show_values=True), "public.customers")
+    [d] = r.sample
+    assert d.columns == ["is_active"]
+    assert d.source == {"is_active": "true"} and d.target == {"is_active": "false"}
