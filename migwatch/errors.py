@@ -88,6 +88,8 @@ class MigrationLocked(TransientError):
 class MigrationFailed(PermanentError):
     """A versioned migration failed; earlier ones stay applied. Names the version and script."""
 
+    exit_code = 1
+
     def __init__(self, version: str, script: str, error_type: str, message: str) -> None:
         self.version = version
         self.script = script
@@ -97,6 +99,8 @@ class MigrationFailed(PermanentError):
 
 class MigrationChanged(PermanentError):
     """Applied migrations whose script changed since; `changed` lists (version, path)."""
+
+    exit_code = 1
 
     def __init__(self, changed: list[tuple[str, str]]) -> None:
         self.changed = list(changed)
