@@ -8,6 +8,7 @@ import migwatch.cli.dashboard  # noqa: F401  (registers `migwatch dashboard`)
 import migwatch.cli.migrations  # noqa: F401  (registers `migwatch migrations`)
 import migwatch.cli.monitor  # noqa: F401  (registers `migwatch monitor`)
 import migwatch.cli.teardown  # noqa: F401  (registers `migwatch teardown`)
+import migwatch.cli.validate  # noqa: F401  (registers `migwatch validate`)
 from migwatch.cli import apply, stack, workload  # noqa: F401  (register command groups)
 from migwatch.cli._app import app, handle_errors
 
