@@ -13,6 +13,7 @@ digests and bisection), `model` (the result as plain data), `expectations` (GX).
 from __future__ import annotations
 
 from migwatch.validation.compare import CompareOptions
+from migwatch.validation.expectations import run_expectations
 from migwatch.validation.model import (
     DIFFERENT,
     EQUAL,
@@ -23,7 +24,6 @@ from migwatch.validation.model import (
     TableResult,
     ValidationResult,
 )
-from migwatch.validation.expectations import run_expectations
 from migwatch.validation.run import (
     applied_lsn,
     load_result,

@@ -7,7 +7,8 @@ migwatch renders the MongoDB document's values to the same text here, then both 
 '' (`""`) differ and no separator is ambiguous.
 
     numeric       trailing zeros trimmed (1.0 == 1.00), NaN as 'NaN'
-    float         PostgreSQL's shortest round-trip text (float4 widened to float8)
+    float         PostgreSQL's shortest round-trip text of the type (float4: of the 32-bit
+                  value, whether a driver handed over its shortest decimal or widened it)
     timestamptz   UTC, 'YYYY-MM-DD HH:MM:SS[.fff]+00', at the comparison's precision
     jsonb, json   PostgreSQL's jsonb text: keys ordered by (byte length, bytes) — key order of
                   the input is irrelevant
@@ -25,6 +26,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+import struct
 import uuid
 from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
@@ -136,7 +138,9 @@ def value_text(value: Any, kind: str, precision: str = MILLISECONDS) -> str | No
         return str(int(value))
     if kind == "numeric":
         return numeric_text(_to_decimal(value))
-    if kind in ("float4", "float8"):
+    if kind == "float4":
+        return float4_text(float(value))
+    if kind == "float8":
         return float_text(float(value))
     if kind == "bool":
         return "true" if value else "false"
@@ -185,26 +189,52 @@ def numeric_text(d: Decimal) -> str:
         return "Infinity" if d > 0 else "-Infinity"
     if d == 0:
         return "0"
-    return format(d.normalize(), "f")
+    sign, digits, exponent = d.as_tuple()
+    assert isinstance(exponent, int)
+    kept = list(digits)
+    while exponent < 0 and len(kept) > 1 and kept[-1] == 0:  # not normalize(): it rounds to
+        kept.pop()                                              # the context's 28 digits
+        exponent += 1
+    return format(Decimal((sign, tuple(kept), exponent)), "f")
 
 
-def float_text(x: float) -> str:
-    """PostgreSQL's float8 output (shortest round-trip; exponent form outside [1e-4, 1e15))."""
+def float_text(x: float, exp_from: int = 15, shortest: str | None = None) -> str:
+    """PostgreSQL's float8 output (shortest round-trip; exponent form outside [1e-4, 1e15)).
+
+    `exp_from` is the decimal exponent where the exponent form starts (15 for float8, 6 for
+    float4); `shortest` the value's shortest decimal when that is not `repr(x)` (float4)."""
     if x != x:
         return "NaN"
     if x in (float("inf"), float("-inf")):
         return "Infinity" if x > 0 else "-Infinity"
-    d = Decimal(repr(x))
+    d = Decimal(shortest or repr(x))
     sign, digits, exponent = d.as_tuple()
     assert isinstance(exponent, int)
     while len(digits) > 1 and digits[-1] == 0:  # repr's trailing ".0"
         digits = digits[:-1]
         exponent += 1
     sci = len(digits) - 1 + exponent
-    if -4 <= sci < 15:
+    if -4 <= sci < exp_from:
         return format(d.normalize(), "f") if d != 0 else ("-0" if sign else "0")
     mantissa = str(digits[0]) + ("." + "".join(map(str, digits[1:])) if len(digits) > 1 else "")
     return f"{'-' if sign else ''}{mantissa}e{'-' if sci < 0 else '+'}{abs(sci):02d}"
+
+
+def float4_text(x: float) -> str:
+    """PostgreSQL's float4 output of the 32-bit value nearest `x`: its shortest decimal that
+    reads back as the same float4 (so 0.1 and the widened 0.10000000149011612 both give
+    '0.1'), in exponent form from 1e+06."""
+    if x != x or x in (float("inf"), float("-inf")):
+        return float_text(x)
+    try:
+        f32 = struct.unpack("f", struct.pack("f", x))[0]
+    except OverflowError:
+        return float_text(x)
+    for precision in range(1, 10):
+        text = f"{f32:.{precision}g}"
+        if struct.unpack("f", struct.pack("f", float(text)))[0] == f32:
+            break
+    return float_text(f32, exp_from=6, shortest=text)
 
 
 def timestamp_text(value: dt.datetime, precision: str, with_zone: bool) -> str:

@@ -16,6 +16,7 @@ value by value (rows mapped exactly as the applier maps them).
 
 from __future__ import annotations
 
+import contextvars
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -96,8 +97,10 @@ class TableComparer:
 
     # --- both sides at once ------------------------------------------------------------------
     def _both(self, fn: str, *args: Any) -> tuple[Any, Any]:
-        fs = self.pool.submit(getattr(self.source, fn), *args)
-        ft = self.pool.submit(getattr(self.target, fn), *args)
+        """`fn(*args)` on both sides at once, each in a copy of the caller's context (so a
+        progress callback sees, e.g., the task run it reports for)."""
+        fs = self.pool.submit(contextvars.copy_context().run, getattr(self.source, fn), *args)
+        ft = self.pool.submit(contextvars.copy_context().run, getattr(self.target, fn), *args)
         return fs.result(), ft.result()
 
     def _count_ranges(self, n: int) -> None:

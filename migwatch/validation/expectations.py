@@ -94,8 +94,8 @@ def gather_facts(spec: MigrationSpec, results: dict[str, TableResult],
                              application=application) as conn:
         for t in spec.tables:
             r = results.get(t.source)
-            if r is None:
-                continue
+            if r is None or r.error is not None:
+                continue  # not compared, or could not be: the result already says why
             with pg.translated(f"source {t.source}"):
                 info = pg.describe_table(conn, t.schema_name, t.name)
                 if info is None:
@@ -158,6 +158,8 @@ def apply_outcome(result: TableResult, outcome: dict[str, Any]) -> None:
     """A failed expectation makes the table `different` — except a row count that differs while
     the table's ranges are pending (the source is moving; revalidation decides)."""
     failed = [f["expectation"] for f in outcome.get("failed", [])]
+    if outcome.get("error") and result.error is None:
+        result.status = DIFFERENT
     if not failed:
         return
     if result.status == PENDING and set(failed) == {ROW_COUNT}:
@@ -174,18 +176,23 @@ def run_suites(spec: MigrationSpec, facts: Sequence[TableFacts],
     os.environ["GX_ANALYTICS_ENABLED"] = "false"  # before the import: GX reads it then
     import great_expectations as gx
     import great_expectations.expectations as gxe
+    from great_expectations.data_context.types.base import ProgressBarsConfig
     from great_expectations.expectations import registry
 
     if not facts:
         return {}
     try:
         context = gx.get_context(mode="ephemeral")
+        # no tqdm bars on stderr (the CLI and Prefect show progress their own way)
+        context.variables.progress_bars = ProgressBarsConfig(globally=False,
+                                                             metric_calculations=False)
         source = context.data_sources.add_postgres("target", connection_string=_target_url(spec))
     except Exception as exc:
         raise PermanentError(f"great expectations: cannot set up the target: "
                              f"{scrub(str(exc))[:300]}") from None
     definitions = []
     suites: dict[str, tuple[TableFacts, str]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for i, f in enumerate(facts):
         suite = gx.ExpectationSuite(name=f"migwatch-{i}-{f.name}")
         for e in generated(gxe, f):
@@ -193,14 +200,23 @@ def run_suites(spec: MigrationSpec, facts: Sequence[TableFacts],
         for j, item in enumerate(f.user):
             suite.add_expectation(_expectation(gxe, registry, item,
                                                f"validation.expectations.{f.table}[{j}]"))
+        try:
+            # quoted: GX lower-cases an unquoted name ("ProductReviews" would not be found)
+            asset = source.add_table_asset(name=f"t{i}", table_name=f'"{f.name}"',
+                                           schema_name=f.schema)
+        except Exception as exc:  # GX tests the table on adding it: missing, no access
+            out[f.table] = {"applies": True, "suite": suite.name,
+                            "target": f"{f.schema}.{f.name}", "success": False,
+                            "evaluated": 0, "passed": 0, "failed": [],
+                            "error": f"table not readable: {scrub(str(exc))[:300]}"}
+            continue
         suite = context.suites.add(suite)
-        # quoted: GX lower-cases an unquoted name ("ProductReviews" would not be found)
-        asset = source.add_table_asset(name=f"t{i}", table_name=f'"{f.name}"',
-                                       schema_name=f.schema)
         batch = asset.add_batch_definition_whole_table(f"t{i}-all")
         definitions.append(context.validation_definitions.add(gx.ValidationDefinition(
             name=f"v{i}", data=batch, suite=suite)))
         suites[suite.name] = (f, f"{f.schema}.{f.name}")
+    if not definitions:
+        return out
     checkpoint = context.checkpoints.add(gx.Checkpoint(
         name="migwatch", validation_definitions=definitions, actions=[],
         result_format="SUMMARY"))
@@ -209,7 +225,6 @@ def run_suites(spec: MigrationSpec, facts: Sequence[TableFacts],
     except Exception as exc:
         raise PermanentError(f"great expectations checkpoint failed: "
                              f"{type(exc).__name__}: {scrub(str(exc))[:300]}") from None
-    out: dict[str, dict[str, Any]] = {}
     for suite_result in run.run_results.values():
         f, target = suites[suite_result.suite_name]
         out[f.table] = summarise(suite_result, f, target, show_values)
@@ -285,6 +300,8 @@ def failed_names(result: ValidationResult) -> list[str]:
     """`table: expectation(column)` for every failed expectation, for messages."""
     out = []
     for t in result.tables:
+        if (t.expectations or {}).get("error"):
+            out.append(f"{t.table}: {t.expectations['error']}")  # type: ignore[index]
         for f in (t.expectations or {}).get("failed", []):
             kw = f.get("kwargs", {})
             where = kw.get("column") or kw.get("column_list")

@@ -164,6 +164,16 @@ class TableResult:
     def mismatched_rows(self) -> int:
         return self.missing + self.extra + self.changed
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TableResult:
+        t = dict(data)
+        t["sample"] = [RowDiff(**d) for d in t.get("sample", [])]
+        t["ranges"] = [RangeCheck(**r) for r in t.get("ranges", [])]
+        return cls(**t)
+
     def pending_ranges(self) -> list[RangeCheck]:
         return [r for r in self.ranges if r.state == RANGE_PENDING]
 
@@ -226,12 +236,7 @@ class ValidationResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ValidationResult:
-        tables = []
-        for t in data.get("tables", []):
-            t = dict(t)
-            t["sample"] = [RowDiff(**d) for d in t.get("sample", [])]
-            t["ranges"] = [RangeCheck(**r) for r in t.get("ranges", [])]
-            tables.append(TableResult(**t))
+        tables = [TableResult.from_dict(t) for t in data.get("tables", [])]
         fields = {k: v for k, v in data.items() if k not in ("tables", "status")}
         return cls(**fields, tables=tables)
 

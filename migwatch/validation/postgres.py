@@ -75,8 +75,6 @@ class PostgresDialect:
         ms = self.precision == MILLISECONDS
         if kind == "numeric":
             return sql.SQL("trim_scale({})::text").format(c)
-        if kind == "float4":
-            return sql.SQL("{}::float8::text").format(c)
         if kind in ("timestamptz", "timestamp") and ms:
             return sql.SQL("date_trunc('milliseconds', {})::text").format(c)
         if kind == "json":
