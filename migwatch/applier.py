@@ -36,6 +36,7 @@ from migwatch.config import MigrationSpec, TableSpec, mongodb_uri
 from migwatch.connectors import kafka as kafka_conn
 from migwatch.connectors import postgres as pg
 from migwatch.errors import MigwatchError, PermanentError, TransientError
+from migwatch.mapping import key_to_id, row_to_document, supports_decimal128
 
 log = logging.getLogger("migwatch.applier")
 
@@ -223,6 +224,7 @@ class PostgresWriter:
         self.mid = migration_id
         self.infos = infos
         self.tables = {t.source: t for t in tables}
+        self._table_index = {t.source: i for i, t in enumerate(tables)}
         self.conn = pg.connect_endpoint(spec.target, "target", application="migwatch-applier")
         self._stage: dict[str, sql.Identifier] = {}
         with pg.translated("target: prepare position tables"), self.conn.transaction():
@@ -254,7 +256,9 @@ class PostgresWriter:
     def _staging(self, table: str) -> sql.Identifier:
         ident = self._stage.get(table)
         if ident is None:
-            ident = sql.Identifier(f"migwatch_stage_{len(self._stage)}")
+            # a stable name per table: temp tables outlive the transactions that use them (only
+            # their rows go at commit), so a name must never be reused for another table's shape
+            ident = sql.Identifier(f"migwatch_stage_{self._table_index[table]}")
             self.conn.execute(sql.SQL(
                 "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS"
             ).format(ident, sql.Identifier(*self._target_name(table))))
@@ -372,6 +376,8 @@ class MongoWriter:
             self.client: Any = MongoClient(mongodb_uri(spec.target, "target"),
                                            serverSelectionTimeoutMS=10000)
             self.client.admin.command("ping")
+            # numeric → Decimal128 only where the server stores it, else an exact string
+            self.decimal128 = supports_decimal128(self.client.admin.command("buildInfo"))
         except PyMongoError as exc:
             raise TransientError(f"target ({spec.target.redacted()}): unreachable: "
                                  f"{type(exc).__name__}") from exc
@@ -389,7 +395,6 @@ class MongoWriter:
     def apply(self, batch: Batch) -> None:
         from pymongo import DeleteMany, DeleteOne, ReplaceOne, UpdateOne
 
-        from migwatch.mapping import key_to_id, row_to_document
 
         try:
             for table in sorted(set(batch.upserts) | set(batch.deletes) | batch.truncates):
@@ -399,9 +404,11 @@ class MongoWriter:
                 if table in batch.truncates:
                     ops.append(DeleteMany({}))
                 for key in batch.deletes.get(table) or ():
-                    ops.append(DeleteOne({"_id": key_to_id(list(key), list(info.primary_key))}))
+                    ops.append(DeleteOne({"_id": key_to_id(list(key), list(info.primary_key),
+                                                           decimal128=self.decimal128)}))
                 for row in (batch.upserts.get(table) or {}).values():
-                    doc = row_to_document(row, list(info.primary_key), spec.json_string_columns)
+                    doc = row_to_document(row, list(info.primary_key), spec.json_string_columns,
+                                          decimal128=self.decimal128)
                     ops.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
                 if ops:
                     self.db[spec.target_table].bulk_write(ops, ordered=True)
@@ -561,7 +568,10 @@ class Applier:
                                        max_poll_records=self.batch_size,
                                        fetch_max_bytes=64 << 20,
                                        max_partition_fetch_bytes=16 << 20,
-                                       session_timeout_ms=10000, heartbeat_interval_ms=2000)
+                                       session_timeout_ms=10000, heartbeat_interval_ms=2000,
+                                       # a table's topic appears with its first change: notice
+                                       # it within seconds, not the 5-minute default
+                                       metadata_max_age_ms=5000)
         dlq = kafka_conn.producer(boot)
         topics = [*self.by_topic, names.heartbeat_topic(self.mid)]
         listener = _SeekToStored(consumer, writer)
@@ -690,7 +700,7 @@ class Applier:
         ]
         with kafka_conn.translated("dead-letter"):
             dlq.send(self.spec.dlq_topic(self.mid), value=rec.value, key=rec.key, headers=headers)
-        log.warning("dead-lettered %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, exc.reason)
+        log.warning("dead-lettered %s[%d]@%d: %s %s", rec.topic, rec.partition, rec.offset, exc.reason, exc.detail[:300])
         self.stats.dlq += 1
         if self.metrics_enabled:
             metrics.DLQ_EVENTS.labels(self.mid, exc.reason).inc()

@@ -103,12 +103,8 @@ def group_lag(bootstrap: str, group: str, topics: Iterable[str],
         rows.append(PartitionLag(tp.topic, tp.partition, end, done, max(0, end - base)))
     return GroupLag(partitions=tuple(rows),
                     committed_total=sum(r.committed or 0 for r in rows),
-                    active_members=_members(described, group), missing_topics=missing)
-
-
-def _members(described: Mapping[str, Any], group: str) -> int:
-    info = described.get(group) or {}
-    return len(info.get("members") or ())
+                    active_members=kafka_conn.group_members(described, group),
+                    missing_topics=missing)
 
 
 def migration_topics(spec: MigrationSpec, migration_id: str) -> list[str]:

@@ -6,7 +6,7 @@ PermanentError naming the operation.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -57,6 +57,12 @@ def consumer(bootstrap: str, group: str | None, **config: Any) -> KafkaConsumer:
                              client_id="migwatch", **config)
 
 
+def group_members(described: Mapping[str, Any], group: str) -> int:
+    """Members of `group` in a `describe_groups` reply (kafka-python 3: a dict keyed by group)."""
+    info = described.get(group) or {}
+    return len(info.get("members") or ())
+
+
 def active_members(bootstrap: str, group: str) -> int:
     """How many consumers are in `group` now — 0 when the group is empty or unknown."""
     client = admin(bootstrap)
@@ -68,10 +74,4 @@ def active_members(bootstrap: str, group: str) -> int:
                 raise PermanentError(f"group {group} is not a consumer group") from exc
     finally:
         client.close()
-    total = 0
-    for g in described:
-        members = getattr(g, "members", None)
-        if members is None and isinstance(g, dict):
-            members = g.get("members", [])
-        total += len(members or [])
-    return total
+    return group_members(described, group)
