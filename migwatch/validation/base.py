@@ -41,6 +41,36 @@ def sub_ranges(bounds: Sequence[Key], within: KeyRange) -> list[KeyRange]:
     return [KeyRange(edges[i], edges[i + 1]) for i in range(len(bounds) + 1)]
 
 
+Owner = tuple[int, int] | None  # (range index, sub-range index), None for a gap
+
+
+def layout(cuts: Sequence[tuple[KeyRange, Sequence[Key]]]) -> tuple[list[Key], list[Owner]]:
+    """One bucket layout for several disjoint ranges, each cut at its own points.
+
+    `cuts` lists (range, its cut points) in key order. Returns the bounds for one bucket query
+    (`width_bucket`) over all of them, and for each bucket 0..len(bounds) its owner: which
+    range and which of its sub-ranges, or None for the gap between two ranges. Keys are only
+    tested for equality here, never ordered: the database's collation orders them."""
+    bounds: list[Key] = []
+    owners: list[Owner] = []
+    current: Owner = None  # owner of the bucket being built (it ends at the next bound)
+    for i, (rng, points) in enumerate(cuts):
+        if rng.lo is not None and not (bounds and bounds[-1] == rng.lo and current is None):
+            bounds.append(rng.lo)
+            owners.append(current)
+        current = (i, 0)
+        for j, point in enumerate(points):
+            bounds.append(point)
+            owners.append(current)
+            current = (i, j + 1)
+        if rng.hi is not None:
+            bounds.append(rng.hi)
+            owners.append(current)
+            current = None
+    owners.append(current)
+    return bounds, owners
+
+
 class Side(ABC):
     """One table on one engine, opened for a comparison; `close()` releases the connection."""
 

@@ -1,17 +1,20 @@
 """Comparing one table: range digests on both sides, bisection of differing ranges, located rows.
 
-    1. cut the source's primary key into ranges of about `chunk_rows` rows (even steps of an
-       integer key; every n-th key otherwise) and digest every range on both sides at once;
-    2. a range whose (rows, hash) differ is cut again (`fanout` sub-ranges, cut points from the
-       side holding more rows) until it holds at most `leaf_rows` rows, or is missing/extra
-       entirely on one side;
-    3. leaf ranges are compared row by row (key → row hash): missing on target, extra on target,
-       changed — and for a sample of changed rows, column by column;
+    0. a table the planner estimates at most `whole_first_rows` rows is first digested whole —
+       one plain aggregate per side, no grouping; equal tables (the usual case) stop there;
+    1. otherwise, cut the source's primary key into ranges of about `chunk_rows` rows (even
+       steps of an integer key; every n-th key otherwise) and digest every range on both sides
+       at once (`width_bucket` groups, `segment_ranges` ranges per query);
+    2. all differing ranges of one level are cut again together — one query per side per level
+       (integer keys cut arithmetically, others at every n-th key) — until a range holds at most
+       `leaf_rows` rows or is missing/extra entirely on one side;
+    3. leaf ranges are compared row by row (key → row hash), again in batches: missing on target,
+       extra on target, changed — and for a sample of changed rows, column by column;
     4. every differing leaf becomes a `RangeCheck`, pending (moving source) with the source LSN
        read after the comparison, for `revalidate` to re-check later.
-A MongoDB side cannot digest sub-ranges cheaply, so step 2 is skipped: it keeps the rows of the
-differing ranges in one more pass and step 3 runs on them, confirming every hash difference
-value by value (rows mapped exactly as the applier maps them).
+A MongoDB side cannot digest sub-ranges cheaply, so steps 0 and 2 are skipped: it keeps the rows
+of the differing ranges in one more pass and step 3 runs on them, confirming every hash
+difference value by value (rows mapped exactly as the applier maps them).
 """
 
 from __future__ import annotations
@@ -24,7 +27,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from migwatch.validation.base import EVERYTHING, Digest, Key, KeyRange, Side, sub_ranges
+from migwatch.validation.base import (
+    EVERYTHING,
+    Digest,
+    Key,
+    KeyRange,
+    Side,
+    layout,
+    sub_ranges,
+)
 from migwatch.validation.model import (
     RANGE_MISMATCHED,
     RANGE_PENDING,
@@ -40,6 +51,8 @@ from migwatch.validation.postgres import PostgresSide
 
 #: progress callback: (table, rows done, rows expected)
 ProgressFn = Callable[[str, int, int], None]
+#: a differing range being located: (range, source digest, target digest, path in key order)
+Item = tuple[KeyRange, Digest, Digest, tuple[int, ...]]
 
 INT_KINDS = {"int"}
 
@@ -52,10 +65,12 @@ class CompareOptions:
     sample_cap: int = 20
     show_values: bool = False
     moving_source: bool = True
-    leaf_rows: int = 256
-    fanout: int = 16
+    leaf_rows: int = 1024
+    fanout: int = 64
     segment_ranges: int = 100
     locate_limit: int = 200_000
+    whole_first_rows: int = 10_000_000
+    batch_rows: int = 50_000  # rows of leaf ranges fetched per query
 
 
 @dataclass
@@ -71,6 +86,7 @@ class Leaf:
     extra_count: int = 0
     located: bool = True
     hashes: dict[str, dict[Key, int]] = field(default_factory=dict)
+    path: tuple[int, ...] = ()  # position in key order: top range, sub-range, ...
 
 
 class TableComparer:
@@ -89,6 +105,8 @@ class TableComparer:
         self.on_ranges = on_ranges
         self.primary_key = tuple(result.primary_key)
         self.located_rows = 0
+        self.sampled = 0  # keys fetched for whole missing/extra ranges
+        self.key_span: tuple[int | None, int | None] = (None, None)
         self.hash_only = 0  # rows whose hashes differ but values are equal (MongoDB side)
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mw-side")
 
@@ -109,10 +127,13 @@ class TableComparer:
             self.on_ranges(n)
 
     # --- step 1 ------------------------------------------------------------------------------
-    def top_bounds(self) -> tuple[list[Key], int]:
+    def top_bounds(self, count: int | None = None) -> tuple[list[Key], int]:
         """Cut points of the top-level ranges, and the source's row count (or estimate)."""
-        if len(self.primary_key) == 1 and self.key_kinds[0] in INT_KINDS:
-            lo, hi, count = self.source.int_span()
+        if self._int_key:
+            lo, hi, counted = self.source.int_span(with_count=count is None)
+            count = counted if count is None else count
+            assert count is not None
+            self.key_span = (lo, hi)
             if lo is None or hi is None or count == 0:
                 return [], count
             n = max(1, math.ceil(count / self.o.chunk_rows))
@@ -121,16 +142,40 @@ class TableComparer:
         bounds = self.source.boundaries(EVERYTHING, self.o.chunk_rows)
         return bounds, (len(bounds) + 1) * self.o.chunk_rows
 
+    @property
+    def _int_key(self) -> bool:
+        return len(self.primary_key) == 1 and self.key_kinds[0] in INT_KINDS
+
     def _phase(self, name: str, since: float) -> float:
         now = time.perf_counter()
         timings = self.result.timings
         timings[name] = round(timings.get(name, 0.0) + now - since, 4)
         return now
 
+    def _whole_first(self) -> tuple[Digest, Digest] | None:
+        """Step 0: both sides' digest of the whole table, when it is small enough to stream
+        in one query without progress (and a second pass costs little if it differs)."""
+        if not (self.target.can_split and isinstance(self.source, PostgresSide)
+                and self.source.estimated_rows <= self.o.whole_first_rows):
+            return None
+        sd, td = self._both("bucket_digests", [], EVERYTHING)
+        self._count_ranges(1)
+        return sd.get(0, (0, 0)), td.get(0, (0, 0))
+
     def run(self) -> TableResult:
         started = time.perf_counter()
         r = self.result
-        bounds, expected = self.top_bounds()
+        whole = self._whole_first()
+        if whole is not None and whole[0] == whole[1]:
+            r.source_rows, r.target_rows = whole[0][0], whole[1][0]
+            r.rows_compared = r.source_rows
+            if self.progress is not None:
+                self.progress(r.table, r.source_rows, r.source_rows)
+            self._phase("digest", started)
+            r.settle_status()
+            r.seconds = round(time.perf_counter() - started, 3)
+            return r
+        bounds, expected = self.top_bounds(whole[0][0] if whole is not None else None)
         ranges = sub_ranges(bounds, EVERYTHING)
         seg = self.o.segment_ranges if self.target.can_split else len(ranges)
         differing: list[tuple[KeyRange, Digest, Digest]] = []
@@ -182,8 +227,11 @@ class TableComparer:
         if not differing:
             return leaves
         if self.target.can_split:
-            for rng, s, t in differing:
-                self._drill(rng, s, t, leaves)
+            level: list[Item] = [(rng, s, t, (i,)) for i, (rng, s, t) in enumerate(differing)]
+            while level:
+                self._leaves([d for d in level if self._is_leaf(*d[:3])], leaves)
+                level = self._split([d for d in level if not self._is_leaf(*d[:3])])
+            leaves.sort(key=lambda lf: lf.path)  # key order, as the database orders keys
         else:
             self.target.prefetch([rng for rng, s, t in differing if t[0]])
             for rng, s, t in differing:
@@ -193,34 +241,120 @@ class TableComparer:
                 if lf.missing_count or lf.extra_count or lf.changed or not lf.located]
 
     # --- steps 2 and 3 -----------------------------------------------------------------------
-    def _drill(self, rng: KeyRange, s: Digest, t: Digest, leaves: list[Leaf]) -> None:
-        if s[0] == 0 or t[0] == 0 or max(s[0], t[0]) <= self.o.leaf_rows \
-                or self.located_rows >= self.o.locate_limit:
-            self._leaf(rng, s, t, leaves)
-            return
-        splitter = self.source if s[0] >= t[0] else self.target
-        every = max(1, math.ceil(max(s[0], t[0]) / self.o.fanout))
-        cut = splitter.boundaries(rng, every)  # type: ignore[attr-defined]
-        if not cut:
-            self._leaf(rng, s, t, leaves)
-            return
-        sd, td = self._both("bucket_digests", cut, rng)
-        parts = sub_ranges(cut, rng)
-        self._count_ranges(len(parts))
-        for i, sub in enumerate(parts):
-            ss, tt = sd.get(i, (0, 0)), td.get(i, (0, 0))
-            if ss != tt:
-                self._drill(sub, ss, tt, leaves)
+    def _is_leaf(self, rng: KeyRange, s: Digest, t: Digest) -> bool:
+        return (s[0] == 0 or t[0] == 0 or max(s[0], t[0]) <= self.o.leaf_rows
+                or self.located_rows >= self.o.locate_limit)
 
-    def _leaf(self, rng: KeyRange, s: Digest, t: Digest, leaves: list[Leaf]) -> None:
-        leaf = Leaf(rng, s)
+    def _cuts(self, items: Sequence[Item]) -> list[list[Key]]:
+        """Cut points of each range, about `leaf_rows` rows apart (at most `fanout` parts)."""
+        parts = [min(self.o.fanout, math.ceil(max(s[0], t[0]) / self.o.leaf_rows))
+                 for _, s, t, _ in items]
+        if self._int_key and self.key_span[0] is not None and self.key_span[1] is not None:
+            out = []
+            for (rng, _, _, _), n in zip(items, parts, strict=True):
+                lo = rng.lo[0] if rng.lo is not None else self.key_span[0]
+                hi = rng.hi[0] if rng.hi is not None else self.key_span[1] + 1
+                step = max(1, math.ceil((hi - lo) / n))
+                out.append([(lo + i * step,) for i in range(1, n) if lo + i * step < hi])
+            return out
+        # other keys: every n-th key, read from the side holding more rows of each range
+        out = [[] for _ in items]
+        for side in (self.source, self.target):
+            mine = [i for i, (_, s, t, _) in enumerate(items)
+                    if (side is self.source) == (s[0] >= t[0])]
+            if not mine:
+                continue
+            bounds, owners = layout([(items[i][0], ()) for i in mine])
+            every = [1] * len(owners)
+            for b, owner in enumerate(owners):
+                if owner is not None:
+                    _, s, t, _ = items[mine[owner[0]]]
+                    every[b] = max(1, math.ceil(max(s[0], t[0]) / parts[mine[owner[0]]]))
+            found = side.boundaries_in([items[i][0] for i in mine], bounds,  # type: ignore[attr-defined]
+                                       every)
+            for b, keys in found.items():
+                owner = owners[b]
+                if owner is not None:
+                    out[mine[owner[0]]] = keys
+        return out
+
+    def _split(self, items: Sequence[Item]) -> list[Item]:
+        """Step 2 for all `items` at once: the differing sub-ranges, in key order."""
+        if not items:
+            return []
+        cuts = self._cuts(items)
+        found: list[Item] = []
+        for a in range(0, len(items), self.o.segment_ranges):
+            group = list(range(a, min(a + self.o.segment_ranges, len(items))))
+            bounds, owners = layout([(items[i][0], cuts[i]) for i in group])
+            ranges = [items[i][0] for i in group]
+            sd, td = self._both("bucket_digests", bounds, ranges)
+            subs = [sub_ranges(cuts[i], items[i][0]) for i in group]
+            self._count_ranges(sum(len(x) for x in subs))
+            per: dict[tuple[int, int], tuple[Digest, Digest]] = {}
+            for b, owner in enumerate(owners):
+                if owner is not None:
+                    per[owner] = (sd.get(b, (0, 0)), td.get(b, (0, 0)))
+            for gi, parts in enumerate(subs):
+                for j, sub in enumerate(parts):
+                    s, t = per.get((gi, j), ((0, 0), (0, 0)))
+                    if s != t:
+                        found.append((sub, s, t, (*items[group[gi]][3], j)))
+        return found
+
+    def _leaves(self, items: Sequence[Item], leaves: list[Leaf]) -> None:
+        """Step 3 for all `items`: whole-range cases at once, the rest row by row in batches
+        of about `batch_rows` rows per query."""
+        fetch: list[Item] = []
+        for rng, s, t, path in items:
+            if s[0] == 0 or t[0] == 0 or self.located_rows >= self.o.locate_limit:
+                self._leaf(rng, s, t, leaves, path)
+            else:
+                fetch.append((rng, s, t, path))
+                self.located_rows += s[0] + t[0]
+        batch: list[Item] = []
+        rows = 0
+        for item in fetch:
+            batch.append(item)
+            rows += max(item[1][0], item[2][0])
+            if rows >= self.o.batch_rows or len(batch) >= self.o.segment_ranges:
+                self._fetch_leaves(batch, leaves)
+                batch, rows = [], 0
+        if batch:
+            self._fetch_leaves(batch, leaves)
+
+    def _fetch_leaves(self, batch: Sequence[Item], leaves: list[Leaf]) -> None:
+        bounds, owners = layout([(rng, ()) for rng, _, _, _ in batch])
+        src, tgt = self._both("row_digests_in", [rng for rng, _, _, _ in batch], bounds)
+        for b, owner in enumerate(owners):
+            if owner is None:
+                continue
+            rng, s, _, path = batch[owner[0]]
+            self._compare_rows(Leaf(rng, s, path=path), src.get(b, {}), tgt.get(b, {}), leaves)
+
+    def _compare_rows(self, leaf: Leaf, src: dict[Key, int], tgt: dict[Key, int],
+                      leaves: list[Leaf]) -> None:
+        leaf.missing = sorted(k for k in src if k not in tgt)
+        leaf.extra = sorted(k for k in tgt if k not in src)
+        leaf.changed = sorted(k for k, h in src.items() if k in tgt and tgt[k] != h)
+        if not self.target.can_split and leaf.changed:
+            leaf.changed = self._confirm(leaf.changed)
+        leaf.missing_count, leaf.extra_count = len(leaf.missing), len(leaf.extra)
+        leaf.hashes = {"source": {k: src[k] for k in leaf.missing},
+                       "target": {k: tgt[k] for k in leaf.extra}}
+        if leaf.missing_count or leaf.extra_count or leaf.changed:
+            leaves.append(leaf)
+
+    def _leaf(self, rng: KeyRange, s: Digest, t: Digest, leaves: list[Leaf],
+              path: tuple[int, ...] = ()) -> None:
+        leaf = Leaf(rng, s, path=path)
         cap = max(self.o.sample_cap, 1)
         if t[0] == 0:  # nothing of this range on the target
             leaf.missing_count = s[0]
-            leaf.missing = self.source.keys(rng, cap)
+            leaf.missing = self.source.keys(rng, cap) if self._want_keys() else []
         elif s[0] == 0:  # nothing of this range on the source
             leaf.extra_count = t[0]
-            leaf.extra = self.target.keys(rng, cap)
+            leaf.extra = self.target.keys(rng, cap) if self._want_keys() else []
         elif self.located_rows >= self.o.locate_limit:
             leaf.located = False
             leaf.missing_count = max(0, s[0] - t[0])
@@ -228,16 +362,15 @@ class TableComparer:
         else:
             src, tgt = self._both("row_digests", rng)
             self.located_rows += len(src) + len(tgt)
-            leaf.missing = sorted(k for k in src if k not in tgt)
-            leaf.extra = sorted(k for k in tgt if k not in src)
-            leaf.changed = sorted(k for k, h in src.items() if k in tgt and tgt[k] != h)
-            if not self.target.can_split and leaf.changed:
-                leaf.changed = self._confirm(leaf.changed)
-            leaf.missing_count, leaf.extra_count = len(leaf.missing), len(leaf.extra)
-            leaf.hashes = {"source": {k: src[k] for k in leaf.missing},
-                           "target": {k: tgt[k] for k in leaf.extra}}
-        if leaf.missing_count or leaf.extra_count or leaf.changed or not leaf.located:
-            leaves.append(leaf)
+            self._compare_rows(leaf, src, tgt, leaves)
+            return
+        self.sampled += len(leaf.missing) + len(leaf.extra)
+        leaves.append(leaf)
+
+    def _want_keys(self) -> bool:
+        """Whole ranges missing or extra: their keys are fetched only while the sample needs
+        more (their counts come from the digests)."""
+        return self.sampled < self.o.sample_cap
 
     def _confirm(self, keys: list[Key]) -> list[Key]:
         """Keep the keys whose values really differ (a hash can differ where values are equal)."""

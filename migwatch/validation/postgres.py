@@ -132,25 +132,46 @@ class PostgresDialect:
             return sql.SQL("true"), []
         return sql.SQL(" AND ").join(clauses), params
 
+    def where_any(self, within: KeyRange | Sequence[KeyRange]) -> tuple[sql.Composable,
+                                                                       list[Any]]:
+        """Keys in a range, or in any of several (an OR of ranges: one index scan each)."""
+        ranges = [within] if isinstance(within, KeyRange) else list(within)
+        if len(ranges) == 1:
+            return self.range_where(ranges[0])
+        parts: list[sql.Composable] = []
+        params: list[Any] = []
+        for r in ranges:
+            where, p = self.range_where(r)
+            parts.append(sql.SQL("({})").format(where))
+            params += p
+        return sql.SQL(" OR ").join(parts), params
+
+    def bucket_expr(self, bounds: Sequence[Key], on: sql.Composable) -> tuple[sql.Composable,
+                                                                             list[Any]]:
+        """`width_bucket(on, bounds)`: bucket i holds bounds[i-1] <= key < bounds[i]."""
+        if len(self.primary_key) == 1:
+            return sql.SQL("width_bucket({}, %s::{}[])").format(
+                on, sql.SQL(self.types[self.primary_key[0]])), [[b[0] for b in bounds]]
+        items = []
+        params: list[Any] = []
+        for b in bounds:
+            value, p = self._key_value(b)
+            items.append(value)
+            params += p
+        return sql.SQL("width_bucket({}, ARRAY[{}])").format(
+            on, sql.SQL(", ").join(items)), params
+
     # --- queries --------------------------------------------------------------------------
-    def bucket_query(self, bounds: Sequence[Key],
-                     within: KeyRange) -> tuple[sql.Composed, list[Any]]:
-        where, params = self.range_where(within)
+    def bucket_query(self, bounds: Sequence[Key], within: KeyRange | Sequence[KeyRange],
+                     ) -> tuple[sql.Composed, list[Any]]:
+        """(bucket, rows, xor of row hashes) per bucket; without bounds one plain aggregate
+        (no grouping: a whole-table digest costs little more than reading the rows)."""
+        where, params = self.where_any(within)
         if not bounds:
-            bucket: sql.Composable = sql.SQL("0")
-            bparams: list[Any] = []
-        elif len(self.primary_key) == 1:
-            bucket = sql.SQL("width_bucket(k, %s::{}[])").format(
-                sql.SQL(self.types[self.primary_key[0]]))
-            bparams = [[b[0] for b in bounds]]
-        else:
-            items = []
-            bparams = []
-            for b in bounds:
-                value, p = self._key_value(b)
-                items.append(value)
-                bparams += p
-            bucket = sql.SQL("width_bucket(k, ARRAY[{}])").format(sql.SQL(", ").join(items))
+            return sql.SQL(
+                "SELECT 0, count(*), coalesce(bit_xor({hash}), 0) FROM {table} WHERE {where}"
+            ).format(hash=self.row_hash(), table=self.table, where=where), params
+        bucket, bparams = self.bucket_expr(bounds, sql.SQL("k"))
         query = sql.SQL(
             "SELECT {bucket} AS b, count(*), coalesce(bit_xor(h), 0) "
             "FROM (SELECT {key} AS k, {hash} AS h FROM {table} WHERE {where}) s GROUP BY 1"
@@ -158,10 +179,29 @@ class PostgresDialect:
                  where=where)
         return query, bparams + params  # the bucket expression comes first in the text
 
-    def row_digest_query(self, within: KeyRange) -> tuple[sql.Composed, list[Any]]:
-        where, params = self.range_where(within)
-        return sql.SQL("SELECT {keys}, {hash} FROM {table} WHERE {where}").format(
-            keys=self.key_list(), hash=self.row_hash(), table=self.table, where=where), params
+    def row_digest_query(self, within: KeyRange | Sequence[KeyRange],
+                         bounds: Sequence[Key] = ()) -> tuple[sql.Composed, list[Any]]:
+        """Key columns and row hash of every row in range(s); with `bounds`, each row's
+        bucket first."""
+        where, params = self.where_any(within)
+        bucket, bparams = self.bucket_expr(bounds, self.key_expr()) if bounds \
+            else (sql.SQL("0"), [])
+        return sql.SQL("SELECT {bucket}, {keys}, {hash} FROM {table} WHERE {where}").format(
+            bucket=bucket, keys=self.key_list(), hash=self.row_hash(), table=self.table,
+            where=where), bparams + params
+
+    def boundaries_in_query(self, ranges: Sequence[KeyRange], bounds: Sequence[Key],
+                            every: Sequence[int]) -> tuple[sql.Composed, list[Any]]:
+        """Every `every[b]`-th key of each bucket b of `bounds` (restricted to `ranges`), with
+        its bucket: the cut points of several ranges in one query."""
+        where, params = self.where_any(ranges)
+        bucket, bparams = self.bucket_expr(bounds, self.key_expr())
+        return sql.SQL(
+            "SELECT b, {keys} FROM (SELECT b, {keys}, row_number() OVER (PARTITION BY b "
+            "ORDER BY {order}) AS rn FROM (SELECT {bucket} AS b, {keys} FROM {table} "
+            "WHERE {where}) s1) s2 WHERE rn %% (%s::int[])[b + 1] = 0 ORDER BY b, rn"
+        ).format(keys=self.key_list(), bucket=bucket, order=self.order_by(), table=self.table,
+                 where=where), bparams + params + [list(every)]
 
     def keys_query(self, within: KeyRange, limit: int) -> tuple[sql.Composed, list[Any]]:
         where, params = self.range_where(within)
@@ -178,9 +218,12 @@ class PostgresDialect:
         ).format(keys=self.key_list(), order=self.order_by(), table=self.table, where=where), \
             [*params, every]
 
-    def int_span_query(self) -> sql.Composed:
+    def int_span_query(self, with_count: bool = True) -> sql.Composed:
+        """min and max of an integer key (from the index) and, unless known, the row count."""
         k = sql.Identifier(self.primary_key[0])
-        return sql.SQL("SELECT min({k}), max({k}), count(*) FROM {t}").format(k=k, t=self.table)
+        count = sql.SQL("count(*)") if with_count else sql.SQL("NULL::bigint")
+        return sql.SQL("SELECT min({k}), max({k}), {n} FROM {t}").format(k=k, n=count,
+                                                                          t=self.table)
 
     def _keys_in(self, keys: Sequence[Key]) -> tuple[sql.Composable, list[Any]]:
         values = []
@@ -248,14 +291,37 @@ class PostgresSide(Side):
         with pg.translated(self.what):
             return self.conn.execute(query, params).fetchall()
 
-    def bucket_digests(self, bounds: Sequence[Key], within: KeyRange) -> dict[int, Digest]:
+    def bucket_digests(self, bounds: Sequence[Key],
+                       within: KeyRange | Sequence[KeyRange]) -> dict[int, Digest]:
         query, params = self.d.bucket_query(bounds, within)
         return {int(b): (int(n), int(h)) for b, n, h in self._run(query, params)}
 
     def row_digests(self, within: KeyRange) -> dict[Key, int]:
-        query, params = self.d.row_digest_query(within)
+        return self.row_digests_in([within], []).get(0, {})
+
+    def row_digests_in(self, ranges: Sequence[KeyRange],
+                       bounds: Sequence[Key]) -> dict[int, dict[Key, int]]:
+        """Row hashes of several ranges in one query, by bucket of `bounds`."""
+        query, params = self.d.row_digest_query(ranges, bounds)
         n = len(self.d.primary_key)
-        return {tuple(r[:n]): int(r[n]) for r in self._run(query, params)}
+        out: dict[int, dict[Key, int]] = {}
+        for r in self._run(query, params):
+            out.setdefault(int(r[0]), {})[tuple(r[1:n + 1])] = int(r[n + 1])
+        return out
+
+    def boundaries_in(self, ranges: Sequence[KeyRange], bounds: Sequence[Key],
+                      every: Sequence[int]) -> dict[int, list[Key]]:
+        """Cut points per bucket of `bounds`: every `every[b]`-th key, in key order."""
+        query, params = self.d.boundaries_in_query(ranges, bounds, every)
+        out: dict[int, list[Key]] = {}
+        for r in self._run(query, params):
+            out.setdefault(int(r[0]), []).append(tuple(r[1:]))
+        return out
+
+    @property
+    def estimated_rows(self) -> int:
+        """The planner's row estimate (pg_class.reltuples); 0 when never analyzed."""
+        return self.d.info.estimated_rows
 
     def keys(self, within: KeyRange, limit: int) -> list[Key]:
         query, params = self.d.keys_query(within, limit)
@@ -265,9 +331,9 @@ class PostgresSide(Side):
         query, params = self.d.boundaries_query(within, max(1, every))
         return [tuple(r) for r in self._run(query, params)]
 
-    def int_span(self) -> tuple[int | None, int | None, int]:
-        row = self._run(self.d.int_span_query())[0]
-        return row[0], row[1], int(row[2])
+    def int_span(self, with_count: bool = True) -> tuple[int | None, int | None, int | None]:
+        row = self._run(self.d.int_span_query(with_count))[0]
+        return row[0], row[1], None if row[2] is None else int(row[2])
 
     def whole_table(self) -> Digest:
         n, h = self._run(self.d.whole_table_query())[0]

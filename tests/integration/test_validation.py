@@ -89,22 +89,31 @@ def test_identical_tables_are_equal(stack: Stack, source_db: PgDatabase, target_
         assert t.mismatched_rows == 0 and not t.sample and not t.ranges
         assert t.ranges_checked >= 1
         assert t.precision == "microseconds"
-    orders = result.table("orders")
-    assert orders.ranges_checked >= shop["orders"] // 500  # cut into ~chunk_rows ranges
     after = REGISTRY.get_sample_value("migwatch_validation_rows_compared_total",
                                       {"migration_id": "adhoc", "table_name": "public.orders"})
     assert (after or 0) - (before or 0) == shop["orders"]
+    orders = result.table("orders")
+    assert orders.ranges_checked == 1  # equal at once: one whole-table digest per side
+    # a table over `whole_first_rows` is cut into ranges of about chunk_rows from the start
+    segmented = one(spec, "public.orders", whole_first_rows=0)
+    assert segmented.status == EQUAL and segmented.source_rows == shop["orders"]
+    assert segmented.ranges_checked >= shop["orders"] // 500
     # the result survives a round trip through JSON (the report stage reads it from a file)
     again = ValidationResult.from_dict(result.to_dict())
     assert again.to_dict() == result.to_dict()
 
 
 # ----------------------------------------------------------------------------- differences
+#: bisection several levels deep on these small tables (ranges of 500 → 125 → 31 → 8 rows)
+DEEP = {"leaf_rows": 8, "fanout": 4}
+
+
+@pytest.mark.parametrize("options", [{}, DEEP], ids=["leaf", "deep"])
 def test_changed_value_is_located_with_its_column(stack: Stack, source_db: PgDatabase,
-                                                  target_db: PgDatabase,
-                                                  shop: dict[str, int]) -> None:
+                                                  target_db: PgDatabase, shop: dict[str, int],
+                                                  options: dict[str, int]) -> None:
     run_sql(target_db, "UPDATE public.orders SET status = 'lost' WHERE id = 1000")
-    r = one(spec_for(stack, source_db, target_db), "public.orders")
+    r = one(spec_for(stack, source_db, target_db), "public.orders", **options)
 
     assert r.status == DIFFERENT
     assert (r.missing, r.extra, r.changed) == (0, 0, 1)
@@ -127,12 +136,13 @@ def test_values_are_shown_only_when_the_spec_allows(stack: Stack, source_db: PgD
     assert diff.source == {"status": "paid"} and diff.target == {"status": "lost"}
 
 
+@pytest.mark.parametrize("options", [{}, DEEP], ids=["leaf", "deep"])
 def test_missing_and_extra_rows(stack: Stack, source_db: PgDatabase, target_db: PgDatabase,
-                                shop: dict[str, int]) -> None:
+                                shop: dict[str, int], options: dict[str, int]) -> None:
     run_sql(target_db, "DELETE FROM public.customers WHERE id IN (5, 250)")
     run_sql(target_db, "INSERT INTO public.customers SELECT id + 100000, email, full_name, "
                        "is_active, profile, created_at FROM public.customers WHERE id = 7")
-    r = one(spec_for(stack, source_db, target_db), "public.customers")
+    r = one(spec_for(stack, source_db, target_db), "public.customers", **options)
 
     assert r.status == DIFFERENT
     assert (r.missing, r.extra, r.changed) == (2, 1, 0)
@@ -207,13 +217,14 @@ def test_changed_byte_in_bytea(stack: Stack, source_db: PgDatabase, target_db: P
         ("changed", {"sku": "SKU-0000003"}, ["image"])]
 
 
+@pytest.mark.parametrize("options", [{}, DEEP], ids=["leaf", "deep"])
 def test_composite_primary_key(stack: Stack, source_db: PgDatabase, target_db: PgDatabase,
-                               shop: dict[str, int]) -> None:
+                               shop: dict[str, int], options: dict[str, int]) -> None:
     run_sql(target_db, "UPDATE public.order_items SET qty = qty + 1 "
                        "WHERE order_id = 10 AND line_no = 1")
     run_sql(target_db, "DELETE FROM public.order_items WHERE order_id = 700 AND line_no = 2")
     run_sql(target_db, "INSERT INTO public.order_items VALUES (700, 9, 'SKU-0000001', 1, 1.00)")
-    r = one(spec_for(stack, source_db, target_db), "public.order_items")
+    r = one(spec_for(stack, source_db, target_db), "public.order_items", **options)
 
     assert r.primary_key == ["order_id", "line_no"]
     assert (r.missing, r.extra, r.changed) == (1, 1, 1)
@@ -231,12 +242,13 @@ def test_quoted_table_name_and_non_ascii_text(stack: Stack, source_db: PgDatabas
     assert [(d.key, d.columns) for d in r.sample] == [({"id": 42}, ["body"])]
 
 
+@pytest.mark.parametrize("options", [{}, DEEP], ids=["leaf", "deep"])
 def test_many_differences_are_counted_but_the_sample_is_capped(
         stack: Stack, source_db: PgDatabase, target_db: PgDatabase,
-        shop: dict[str, int]) -> None:
+        shop: dict[str, int], options: dict[str, int]) -> None:
     run_sql(target_db, "UPDATE public.orders SET total = total + 1 WHERE id % 10 = 3")
     spec = spec_for(stack, source_db, target_db, sample_cap=5)
-    r = one(spec, "public.orders")
+    r = one(spec, "public.orders", **options)
     expected = len([i for i in range(1, shop["orders"] + 1) if i % 10 == 3])
     assert r.changed == expected
     assert len(r.sample) == 5 and r.sample_truncated
@@ -287,8 +299,9 @@ def test_column_set_difference_is_reported(stack: Stack, source_db: PgDatabase,
     assert any("extra_col" in s for s in r.schema_differences)
 
 
+@pytest.mark.parametrize("options", [{}, DEEP], ids=["leaf", "deep"])
 def test_text_keys_with_non_ascii_order(stack: Stack, source_db: PgDatabase,
-                                        target_db: PgDatabase) -> None:
+                                        target_db: PgDatabase, options: dict[str, int]) -> None:
     ddl = "CREATE TABLE public.words (w text PRIMARY KEY, n int)"
     for db in (source_db, target_db):
         run_sql(db, ddl)
@@ -296,10 +309,16 @@ def test_text_keys_with_non_ascii_order(stack: Stack, source_db: PgDatabase,
                     "unnest(ARRAY['apple', 'Äpfel', 'zebra', 'éclair', '東京', 'Zoë']) w")
     run_sql(target_db, "UPDATE public.words SET n = -1 WHERE w = 'éclair77'")
     run_sql(target_db, "DELETE FROM public.words WHERE w = '東京5'")
-    spec = spec_for(stack, source_db, target_db, tables=["public.words"], chunk_rows=200)
-    r = one(spec, "public.words")
-    assert {(d.kind, d.key["w"]) for d in r.sample} == {("changed", "éclair77"),
-                                                         ("missing", "東京5")}
+    # a cluster of extra rows: where the target holds more, the target's keys cut the range
+    run_sql(target_db, "INSERT INTO public.words SELECT 'Zoë1x' || g, g "
+                       "FROM generate_series(1, 30) g")
+    spec = spec_for(stack, source_db, target_db, tables=["public.words"], chunk_rows=200,
+                    sample_cap=50)
+    r = one(spec, "public.words", **options)
+    assert {(d.kind, d.key["w"]) for d in r.sample} == {
+        ("changed", "éclair77"), ("missing", "東京5"),
+        *(("extra", f"Zoë1x{g}") for g in range(1, 31))}
+    assert (r.missing, r.extra, r.changed) == (1, 30, 1)
 
 
 # ----------------------------------------------------------------------------- moving source

@@ -17,7 +17,7 @@ from bson import Binary, Decimal128
 from migwatch.config import parse_spec
 from migwatch.connectors.postgres import Column, TableInfo
 from migwatch.errors import ConfigError
-from migwatch.validation.base import KeyRange, sub_ranges
+from migwatch.validation.base import KeyRange, layout, sub_ranges
 from migwatch.validation.canonical import (
     MICROSECONDS,
     MILLISECONDS,
@@ -210,6 +210,17 @@ def test_sub_ranges_and_containment() -> None:
     assert _covers(KeyRange((0,), (100,)), KeyRange((10,), (20,)))
     assert not _covers(KeyRange((0,), (100,)), KeyRange((10,), None))
     assert _covers(KeyRange(), KeyRange(None, (3,)))
+
+
+def test_one_bucket_layout_for_several_ranges() -> None:
+    bounds, owners = layout([(KeyRange((0,), (10,)), [(5,)]), (KeyRange((10,), (20,)), []),
+                             (KeyRange((30,), None), [(40,)])])
+    assert bounds == [(0,), (5,), (10,), (20,), (30,), (40,)]
+    # bucket i holds bounds[i-1] <= key < bounds[i]; None marks the gaps between ranges
+    assert owners == [None, (0, 0), (0, 1), (1, 0), None, (2, 0), (2, 1)]
+    bounds, owners = layout([(KeyRange(None, ("m",)), [("c",)])])
+    assert bounds == [("c",), ("m",)] and owners == [(0, 0), (0, 1), None]
+    assert layout([]) == ([], [None])
 
 
 def test_mongo_ids_map_back_to_source_keys() -> None:
