@@ -239,22 +239,30 @@ class Stack:
         (lib / ".complete").touch()
 
     def _install_debezium(self) -> None:
-        plugins = self.plugin_dir
-        if (plugins / ".complete").exists():
-            return
         v = self.s.debezium_version
-        self.echo(f"downloading the Debezium PostgreSQL connector {v} from Maven Central")
+        self.install_connect_plugin(f"io.debezium:debezium-connector-postgres:{v}",
+                                    self.plugin_dir, "install-debezium.log")
+
+    def install_connect_plugin(self, coordinates: str, plugins: Path,
+                               log_name: str = "install-plugin.log") -> Path:
+        """Unpack the `tar.gz:plugin` archive of Maven `group:artifact:version` into `plugins`
+        (a Kafka Connect `plugin.path`), once: a finished install leaves a `.complete` marker."""
+        if (plugins / ".complete").exists():
+            return plugins
+        self.echo(f"downloading the Kafka Connect plugin {coordinates} from Maven Central")
         dl = plugins.parent / "download"
         dl.mkdir(parents=True, exist_ok=True)
-        cmd = ["mvn", "-q", "-B", "dependency:copy",
-               f"-Dartifact=io.debezium:debezium-connector-postgres:{v}:tar.gz:plugin",
+        self.logs.mkdir(parents=True, exist_ok=True)
+        cmd = ["mvn", "-q", "-B", "dependency:copy", f"-Dartifact={coordinates}:tar.gz:plugin",
                f"-DoutputDirectory={dl}"]
-        self._run_logged("kafka-connect", cmd, "install-debezium.log", cwd=dl)
-        archive = next(dl.glob("*.tar.gz"))
+        self._run_logged("kafka-connect", cmd, log_name, cwd=dl)
+        artifact = coordinates.split(":")[1]
+        archive = next(dl.glob(f"{artifact}-*.tar.gz"))
         plugins.mkdir(parents=True, exist_ok=True)
         with tarfile.open(archive) as tar:
             tar.extractall(plugins, filter="data")
         (plugins / ".complete").touch()
+        return plugins
 
     def _install_ferretdb(self) -> None:
         binary = self.ferretdb_bin
