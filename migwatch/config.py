@@ -154,7 +154,7 @@ class TableSpec(_Model):
 
 
 class MigrationsSpec(_Model):
-    folder: str
+    folder: str  # relative to the spec file (load_spec resolves it)
     kind: Literal["sql", "mongodb"] | None = None
     lock_timeout_seconds: float = Field(default=60, gt=0)
 
@@ -317,7 +317,13 @@ def load_spec(path: str | os.PathLike[str]) -> MigrationSpec:
         raise ConfigError(f"{p} is not valid YAML: {exc}", field="spec") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{p} must hold a mapping", field="spec")
-    return parse_spec(raw, origin=str(p))
+    spec = parse_spec(raw, origin=str(p))
+    if spec.migrations is not None and not Path(spec.migrations.folder).expanduser().is_absolute():
+        # a spec names its migrations folder relative to itself, wherever it is run from
+        folder = str((p.parent / spec.migrations.folder).resolve())
+        spec = spec.model_copy(update={
+            "migrations": spec.migrations.model_copy(update={"folder": folder})})
+    return spec
 
 
 def postgres_conninfo(endpoint: Endpoint, field: str, application: str = "migwatch") -> str:

@@ -12,7 +12,8 @@
     │   └── MigrationChanged      an applied migration's script was edited (checksum)
     ├── StackError                a local stack component failed to install or start
     ├── ValidationFailed(report)  the target does not hold the source's data
-    └── GateFailed(reason)        the monitor gate did not pass (timeout or hard maximum)
+    ├── GateFailed(reason)        the monitor gate did not pass (timeout or hard maximum)
+    └── NoGo(reasons)             the report's verdict is no-go; lists what blocks the cutover
 
 Connectors translate driver exceptions into this tree in one place each (`raise X(...) from exc`),
 so callers never see a driver's traceback and tasks can retry on `TransientError` alone.
@@ -143,6 +144,16 @@ class GateFailed(MigwatchError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class NoGo(MigwatchError):
+    """The run's report says no-go; `reasons` are the verdict's blocking problems."""
+
+    exit_code = 1
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = list(reasons)
+        super().__init__("no-go: " + ("; ".join(self.reasons) or "see the report"))
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -378,6 +378,51 @@ def cap_keys(table: TableFigures, cap: int) -> TableFigures:
     )
 
 
+_VALIDATION_STATES: dict[str, ValidationState] = {
+    "equal": "equal", "pending": "pending", "different": "mismatched", "error": "not_checked",
+}
+
+
+def table_figures(
+    spec: MigrationSpec,
+    validation: Mapping[str, Any] | None = None,
+    snapshot_rows: Mapping[str, int] | None = None,
+    applied_events: Mapping[str, int] | None = None,
+    table_lag: Mapping[str, float | None] | None = None,
+) -> list[TableFigures]:
+    """One `TableFigures` per table of the spec, from the stages' plain results: the validation
+    result (counts, state, differing keys), rows the snapshot loaded, events the applier applied
+    (snapshot reads included — changes are the rest) and the last event-time lag; all keyed by
+    the source table. A table a stage knows nothing about keeps None / `not_checked`."""
+    by_table = {t.get("table"): t for t in (validation or {}).get("tables", [])}
+    out = []
+    for spec_table in spec.tables:
+        src = spec_table.source
+        v = by_table.get(src) or {}
+        loaded = (snapshot_rows or {}).get(src)
+        events = (applied_events or {}).get(src)
+        changes = None if events is None else max(0, events - (loaded or 0))
+        state = _VALIDATION_STATES.get(str(v.get("status")), "not_checked")
+        keys = [d.get("key") for d in v.get("sample", [])]
+        note = v.get("error") or ("; ".join(v.get("warnings") or []) or None)
+        out.append(TableFigures(
+            source_table=src,
+            target_table=spec_table.target_name,
+            rows_source=v.get("source_rows") if v else None,
+            rows_target=v.get("target_rows") if v else None,
+            rows_snapshot=loaded,
+            changes_applied=changes,
+            event_time_lag_seconds=(table_lag or {}).get(src),
+            validation=state,
+            mismatched_rows=int(v.get("missing", 0)) + int(v.get("extra", 0))
+            + int(v.get("changed", 0)),
+            differing_keys=keys,
+            differing_keys_truncated=bool(v.get("sample_truncated")),
+            note=note,
+        ))
+    return out
+
+
 def build_report(
     *,
     migration_id: str,
@@ -491,6 +536,30 @@ def collect_series(
                 SeriesData(name=s.labels.get("table_name", "?"), unit="ratio", points=s.points)
             )
     return out
+
+
+def series_from_samples(columns: Mapping[str, Sequence[Any]]) -> TimeSeries:
+    """The report's series from the monitor's sampled columns (`migwatch.lag.summarize`): used
+    when Prometheus has nothing for the run (it was down, or never scraped the processes)."""
+    at = list(columns.get("at") or [])
+    out = TimeSeries()
+    for name, unit in MEASURE_UNITS.items():
+        for t, v in zip(at, columns.get(name) or [], strict=False):
+            if v is not None and math.isfinite(float(v)):
+                out.record("lag", name, unit, float(t), float(v))
+    for t, v in zip(at, columns.get("throughput_msgs_per_second") or [], strict=False):
+        if v is not None:
+            out.record("throughput", "change events applied/s", "per_second", float(t), float(v))
+    return out
+
+
+def merge_series(primary: TimeSeries, fallback: TimeSeries) -> TimeSeries:
+    """`primary`'s series, with any group it lacks taken from `fallback`."""
+    return TimeSeries(
+        lag=primary.lag or fallback.lag,
+        throughput=primary.throughput or fallback.throughput,
+        progress=primary.progress or fallback.progress,
+    )
 
 
 # ---------------------------------------------------------------------------------- rendering

@@ -5,7 +5,7 @@
     run_down(spec, target_version, ...)   revert (MongoDB `down`; SQL only with an undo script)
     run_repair(spec, dry_run)             accept edited scripts' checksums, clear failed rows
 
-The spec's `migrations` section names the folder (relative to the working directory), the kind
+The spec's `migrations` section names the folder (relative to the spec file), the kind
 (default: from the target) and how long to wait for another run's lock. Every step is timed into
 `sql_migration_duration_seconds` / `mongodb_migration_duration_seconds`, failures are counted by
 error class, and logger `migwatch.migrations` writes one line when a step starts and one when it

@@ -461,7 +461,7 @@ def open_backend(spec: MigrationSpec) -> Backend:
 
 
 def load_migrations(spec: MigrationSpec) -> list[Migration]:
-    """The spec's folder, discovered; a relative folder is taken from the working directory."""
+    """The spec's folder, discovered (`load_spec` made a relative folder absolute)."""
     kind = resolve_kind(spec)
     assert spec.migrations is not None
     return discover(Path(spec.migrations.folder).expanduser(), kind)

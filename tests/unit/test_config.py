@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from migwatch.config import check_migration_id, load_spec, parse_spec, pg_name, postgres_conninfo
 from migwatch.errors import ConfigError
@@ -78,3 +79,20 @@ def test_load_spec_errors(tmp_path: Path) -> None:
     bad.write_text("source: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_spec(bad)
+
+
+def test_a_relative_migrations_folder_is_taken_from_the_spec_file(tmp_path: Path) -> None:
+    folder = tmp_path / "specs" / "sql"
+    folder.mkdir(parents=True)
+    spec_file = tmp_path / "specs" / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump({**BASE, "migrations": {"folder": "sql"}}))
+    assert load_spec(spec_file).migrations.folder == str(folder.resolve())
+    spec_file.write_text(yaml.safe_dump({**BASE, "migrations": {"folder": str(folder)}}))
+    assert load_spec(spec_file).migrations.folder == str(folder)
+
+
+def test_the_example_spec_in_deployments_is_valid() -> None:
+    spec = load_spec(Path(__file__).parents[2] / "deployments" / "shop.yaml")
+    assert [t.source for t in spec.tables][-1] == "public.ProductReviews"
+    assert spec.source.password is not None and spec.source.password.env
+    assert Path(spec.migrations.folder).is_dir()
