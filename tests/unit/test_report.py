@@ -330,3 +330,57 @@ def test_report_module_does_not_import_prefect() -> None:
     code += "print('prefect' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------------- stage results
+def _two_table_spec() -> object:
+    return parse_spec({
+        "source": {"kind": "postgres", "port": 15432, "database": "shop"},
+        "target": {"kind": "postgres", "port": 15433, "database": "shop"},
+        "tables": ["orders", {"source": "public.Reviews", "target": "archive.reviews"}],
+    })
+
+
+def test_table_figures_come_from_each_stage_result() -> None:
+    validation = {"tables": [
+        {"table": "public.orders", "status": "different", "source_rows": 10, "target_rows": 9,
+         "missing": 1, "extra": 0, "changed": 2, "sample_truncated": True,
+         "sample": [{"kind": "missing", "key": {"id": 7}}, {"kind": "changed", "key": {"id": 8}}]},
+        {"table": "public.Reviews", "status": "pending", "source_rows": 5, "target_rows": 5,
+         "missing": 0, "extra": 0, "changed": 1, "sample": [], "warnings": ["no primary key"]},
+    ]}
+    figures = R.table_figures(_two_table_spec(), validation,  # type: ignore[arg-type]
+                              snapshot_rows={"public.orders": 8},
+                              applied_events={"public.orders": 11, "*": 99},
+                              table_lag={"public.orders": 0.5})
+    orders, reviews = figures
+    assert (orders.rows_source, orders.rows_target, orders.rows_snapshot) == (10, 9, 8)
+    assert orders.changes_applied == 3  # events minus the snapshot's reads
+    assert orders.validation == "mismatched" and orders.mismatched_rows == 3
+    assert orders.differing_keys == [{"id": 7}, {"id": 8}] and orders.differing_keys_truncated
+    assert orders.event_time_lag_seconds == 0.5
+    assert reviews.target_table == "archive.reviews" and reviews.validation == "pending"
+    assert reviews.changes_applied is None and reviews.note == "no primary key"
+    v = R.decide(caught_up=True, tables=figures)
+    assert not v.go and any("archive.reviews" in r and "pending" in r for r in v.reasons)
+
+
+def test_a_table_no_stage_saw_is_not_checked_and_blocks_go() -> None:
+    figures = R.table_figures(_two_table_spec())  # type: ignore[arg-type]
+    assert [f.validation for f in figures] == ["not_checked", "not_checked"]
+    assert all(f.rows_source is None for f in figures)
+    assert not R.decide(caught_up=True, tables=figures).go
+
+
+def test_series_from_monitor_samples_and_the_prometheus_fallback() -> None:
+    columns = {"at": [1.0, 2.0, 3.0], "event_time_lag_seconds": [4.0, None, 1.0],
+               "consumer_lag_messages": [10, 5, 0], "throughput_msgs_per_second": [None, 5, 5]}
+    series = R.series_from_samples(columns)
+    lag = {s.name: s.points for s in series.lag}
+    assert lag["event_time_lag_seconds"] == [(1.0, 4.0), (3.0, 1.0)]
+    assert lag["consumer_lag_messages"][-1] == (3.0, 0.0)
+    assert [p for s in series.throughput for p in s.points] == [(2.0, 5.0), (3.0, 5.0)]
+    from_prometheus = R.TimeSeries(progress=[R.SeriesData(name="t", unit="ratio",
+                                                          points=[(1.0, 1.0)])])
+    merged = R.merge_series(from_prometheus, series)
+    assert merged.progress == from_prometheus.progress and merged.lag == series.lag
