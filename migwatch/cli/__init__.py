@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import migwatch.cli.check  # noqa: F401  (registers `migwatch check`)
 import migwatch.cli.dashboard  # noqa: F401  (registers `migwatch dashboard`)
+import migwatch.cli.demo  # noqa: F401  (registers `migwatch demo`)
 import migwatch.cli.migrations  # noqa: F401  (registers `migwatch migrations`)
 import migwatch.cli.monitor  # noqa: F401  (registers `migwatch monitor`)
 import migwatch.cli.run  # noqa: F401  (registers `migwatch run` and `migwatch report`)
