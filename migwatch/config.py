@@ -241,6 +241,13 @@ class NotificationsSpec(_Model):
     email_from: str = "migwatch@localhost"
 
 
+class SnapshotSpec(_Model):
+    """How the migrate stage follows the initial snapshot: poll interval and its bound."""
+
+    timeout_seconds: float = Field(default=3600, gt=0)
+    poll_interval_seconds: float = Field(default=2, gt=0)
+
+
 class MetricsSpec(_Model):
     port: int = Field(default=0, ge=0, le=65535)  # 0: pick a free port
     pushgateway_url: str = "http://127.0.0.1:9091"
@@ -262,6 +269,7 @@ class MigrationSpec(_Model):
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
     notifications: NotificationsSpec = Field(default_factory=NotificationsSpec)
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+    snapshot: SnapshotSpec = Field(default_factory=SnapshotSpec)
 
     @field_validator("tables", mode="before")
     @classmethod
