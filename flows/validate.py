@@ -113,6 +113,26 @@ def _publish(result: ValidationResult) -> None:
                           description=f"validation: {result.status}")
     create_markdown_artifact(markdown=markdown(result), key=f"{key}-report",
                              description=f"validation: {result.status}")
+    gx_rows = expectation_rows(result)
+    if gx_rows:
+        create_table_artifact(table=gx_rows, key=f"{key}-expectations",
+                              description="Great Expectations suites on the target")
+
+
+def expectation_rows(result: ValidationResult) -> list[dict[str, Any]]:
+    """One row per table whose GX suite ran: counts and the failed expectations, named."""
+    rows = []
+    for t in result.tables:
+        gx = t.expectations or {}
+        if not gx.get("applies"):
+            continue
+        failed = [f["expectation"] + (f"({f['kwargs']['column']})"
+                                      if f.get("kwargs", {}).get("column") else "")
+                  for f in gx.get("failed", [])]
+        rows.append({"table": t.table, "suite": gx.get("suite"), "success": gx.get("success"),
+                     "evaluated": gx.get("evaluated"), "passed": gx.get("passed"),
+                     "failed": "; ".join(failed) or gx.get("error") or ""})
+    return rows
 
 
 def summary_rows(result: ValidationResult) -> list[dict[str, Any]]:

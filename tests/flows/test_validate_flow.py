@@ -99,6 +99,8 @@ def test_strict_raises_validation_failed_naming_table_and_expectation(
     report = err.value.report
     assert report["status"] == "different"
     assert saved.exists()  # the report stage still finds the result
+    [gx] = artifacts(f"validate-{migration_id}-expectations")
+    assert "expect_column_values_to_not_be_null(sku)" in str(gx.data)
 
 
 def test_without_strict_differences_and_errors_are_returned(
@@ -113,3 +115,27 @@ def test_without_strict_differences_and_errors_are_returned(
     assert tables["public.orders"]["status"] == "different"
     assert tables["public.order_items"]["expectations"]["success"]
     assert out["status"] == "error"
+
+
+def test_revalidate_task_resolves_the_saved_pending_ranges(
+        spec_path: Path, target_db: PgDatabase, migration_id: str, saved: Path) -> None:
+    from prefect import flow
+
+    from migwatch.config import load_spec
+    from tasks.validate import revalidate_pending
+    from tests.integration.test_validation_revalidate import record_applied
+
+    run_sql(target_db, "UPDATE public.orders SET status = 'lost' WHERE id = 33")
+    out = validate(str(spec_path), migration_id, expectations=False)
+    assert out["status"] == "pending"
+    lsn = max(r["lsn_num"] for t in out["tables"] for r in t["ranges"])
+    run_sql(target_db, "UPDATE public.orders SET status = 'paid' WHERE id = 33")  # CDC applies
+    record_applied(target_db, migration_id, lsn)
+
+    @flow
+    def report_stage() -> dict[str, Any]:
+        return revalidate_pending(load_spec(spec_path), migration_id, timeout_seconds=30)
+
+    again = report_stage()
+    assert again["status"] == "equal"
+    assert load_result(migration_id).status == "equal"  # saved for the report
