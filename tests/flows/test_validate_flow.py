@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prometheus_client.exposition import delete_from_gateway
 
 from flows.validate import validate
 from migwatch import workload
@@ -40,11 +42,13 @@ def spec_path(stack: Stack, source_db: PgDatabase, target_db: PgDatabase,
 
 
 @pytest.fixture
-def saved(migration_id: str) -> Iterator[Path]:
-    """The result file the flow writes; removed afterwards."""
+def saved(stack: Stack, migration_id: str) -> Iterator[Path]:
+    """The result file the flow writes; removed afterwards, with the pushed metrics."""
     path = result_path(StackSettings().state_dir, migration_id)
     yield path
     shutil.rmtree(path.parent, ignore_errors=True)
+    delete_from_gateway(f"{stack.s.host}:{stack.s.pushgateway_port}", job="migwatch-validate",
+                        grouping_key={"migration_id": migration_id})
 
 
 def artifacts(key: str) -> list[Any]:
@@ -58,7 +62,7 @@ def run_sql(db: PgDatabase, statement: str) -> None:
         conn.execute(statement)
 
 
-def test_equal_tables(spec_path: Path, migration_id: str, saved: Path) -> None:
+def test_equal_tables(stack: Stack, spec_path: Path, migration_id: str, saved: Path) -> None:
     out = validate(str(spec_path), migration_id)
 
     assert out["status"] == "equal" and out["result_path"] == str(saved)
@@ -71,6 +75,12 @@ def test_equal_tables(spec_path: Path, migration_id: str, saved: Path) -> None:
     progress = artifacts(f"validate-{migration_id}")
     assert progress and progress[0].data == 100.0
     assert artifacts(f"validate-{migration_id}-public-orders")  # per-table progress
+    # the stage's metrics are on the Pushgateway under this migration id
+    pushed = requests.get(f"http://{stack.s.host}:{stack.s.pushgateway_port}/metrics",
+                          timeout=10).text
+    assert any(line.startswith("migwatch_validation_rows_compared_total{")
+               and f'migration_id="{migration_id}"' in line and 'table_name="public.orders"'
+               in line and line.endswith(" 600") for line in pushed.splitlines())
 
 
 def test_differences_are_returned_pending_and_not_raised(

@@ -54,7 +54,7 @@ def run_sql(db: PgDatabase, statement: str) -> None:
 
 
 def test_equal_exits_0(spec_path: Path, tmp_path: Path) -> None:
-    res = cli(str(spec_path), "--output", str(tmp_path / "r.json"))
+    res = cli(str(spec_path), "--output", str(tmp_path / "r.json"), "--workers", "1")
     assert res.exit_code == 0, res.output
     assert "equal" in res.output and "public.orders" in res.output
     data = json.loads((tmp_path / "r.json").read_text())
