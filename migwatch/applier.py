@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -32,7 +33,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from psycopg import sql
 
 from migwatch import metrics, names
-from migwatch.config import MigrationSpec, TableSpec, mongodb_uri
+from migwatch.config import MigrationSpec, StackSettings, TableSpec, mongodb_uri
 from migwatch.connectors import kafka as kafka_conn
 from migwatch.connectors import postgres as pg
 from migwatch.errors import MigwatchError, PermanentError, TransientError
@@ -769,12 +770,40 @@ class _SeekToStored(ConsumerRebalanceListener):
             self.consumer.seek(tp, offset)
 
 
-def install_signal_handlers(applier: Applier) -> None:
-    """SIGTERM/SIGINT finish the current batch, commit and exit cleanly."""
+def install_signal_handlers(applier: Applier) -> dict[int, Any]:
+    """SIGTERM/SIGINT finish the current batch, commit and exit cleanly; returns the handlers
+    they replace (main thread only)."""
 
     def _handler(signum: int, frame: Any) -> None:
         log.info("signal %d: stopping after the current batch", signum)
         applier.stop()
 
-    signal.signal(signal.SIGTERM, _handler)
-    signal.signal(signal.SIGINT, _handler)
+    return {sig: signal.signal(sig, _handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def serve(spec: MigrationSpec, migration_id: str, *, applier: Applier | None = None,
+          metrics_port: int = 0, file_sd_dir: Path | None = None, handle_signals: bool = True,
+          on_ready: Callable[[int], None] | None = None) -> ApplierStats:
+    """Run the applier until it is stopped, serving /metrics and announcing itself to Prometheus
+    with a file_sd target file that is removed on exit — what `migwatch apply` and the
+    `cdc-applier` flow both run.
+
+    `handle_signals` (main thread only) makes SIGTERM/SIGINT stop it after the current batch and
+    puts the previous handlers back on return; a caller that owns the signals passes False and
+    calls `applier.stop()` itself. `on_ready` gets the metrics port once it is served.
+    """
+    applier = applier or Applier(spec, migration_id)
+    previous = install_signal_handlers(applier) if handle_signals else {}
+    try:
+        server = metrics.MetricsServer(file_sd_dir or StackSettings().file_sd_dir,
+                                       "migwatch-applier", migration_id,
+                                       metrics_port or spec.metrics.port).start()
+        try:
+            if on_ready is not None:
+                on_ready(server.port)
+            return applier.run()
+        finally:
+            server.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -19,21 +19,14 @@ def apply(
 ) -> None:
     """Apply the migration's change events to the target until stopped (SIGTERM finishes the
     current batch, commits and exits 0). Serves metrics and announces itself to Prometheus."""
-    from migwatch.applier import Applier, install_signal_handlers
-    from migwatch.config import StackSettings, check_migration_id, load_spec
-    from migwatch.metrics import MetricsServer
+    from migwatch.applier import serve
+    from migwatch.config import check_migration_id, load_spec
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     check_migration_id(migration_id)
     s = load_spec(spec)
-    applier = Applier(s, migration_id)
-    install_signal_handlers(applier)
-    server = MetricsServer(StackSettings().file_sd_dir, "migwatch-applier", migration_id,
-                           metrics_port or s.metrics.port).start()
-    console.print(f"applier {migration_id}: metrics on 127.0.0.1:{server.port}")
-    try:
-        stats = applier.run()
-    finally:
-        server.stop()
+    stats = serve(s, migration_id, metrics_port=metrics_port,
+                  on_ready=lambda port: console.print(
+                      f"applier {migration_id}: metrics on 127.0.0.1:{port}"))
     console.print(f"applier {migration_id}: stopped after {stats.events} events "
                   f"in {stats.batches} batches, {stats.dlq} dead-lettered")
