@@ -82,27 +82,47 @@ def stop_applier(migration_id: str, timeout: float = 60) -> bool:
     return True
 
 
-def applier_running(spec: MigrationSpec, migration_id: str) -> bool:
-    """True when the applier's consumer group has active members."""
+def applier_members(spec: MigrationSpec, migration_id: str) -> int:
+    """Active members of the applier's consumer group (0 when empty or unknown)."""
     try:
         return kafka_conn.active_members(spec.kafka.bootstrap_servers,
-                                         names.consumer_group(migration_id)) > 0
+                                         names.consumer_group(migration_id))
     except TransientError:
         raise
     except MigwatchError:
-        return False
+        return 0
 
 
-def wait_applier_running(spec: MigrationSpec, migration_id: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if applier_running(spec, migration_id):
-            return
-        pid = applier_pid(migration_id)
-        if pid is None and (run_dir(migration_id) / "applier.pid").exists() is False:
-            pass
-        time.sleep(1)
+def applier_running(spec: MigrationSpec, migration_id: str) -> bool:
+    """True when the applier's consumer group has active members."""
+    return applier_members(spec, migration_id) > 0
+
+
+def log_tail(migration_id: str, chars: int = 2000) -> str:
+    """The end of the local applier's log ('' when there is none)."""
     log = run_dir(migration_id) / "applier.log"
-    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-    raise TransientError(f"applier for {migration_id} did not join its consumer group within "
-                         f"{timeout:.0f}s; log tail:\n{tail}")
+    return log.read_text(errors="replace")[-chars:] if log.exists() else ""
+
+
+def wait_applier_running(spec: MigrationSpec, migration_id: str, timeout: float = 90,
+                         pid: int | None = None, poll: float = 1.0) -> int:
+    """Wait until the consumer group has members; returns how many.
+
+    With `pid` (a local applier just started) a process that exits meanwhile fails at once
+    with its log tail instead of waiting out `timeout`. Both failures are TransientError: a
+    broker or target that was briefly away makes the applier exit, and a retry starts it again.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        members = applier_members(spec, migration_id)
+        if members:
+            return members
+        if pid is not None and not _alive(pid):
+            raise TransientError(f"applier for {migration_id} (pid {pid}) exited before it "
+                                 f"joined its consumer group; log tail:\n{log_tail(migration_id)}")
+        if time.monotonic() >= deadline:
+            tail = log_tail(migration_id) if pid is not None else ""
+            raise TransientError(f"applier for {migration_id} did not join its consumer group "
+                                 f"within {timeout:.0f}s"
+                                 + (f"; log tail:\n{tail}" if tail else ""))
+        time.sleep(poll)
