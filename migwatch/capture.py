@@ -358,8 +358,8 @@ def prepare_target_schema(spec: MigrationSpec) -> SchemaResult:
     their exact types, NOT NULL, primary key — secondary indexes may follow the load), plus the
     heartbeat table; report what was created and what was already present.
 
-    A MongoDB target needs no DDL (empty result). When `spec.migrations` names a folder, the
-    versioned-migrations runner prepares the target instead and this step is not used.
+    A MongoDB target needs no DDL (empty result). When `spec.migrations` names a folder, its
+    versioned migrations run after this step, on the tables it created (the migrate stage).
     """
     if spec.target.kind != "postgres":
         return SchemaResult()
