@@ -1,0 +1,411 @@
+"""Following the initial snapshot: rows applied per table against the source's row estimate,
+rows per second and an ETA, until every table's snapshot is done.
+
+    source_estimates(spec)          rows per table on the source: `pg_class.reltuples`, or an
+                                    exact count(*) when the table was never analysed / is empty
+    applied_snapshot(spec, id)      snapshot rows applied and "done" flags from the applier's
+                                    position rows on the target (one read per poll)
+    SnapshotTracker                 pure: turns successive readings into rates, ETAs, per-table
+                                    seconds — unit-tested without servers
+    follow(spec, id, on_poll=...)   polls until done (or `spec.snapshot.timeout_seconds`)
+
+When is a table done? The applier records `snapshot_done` for a table when it applies the record
+Debezium marks `last_in_data_collection`, and for `*` when it applies the one marked `last` (the
+whole snapshot). An empty table produces no record at all, so it never gets its own mark: it is
+done when `*` is. `*` always comes, because the snapshot always holds at least the heartbeat row
+that `capture.prepare_source` seeds, and Debezium keeps the `last` mark for the final record it
+emits even when the tables after it are empty (checked on the stack with the empty table last).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from psycopg import sql
+
+from migwatch import metrics, names
+from migwatch.config import MigrationSpec, mongodb_uri
+from migwatch.connectors import postgres as pg
+from migwatch.errors import MigwatchError, PermanentError, TransientError
+from migwatch.processes import applier_members
+
+log = logging.getLogger("migwatch.snapshot")
+
+#: tables up to this size on disk are counted exactly when they have no estimate
+EXACT_COUNT_MAX_BYTES = 64 << 20
+#: readings of the target that may fail in a row before following gives up
+MAX_READ_FAILURES = 5
+
+
+# ------------------------------------------------------------------------------ pure figures
+@dataclass(frozen=True)
+class Applied:
+    """What the applier recorded for one table: snapshot rows applied, and whether it is done."""
+
+    rows: int = 0
+    done: bool = False
+    #: when the applier last wrote this row (epoch seconds, the target's clock)
+    updated_at: float | None = None
+
+
+@dataclass(frozen=True)
+class TableProgress:
+    """One table's snapshot at one moment.
+
+    `seconds` is how long its load took (see `SnapshotTracker`): 0 for a table the snapshot
+    found empty, None when an earlier run loaded it. `rows_per_second` is the current pace
+    while it loads.
+    """
+
+    table: str
+    estimate: int
+    rows: int
+    done: bool
+    ratio: float
+    rows_per_second: float | None
+    eta_seconds: float | None
+    seconds: float | None
+
+
+@dataclass(frozen=True)
+class SnapshotProgress:
+    """Every table's snapshot at one moment, with the totals."""
+
+    migration_id: str
+    tables: tuple[TableProgress, ...]
+    elapsed_seconds: float
+    rows_per_second: float | None
+    eta_seconds: float | None
+    #: every table was already done at the first reading (a resumed run)
+    already_done: bool = False
+
+    @property
+    def done(self) -> bool:
+        return all(t.done for t in self.tables)
+
+    @property
+    def rows(self) -> int:
+        return sum(t.rows for t in self.tables)
+
+    @property
+    def estimate(self) -> int:
+        return sum(t.estimate for t in self.tables)
+
+    @property
+    def tables_done(self) -> int:
+        return sum(1 for t in self.tables if t.done)
+
+    @property
+    def ratio(self) -> float:
+        """Overall progress in [0, 1], weighted by rows; 1.0 only when every table is done."""
+        if self.done:
+            return 1.0
+        return progress_ratio(self.rows, self.estimate, False)
+
+    def describe(self) -> str:
+        """One line for logs and the progress artifact."""
+        text = (f"{self.tables_done} of {len(self.tables)} table(s) done; "
+                f"{self.rows:,} of ~{self.estimate:,} rows")
+        if self.rows_per_second is not None:
+            text += f"; {self.rows_per_second:,.0f} rows/s"
+        if self.already_done:
+            return text + "; already complete"
+        if self.done:
+            return text + f"; complete after {self.elapsed_seconds:.1f}s"
+        if self.eta_seconds is not None:
+            text += f"; ETA {format_seconds(self.eta_seconds)}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "migration_id": self.migration_id, "done": self.done,
+            "already_done": self.already_done, "rows": self.rows, "estimate": self.estimate,
+            "ratio": self.ratio, "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "rows_per_second": self.rows_per_second, "eta_seconds": self.eta_seconds,
+            "tables": {t.table: asdict(t) for t in self.tables},
+        }
+
+
+def progress_ratio(rows: int, estimate: int, done: bool) -> float:
+    """Rows over the estimate in [0, 1]. Below 1 until done: an estimate is only an estimate,
+    and only the snapshot's own end mark says a table is complete."""
+    if done:
+        return 1.0
+    if estimate <= 0:
+        return 0.0
+    return min(rows / estimate, 0.99)
+
+
+def eta_seconds(remaining: int, rate: float | None) -> float | None:
+    """Seconds to load `remaining` rows at `rate` rows/s; None while the rate is unknown or 0."""
+    if remaining <= 0:
+        return 0.0
+    if rate is None or rate <= 0:
+        return None
+    return remaining / rate
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+class RateWindow:
+    """Rows per second over the last `window` seconds of (time, cumulative rows) readings."""
+
+    def __init__(self, window: float = 30.0) -> None:
+        self.window = window
+        self.points: deque[tuple[float, int]] = deque()
+
+    def add(self, at: float, rows: int) -> None:
+        self.points.append((at, rows))
+        # keep one reading at or before the window's start, so the window is always spanned
+        while len(self.points) > 2 and self.points[1][0] <= at - self.window:
+            self.points.popleft()
+
+    def rate(self) -> float | None:
+        if len(self.points) < 2:
+            return None
+        (t0, r0), (t1, r1) = self.points[0], self.points[-1]
+        if t1 <= t0:
+            return None
+        return max(0.0, (r1 - r0) / (t1 - t0))
+
+
+@dataclass
+class _TableState:
+    rate: RateWindow
+    started_at: float | None  # its load began after this (None: unknown, before following)
+    done_at: float | None = None
+    seconds: float | None = None
+
+
+def load_seconds(started_at: float | None, done_at: float, rows: int) -> float | None:
+    """How long loading a table took; None when it is unknown or an earlier run did it."""
+    if rows == 0:
+        return 0.0  # the snapshot found it empty: nothing was loaded
+    if started_at is None or done_at < started_at:
+        return None
+    return round(done_at - started_at, 3)
+
+
+@dataclass
+class SnapshotTracker:
+    """Turns successive readings of the applied positions into progress (no I/O, no clock).
+
+    Times are epoch seconds. `since` is when this run began loading (before it created the
+    connector or started the applier); None when it found both already there. A table's load
+    starts after the last reading that saw it without rows, and not before `since`; it ends at
+    the commit of the batch that completed it — its position row's `updated_at`, as long as no
+    later change moved that row, and never after the reading that saw it done. A table completed
+    before `since` (or, without `since`, before any reading saw it loading) has no seconds: an
+    earlier run loaded it.
+    """
+
+    migration_id: str
+    estimates: Mapping[str, int]
+    since: float | None = None
+    window: float = 30.0
+    _start: float | None = None
+    _total: RateWindow = field(init=False)
+    _tables: dict[str, _TableState] = field(default_factory=dict)
+    _first: bool = True
+    _already_done: bool = False
+
+    def __post_init__(self) -> None:
+        self._total = RateWindow(self.window)
+
+    def observe(self, at: float, applied: Mapping[str, Applied]) -> SnapshotProgress:
+        """Progress at time `at` from the position rows (`names.ALL_TABLES` marks the end)."""
+        if self._start is None:
+            self._start = at if self.since is None else min(self.since, at)
+        all_done = applied.get(names.ALL_TABLES, Applied()).done
+        out = []
+        for table, estimate in self.estimates.items():
+            got = applied.get(table, Applied())
+            done = got.done or all_done
+            state = self._tables.get(table)
+            if state is None:
+                state = self._tables[table] = _TableState(RateWindow(self.window), self.since)
+            if not done and got.rows == 0:
+                state.started_at = at  # not loading yet: it starts after this reading
+            if done and state.done_at is None:
+                stamp = got.updated_at if got.done else None
+                state.done_at = at if stamp is None else min(at, stamp)
+                state.seconds = load_seconds(state.started_at, state.done_at, got.rows)
+            state.rate.add(at, got.rows)
+            rate = None if done else state.rate.rate()
+            out.append(TableProgress(
+                table=table, estimate=estimate, rows=got.rows, done=done,
+                ratio=progress_ratio(got.rows, estimate, done), rows_per_second=rate,
+                eta_seconds=0.0 if done else eta_seconds(estimate - got.rows, rate),
+                seconds=state.seconds))
+        done = bool(out) and all(t.done for t in out)
+        if self._first:
+            # done at the first reading, and nothing of it loaded since this run began
+            self._already_done = done and (self.since is None or (
+                any(t.rows for t in out) and all(t.seconds is None for t in out if t.rows)))
+            self._first = False
+        total_rows = sum(t.rows for t in out)
+        self._total.add(at, total_rows)
+        end = at
+        if done:
+            end = max((s.done_at for s in self._tables.values() if s.done_at is not None),
+                      default=at)
+        elapsed = max(0.0, end - self._start)
+        if done:  # the average over the whole load
+            rate = total_rows / elapsed if elapsed > 0 and not self._already_done else None
+        else:  # the pace of the last `window` seconds
+            rate = self._total.rate()
+        remaining = sum(max(t.estimate - t.rows, 0) for t in out if not t.done)
+        return SnapshotProgress(
+            migration_id=self.migration_id, tables=tuple(out), elapsed_seconds=elapsed,
+            rows_per_second=None if rate is None else round(rate, 1),
+            eta_seconds=0.0 if done else eta_seconds(remaining, rate),
+            already_done=self._already_done)
+
+
+# ------------------------------------------------------------------------------ reading
+def source_estimates(spec: MigrationSpec) -> dict[str, int]:
+    """Rows per spec table on the source, from the planner's statistics (`reltuples`).
+
+    A table never analysed (or analysed while empty) has no estimate: up to
+    `EXACT_COUNT_MAX_BYTES` it is counted exactly, above that a 1 % page sample is scaled up.
+    """
+    out: dict[str, int] = {}
+    with pg.connect_endpoint(spec.source, "source", autocommit=True,
+                             application="migwatch-snapshot") as conn, \
+            pg.translated("source: row estimates"):
+        for t in spec.tables:
+            ident = sql.Identifier(t.schema_name, t.name)
+            row = conn.execute("SELECT c.reltuples, pg_relation_size(c.oid) FROM pg_class c "
+                               "WHERE c.oid = to_regclass(%s)",
+                               [ident.as_string(conn)]).fetchone()
+            if row is None:
+                raise PermanentError(f"table {t.source}: does not exist on the source")
+            reltuples, size = float(row[0]), int(row[1])
+            if reltuples > 0:
+                out[t.source] = int(reltuples)
+            elif size <= EXACT_COUNT_MAX_BYTES:
+                counted = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()
+                out[t.source] = int(counted[0]) if counted else 0
+            else:
+                sampled = conn.execute(sql.SQL(
+                    "SELECT count(*) * 100 FROM {} TABLESAMPLE SYSTEM (1)").format(ident)
+                ).fetchone()
+                out[t.source] = int(sampled[0]) if sampled else 0
+    return out
+
+
+def applied_snapshot(spec: MigrationSpec, migration_id: str) -> dict[str, Applied]:
+    """Snapshot rows and done flags per table (and `*`) from the target; {} before any."""
+    if spec.target.kind == "postgres":
+        with pg.connect_endpoint(spec.target, "target", autocommit=True,
+                                 application="migwatch-snapshot") as conn, \
+                pg.translated("target: read snapshot progress"):
+            if not pg.table_exists(conn, names.POSITION_SCHEMA, names.POSITION_TABLE):
+                return {}
+            rows = conn.execute(sql.SQL(
+                "SELECT table_name, snapshot_rows, snapshot_done, "
+                "extract(epoch FROM updated_at)::float8 FROM {} WHERE migration_id = %s").format(
+                sql.Identifier(names.POSITION_SCHEMA, names.POSITION_TABLE)),
+                [migration_id]).fetchall()
+        return {r[0]: Applied(int(r[1] or 0), bool(r[2]), r[3]) for r in rows}
+    return _mongo_applied(spec, migration_id)
+
+
+def _mongo_applied(spec: MigrationSpec, migration_id: str) -> dict[str, Applied]:
+    from pymongo import MongoClient
+    from pymongo.errors import AutoReconnect, PyMongoError, ServerSelectionTimeoutError
+
+    what = f"target ({spec.target.redacted()}): read snapshot progress"
+    client: MongoClient[Any] = MongoClient(mongodb_uri(spec.target, "target"),
+                                           serverSelectionTimeoutMS=5000)
+    try:
+        docs = list(client[spec.target.database][names.POSITION_COLLECTION].find(
+            {"_id.migration_id": migration_id}))
+    except (AutoReconnect, ServerSelectionTimeoutError) as exc:
+        raise TransientError(f"{what}: unreachable ({type(exc).__name__})") from exc
+    except PyMongoError as exc:
+        raise PermanentError(f"{what}: {type(exc).__name__}") from exc
+    finally:
+        client.close()
+    return {d["_id"]["table_name"]: Applied(int(d.get("snapshot_rows") or 0),
+                                            bool(d.get("snapshot_done")),
+                                            _epoch(d.get("updated_at")))
+            for d in docs}
+
+
+def _epoch(value: Any) -> float | None:
+    if not isinstance(value, dt.datetime):
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
+
+
+# ------------------------------------------------------------------------------ following
+def export(progress: SnapshotProgress) -> None:
+    """`migwatch_snapshot_progress_ratio` per table."""
+    for t in progress.tables:
+        metrics.SNAPSHOT_PROGRESS.labels(progress.migration_id, t.table).set(t.ratio)
+
+
+def follow(spec: MigrationSpec, migration_id: str, since: float | None = None,
+           on_poll: Callable[[SnapshotProgress], None] | None = None,
+           timeout: float | None = None, interval: float | None = None) -> SnapshotProgress:
+    """Poll the applied positions until every table's snapshot is done; returns the last
+    progress. Returns at once when it was already done (a resumed run).
+
+    `since` (epoch seconds) is when this run began loading — see `SnapshotTracker`. A failed
+    reading is skipped (up to `MAX_READ_FAILURES` in a row); not done within `timeout` (default
+    `spec.snapshot.timeout_seconds`) raises TransientError naming each table's state.
+    """
+    timeout = spec.snapshot.timeout_seconds if timeout is None else timeout
+    interval = spec.snapshot.poll_interval_seconds if interval is None else interval
+    tracker = SnapshotTracker(migration_id, source_estimates(spec), since=since)
+    deadline = time.monotonic() + timeout
+    failures = 0
+    while True:
+        try:
+            applied = applied_snapshot(spec, migration_id)
+            failures = 0
+        except TransientError as exc:
+            failures += 1
+            if failures >= MAX_READ_FAILURES:
+                raise
+            log.warning("snapshot progress unreadable (%d in a row): %s", failures, exc)
+            time.sleep(interval)
+            continue
+        progress = tracker.observe(time.time(), applied)
+        export(progress)
+        if on_poll is not None:
+            on_poll(progress)
+        if progress.done:
+            return progress
+        if time.monotonic() >= deadline:
+            raise TransientError(_timeout_message(spec, migration_id, progress, timeout))
+        time.sleep(interval)
+
+
+def _timeout_message(spec: MigrationSpec, migration_id: str, progress: SnapshotProgress,
+                     timeout: float) -> str:
+    waiting = ", ".join(f"{t.table} {t.rows:,}/~{t.estimate:,}"
+                        for t in progress.tables if not t.done)
+    try:
+        members = applier_members(spec, migration_id)
+        applier = f"the applier group has {members} member(s)"
+    except MigwatchError as exc:
+        applier = f"applier state unknown ({type(exc).__name__})"
+    return (f"snapshot of {migration_id} not complete after {timeout:.0f}s "
+            f"({progress.describe()}); waiting for {waiting}; {applier}")
