@@ -165,7 +165,9 @@ def _decimal(column: str, value: Decimal, decimal128: bool) -> Decimal128 | str:
     if not value.is_finite():
         raise UnsupportedValue(column, f"numeric {value} cannot be stored")
     if not decimal128:
-        return format(value, "f") if -30 <= value.as_tuple().exponent <= 30 else str(value)
+        exponent = value.as_tuple().exponent
+        assert isinstance(exponent, int)  # finite: never 'n', 'N' or 'F'
+        return format(value, "f") if -30 <= exponent <= 30 else str(value)
     try:
         return Decimal128(value)
     except DecimalException as exc:

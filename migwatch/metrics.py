@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.error import HTTPError
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -201,7 +202,7 @@ class MetricsServer:
         self.migration_id = migration_id
         self.port = port or _free_port()
         self._target: Path | None = None
-        self._server = None
+        self._server: Any = None
 
     def start(self) -> MetricsServer:
         try:

@@ -5,6 +5,8 @@ Imports happen inside functions, so importing the core never imports Prefect.
 
 from __future__ import annotations
 
+from typing import Any
+
 from migwatch.errors import ConfigError
 
 
@@ -13,7 +15,8 @@ def load_secret(block_name: str, field: str) -> str:
     try:
         from prefect.blocks.system import Secret
 
-        value = Secret.load(block_name).get()
+        block: Any = Secret.load(block_name)  # sync here: called outside any event loop
+        value = block.get()
     except ValueError as exc:
         raise ConfigError(f"Prefect Secret block {block_name!r} not found", field=field) from exc
     except Exception as exc:  # the Prefect API may be unreachable

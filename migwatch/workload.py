@@ -85,9 +85,11 @@ def _fill_sql(counts: dict[str, int]) -> list[tuple[str, dict[str, int]]]:
                         ELSE (""" + names + """)[1 + mod(g, 8)] || ' ' || g END,
                    mod(g, 5) <> 0,
                    CASE WHEN mod(g, 11) = 0 THEN NULL
-                        ELSE jsonb_build_object('tier', mod(g, 3), 'tags', jsonb_build_array('a', mod(g, 7)),
+                        ELSE jsonb_build_object('tier', mod(g, 3),
+                                                'tags', jsonb_build_array('a', mod(g, 7)),
                                                 'ß', 'straße') END,
-                   timestamptz '2024-01-01 00:00:00+00' + (g * interval '37 seconds 123457 microseconds')
+                   timestamptz '2024-01-01 00:00:00+00'
+                       + (g * interval '37 seconds 123457 microseconds')
             FROM generate_series(1, %(n)s) g""", {"n": counts["customers"]}),
         ("""INSERT INTO public.products
             SELECT 'SKU-' || lpad(g::text, 7, '0'), 'Product ' || g || ' — ünïcode',
@@ -101,10 +103,12 @@ def _fill_sql(counts: dict[str, int]) -> list[tuple[str, dict[str, int]]]:
         ("""INSERT INTO public.orders
             SELECT g, 1 + mod(g, %(c)s), (ARRAY['new','paid','shipped','done'])[1 + mod(g, 4)],
                    round((mod(g, 5000)) * 1.37, 2),
-                   timestamptz '2024-06-01 12:00:00+00' + (g * interval '11 seconds 500001 microseconds'),
+                   timestamptz '2024-06-01 12:00:00+00'
+                       + (g * interval '11 seconds 500001 microseconds'),
                    CASE WHEN mod(g, 3) = 0 THEN NULL
                         ELSE timestamptz '2024-06-02 08:00:00+02' + (g * interval '13 seconds') END,
-                   CASE WHEN mod(g, 6) = 0 THEN NULL WHEN mod(g, 6) = 1 THEN '' ELSE 'note ' || g END
+                   CASE WHEN mod(g, 6) = 0 THEN NULL WHEN mod(g, 6) = 1 THEN ''
+                        ELSE 'note ' || g END
             FROM generate_series(1, %(n)s) g""", {"n": counts["orders"], "c": counts["customers"]}),
         ("""INSERT INTO public.order_items
             SELECT 1 + mod(g - 1, %(o)s), 1 + (g - 1) / %(o)s,
@@ -159,9 +163,9 @@ def run(conninfo: str, rate: float = 50.0, duration: float = 30.0, seed: int = 7
     start = time.monotonic()
     with connect(conninfo, "workload source", autocommit=True) as conn, translated("workload run"):
         next_order = _max(conn, "orders", "id") + 1
-        next_review = _max(conn, '"ProductReviews"', "id") + 1
+        next_review = _max(conn, "ProductReviews", "id") + 1
         n_customers = max(1, _max(conn, "customers", "id"))
-        n_products = max(1, int(conn.execute("SELECT count(*) FROM products").fetchone()[0]))
+        n_products = max(1, _count(conn, "products"))
         i = 0
         while time.monotonic() - start < duration:
             if max_operations is not None and result.total >= max_operations:
@@ -181,7 +185,14 @@ def run(conninfo: str, rate: float = 50.0, duration: float = 30.0, seed: int = 7
 
 
 def _max(conn: psycopg.Connection, table: str, col: str) -> int:
-    row = conn.execute(f"SELECT coalesce(max({col}), 0) FROM public.{table}").fetchone()  # noqa: S608
+    row = conn.execute(sql.SQL("SELECT coalesce(max({}), 0) FROM {}").format(
+        sql.Identifier(col), sql.Identifier("public", table))).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _count(conn: psycopg.Connection, table: str) -> int:
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+        sql.Identifier("public", table))).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -206,14 +217,16 @@ def _one_operation(conn: psycopg.Connection, rng: random.Random, i: int, result:
         elif kind in (3, 4):  # order status moves on
             conn.execute(
                 "UPDATE orders SET status = 'shipped', shipped_at = now(), total = total + 0.01 "
-                "WHERE id = (SELECT id FROM orders WHERE status <> 'shipped' ORDER BY id DESC LIMIT 1)"
+                "WHERE id = (SELECT id FROM orders WHERE status <> 'shipped' "
+                "ORDER BY id DESC LIMIT 1)"
             )
             result.operations["update:orders"] += 1
         elif kind == 5:  # customer profile and name change
             cid = rng.randint(1, n_customers)
             conn.execute(
                 "UPDATE customers SET profile = coalesce(profile, '{}'::jsonb) || "
-                "jsonb_build_object('visits', %s::int, 'ünï', 'çødé'), full_name = %s WHERE id = %s",
+                "jsonb_build_object('visits', %s::int, 'ünï', 'çødé'), full_name = %s "
+                "WHERE id = %s",
                 [i, rng.choice(["Zoë Q", None, "", "新しい名前"]), cid],
             )
             result.operations["update:customers"] += 1
@@ -243,7 +256,8 @@ def _one_operation(conn: psycopg.Connection, rng: random.Random, i: int, result:
             )
             result.operations["delete:order_items"] += cur.rowcount
             conn.execute(
-                "UPDATE products SET price = price + 1, attributes = attributes || '{\"sale\": true}'"
+                "UPDATE products SET price = price + 1, "
+                "attributes = attributes || '{\"sale\": true}'"
                 " WHERE sku = %s", [f"SKU-{rng.randint(1, n_products):07d}"]
             )
             result.operations["update:products"] += 1

@@ -89,7 +89,7 @@ class TableInfo:
         return f"{self.schema}.{self.name}"
 
     @property
-    def ident(self) -> sql.Composed:
+    def ident(self) -> sql.Identifier:
         return sql.Identifier(self.schema, self.name)
 
     def column(self, name: str) -> Column:
@@ -117,7 +117,8 @@ def describe_table(conn: psycopg.Connection, schema: str, name: str) -> TableInf
     cols = conn.execute(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
         "pg_get_expr(d.adbin, d.adrelid) "
-        "FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+        "FROM pg_attribute a "
+        "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
         "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum", [oid]
     ).fetchall()
     pk = conn.execute(
@@ -142,7 +143,8 @@ def create_table_sql(info: TableInfo, schema: str, name: str) -> sql.Composed:
     """
     parts = [
         sql.SQL("{} {}{}").format(
-            sql.Identifier(c.name), sql.SQL(c.type), sql.SQL(" NOT NULL") if c.not_null else sql.SQL("")
+            sql.Identifier(c.name), sql.SQL(c.type),
+            sql.SQL(" NOT NULL") if c.not_null else sql.SQL(""),
         )
         for c in info.columns
     ]

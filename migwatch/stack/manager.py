@@ -10,6 +10,7 @@ and declared up only after a real round trip. Downloads are cached outside any c
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
 import signal
@@ -174,7 +175,8 @@ class Stack:
         if any(c.startswith("postgres-") for c in components):
             need.add("postgres")
         need |= {c for c in ("prometheus", "pushgateway", "alertmanager") if c in components}
-        missing = [DEBIAN_PACKAGES[k][0] for k in sorted(need) if not DEBIAN_PACKAGES[k][1].exists()]
+        missing = [DEBIAN_PACKAGES[k][0] for k in sorted(need)
+                   if not DEBIAN_PACKAGES[k][1].exists()]
         if missing:
             self._apt_install(missing)
         if "kafka" in components or "kafka-connect" in components:
@@ -304,7 +306,8 @@ class Stack:
         log = self.logs / f"{name}.log"
         fh = log.open("ab")
         try:
-            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL,
                                     env={**os.environ, **(env or {})}, cwd=cwd,
                                     start_new_session=True)
         except FileNotFoundError as exc:
@@ -327,10 +330,8 @@ class Stack:
         while time.monotonic() < deadline and _pid_alive(pid):
             time.sleep(0.2)
         if _pid_alive(pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def _wait(self, name: str, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -433,6 +434,8 @@ class Stack:
 
         with psycopg.connect(self.pg_dsn(which)) as conn:
             row = conn.execute("SELECT current_setting('wal_level'), 1 + 1").fetchone()
+        if row is None:
+            return False
         if which == "source" and row[0] != "logical":
             raise StackError("postgres-source", f"wal_level is {row[0]}, expected logical")
         return row[1] == 2
