@@ -322,6 +322,8 @@ class PostgresWriter:
 
     def _record(self, batch: Batch) -> None:
         tables = set(batch.max_ts) | set(batch.max_lsn) | set(batch.dlq) | batch.snapshot_done
+        if batch.dlq:
+            tables.add(names.ALL_TABLES)
         rows = []
         for t in tables:
             events = sum(n for (tt, _), n in batch.events.items() if tt == t or t == names.ALL_TABLES)
@@ -414,11 +416,15 @@ class MongoWriter:
                 if ops:
                     self.db[spec.target_table].bulk_write(ops, ordered=True)
             pos = []
-            for t in set(batch.max_ts) | set(batch.max_lsn) | batch.snapshot_done:
+            tables = set(batch.max_ts) | set(batch.max_lsn) | set(batch.dlq) | \
+                batch.snapshot_done | ({names.ALL_TABLES} if batch.dlq else set())
+            for t in tables:
                 inc = {"events": sum(n for (tt, _), n in batch.events.items()
                                      if tt == t or t == names.ALL_TABLES),
                        "snapshot_rows": batch.snapshot_rows.get(t, 0) if t != names.ALL_TABLES
-                       else sum(batch.snapshot_rows.values())}
+                       else sum(batch.snapshot_rows.values()),
+                       "dlq_events": batch.dlq.get(t, 0) if t != names.ALL_TABLES
+                       else sum(batch.dlq.values())}
                 upd: dict[str, Any] = {"$inc": inc, "$currentDate": {"updated_at": True},
                                        "$max": {}}
                 if t in batch.max_ts:
@@ -649,6 +655,7 @@ class Applier:
             if ch is not None:
                 changes.append((rec, ch))
                 batch.add(ch)
+        batch.dlq = self._dlq_counts(bad)  # recorded with the batch, in its transaction
         try:
             writer.apply(batch)
         except PermanentError:
@@ -656,9 +663,6 @@ class Applier:
             batch = self._apply_singly(changes, records, writer, bad)
         for rec, exc in bad:
             self._dead_letter(dlq, rec, exc)
-            table = self.by_topic.get(rec.topic)
-            batch.dlq[table.source if table else names.ALL_TABLES] = \
-                batch.dlq.get(table.source if table else names.ALL_TABLES, 0) + 1
         if bad:
             with kafka_conn.translated("flush dead-letter topic"):
                 dlq.flush(timeout=30)
@@ -685,11 +689,21 @@ class Applier:
             tp = TopicPartition(rec.topic, rec.partition)
             total.offsets[tp] = max(total.offsets.get(tp, 0), rec.offset + 1)
         marker = Batch(offsets=total.offsets, max_ts=dict(total.max_ts),
-                       max_lsn=dict(total.max_lsn))
+                       max_lsn=dict(total.max_lsn), dlq=self._dlq_counts(bad))
         writer.apply(marker)
+        total.dlq = dict(marker.dlq)
         total.upserts.clear()
         total.deletes.clear()
         return total
+
+    def _dlq_counts(self, bad: list[tuple[Any, SkipEvent]]) -> dict[str, int]:
+        """Dead-lettered events per source table (`*` for a topic not in the spec)."""
+        counts: dict[str, int] = {}
+        for rec, _ in bad:
+            table = self.by_topic.get(rec.topic)
+            key = table.source if table else names.ALL_TABLES
+            counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def _dead_letter(self, dlq: Any, rec: Any, exc: SkipEvent) -> None:
         headers = [
