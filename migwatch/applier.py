@@ -690,6 +690,13 @@ class Applier:
             total.offsets[tp] = max(total.offsets.get(tp, 0), rec.offset + 1)
         marker = Batch(offsets=total.offsets, max_ts=dict(total.max_ts),
                        max_lsn=dict(total.max_lsn), dlq=self._dlq_counts(bad))
+        # a snapshot's end marks count even on a dead-lettered record: the snapshot was read to
+        # its end, and whoever follows it must not wait for a record that will never land
+        for _, ch in changes:
+            if ch.snapshot in SNAPSHOT_LAST:
+                marker.snapshot_done.add(ch.table.source)
+                if ch.snapshot == "last":
+                    marker.snapshot_done.add(names.ALL_TABLES)
         writer.apply(marker)
         total.dlq = dict(marker.dlq)
         total.upserts.clear()
