@@ -11,10 +11,13 @@ rows per second and an ETA, until every table's snapshot is done.
 
 When is a table done? The applier records `snapshot_done` for a table when it applies the record
 Debezium marks `last_in_data_collection`, and for `*` when it applies the one marked `last` (the
-whole snapshot). An empty table produces no record at all, so it never gets its own mark: it is
-done when `*` is. `*` always comes, because the snapshot always holds at least the heartbeat row
-that `capture.prepare_source` seeds, and Debezium keeps the `last` mark for the final record it
-emits even when the tables after it are empty (checked on the stack with the empty table last).
+whole snapshot) — also when that record is dead-lettered. A table is done when it has its own
+mark or `*` has. That covers the tables without a mark of their own: an empty table produces no
+record at all, and a one-row table that opens the snapshot gets `first` instead. Checked on the
+stack: Debezium snapshots in `table.include.list` order, where `capture.include_list` puts the
+heartbeat table last, so `last` normally lands on the heartbeat row `capture.prepare_source`
+seeds; with the heartbeat table listed first and an empty table last, Debezium still moves the
+`last` mark back onto the final record it emits. `*` therefore always comes.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ log = logging.getLogger("migwatch.snapshot")
 EXACT_COUNT_MAX_BYTES = 64 << 20
 #: readings of the target that may fail in a row before following gives up
 MAX_READ_FAILURES = 5
+#: how long the applier's group may stay empty before following gives up on the snapshot
+APPLIER_GRACE_SECONDS = 60.0
 
 
 # ------------------------------------------------------------------------------ pure figures
@@ -363,18 +368,23 @@ def export(progress: SnapshotProgress) -> None:
 
 def follow(spec: MigrationSpec, migration_id: str, since: float | None = None,
            on_poll: Callable[[SnapshotProgress], None] | None = None,
-           timeout: float | None = None, interval: float | None = None) -> SnapshotProgress:
+           timeout: float | None = None, interval: float | None = None,
+           applier_grace: float = APPLIER_GRACE_SECONDS) -> SnapshotProgress:
     """Poll the applied positions until every table's snapshot is done; returns the last
     progress. Returns at once when it was already done (a resumed run).
 
     `since` (epoch seconds) is when this run began loading — see `SnapshotTracker`. A failed
-    reading is skipped (up to `MAX_READ_FAILURES` in a row); not done within `timeout` (default
-    `spec.snapshot.timeout_seconds`) raises TransientError naming each table's state.
+    reading is skipped (up to `MAX_READ_FAILURES` in a row). It raises TransientError, naming
+    each table's state, when the snapshot is not done within `timeout` (default
+    `spec.snapshot.timeout_seconds`), or sooner when the applier's consumer group has had no
+    member for `applier_grace` seconds — nothing would move it any more.
     """
     timeout = spec.snapshot.timeout_seconds if timeout is None else timeout
     interval = spec.snapshot.poll_interval_seconds if interval is None else interval
     tracker = SnapshotTracker(migration_id, source_estimates(spec), since=since)
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
+    watch = _ApplierWatch(spec, migration_id, applier_grace, started)
     failures = 0
     while True:
         try:
@@ -393,13 +403,42 @@ def follow(spec: MigrationSpec, migration_id: str, since: float | None = None,
             on_poll(progress)
         if progress.done:
             return progress
-        if time.monotonic() >= deadline:
-            raise TransientError(_timeout_message(spec, migration_id, progress, timeout))
+        now = time.monotonic()
+        if now >= deadline:
+            raise TransientError(_timeout_message(spec, migration_id, progress,
+                                                  f"not complete after {timeout:.0f}s"))
+        if watch.gone(now):
+            raise TransientError(_timeout_message(
+                spec, migration_id, progress,
+                f"stalled: no applier consumed for {applier_grace:.0f}s"))
         time.sleep(interval)
 
 
+class _ApplierWatch:
+    """Whether the applier's group has been without members for longer than `grace` seconds
+    (checked every few seconds; a check that fails says nothing either way)."""
+
+    def __init__(self, spec: MigrationSpec, migration_id: str, grace: float,
+                 now: float) -> None:
+        self.spec = spec
+        self.migration_id = migration_id
+        self.grace = grace
+        self.seen = now
+        self.checked = 0.0
+
+    def gone(self, now: float) -> bool:
+        if now - self.checked >= min(5.0, self.grace / 2):
+            self.checked = now
+            try:
+                if applier_members(self.spec, self.migration_id) > 0:
+                    self.seen = now
+            except MigwatchError:
+                self.seen = now  # cannot tell: do not give up on it
+        return now - self.seen > self.grace
+
+
 def _timeout_message(spec: MigrationSpec, migration_id: str, progress: SnapshotProgress,
-                     timeout: float) -> str:
+                     why: str) -> str:
     waiting = ", ".join(f"{t.table} {t.rows:,}/~{t.estimate:,}"
                         for t in progress.tables if not t.done)
     try:
@@ -407,5 +446,5 @@ def _timeout_message(spec: MigrationSpec, migration_id: str, progress: SnapshotP
         applier = f"the applier group has {members} member(s)"
     except MigwatchError as exc:
         applier = f"applier state unknown ({type(exc).__name__})"
-    return (f"snapshot of {migration_id} not complete after {timeout:.0f}s "
-            f"({progress.describe()}); waiting for {waiting}; {applier}")
+    return (f"snapshot of {migration_id} {why} ({progress.describe()}); waiting for "
+            f"{waiting}; {applier}")

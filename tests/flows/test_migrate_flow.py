@@ -25,8 +25,9 @@ from psycopg import sql
 from pymongo import MongoClient
 
 from flows.migrate import migrate
-from migwatch import capture, metrics, processes, workload
+from migwatch import capture, metrics, processes, snapshot, workload
 from migwatch.config import MigrationSpec
+from migwatch.errors import TransientError
 from migwatch.stack import Stack
 from tasks.migrate import artifact_key, stop_applier
 from tests.conftest import PgDatabase, make_spec, mongo_endpoint
@@ -149,6 +150,42 @@ def test_migrate_to_mongodb(stack: Stack, source_db: PgDatabase, mongo_db: str,
     assert not out["schema"]["created"] and not out["schema"]["present"]  # collections need no DDL
     assert [o["status"] for o in out["migrations"]["outcomes"]] == ["success"] * 3
     assert out["snapshot"]["done"] and out["applier"]["mode"] == "subprocess"
+
+
+def test_a_snapshot_whose_last_record_is_dead_lettered_still_completes(
+        stack: Stack, source_db: PgDatabase, target_db: PgDatabase, migration_id: str,
+        cleanup: list[MigrationSpec], tmp_path: Path) -> None:
+    tables = ["public.customers", "public.orders"]
+    workload.init(source_db.dsn, 600)
+    # the heartbeat table comes last in the snapshot; a target copy that refuses its rows
+    # dead-letters the snapshot's very last record, the one carrying its end mark
+    with target_db.connect() as conn:
+        conn.execute("CREATE TABLE public.migwatch_heartbeat (migration_id text PRIMARY KEY, "
+                     "beat_at timestamptz NOT NULL CHECK (beat_at < '2000-01-01'), writer text)")
+    spec = make_spec(source_db, target_db, tables, stack,
+                     snapshot={"timeout_seconds": 120, "poll_interval_seconds": 1})
+    cleanup.append(spec)
+
+    out = migrate(write_spec(spec, tmp_path / "spec.yaml"), migration_id)
+
+    assert out["snapshot"]["done"]
+    assert counts(target_db.dsn, tables) == counts(source_db.dsn, tables)
+    with target_db.connect() as conn:
+        row = conn.execute("SELECT dlq_events FROM migwatch.applied_position "
+                           "WHERE migration_id = %s AND table_name = '*'",
+                           [migration_id]).fetchone()
+    assert row is not None and row[0] >= 1  # counted where the report reads it
+
+
+def test_following_a_snapshot_that_nothing_applies_gives_up_before_its_timeout(
+        stack: Stack, source_db: PgDatabase, target_db: PgDatabase, migration_id: str) -> None:
+    with source_db.connect() as conn:
+        conn.execute("CREATE TABLE public.t (id int PRIMARY KEY); INSERT INTO public.t VALUES (1)")
+    spec = make_spec(source_db, target_db, ["public.t"], stack,
+                     snapshot={"timeout_seconds": 120, "poll_interval_seconds": 0.5})
+    with pytest.raises(TransientError, match="stalled: no applier consumed") as failed:
+        snapshot.follow(spec, migration_id, applier_grace=3)
+    assert "public.t 0/~1" in str(failed.value) and "0 member(s)" in str(failed.value)
 
 
 def test_run_as_a_deployment_it_starts_the_applier_as_a_deployment_run(
