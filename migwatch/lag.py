@@ -11,7 +11,8 @@ group, plus thresholds):
                     `consecutive_polls` polls in a row
     STALLED         no applier in the group, or lag > 0 throughout a full window while the
                     committed offsets did not move
-    FALLING_BEHIND  a full window in which lag never reached zero and grew (end > start, slope > 0)
+    FALLING_BEHIND  a full window in which lag never reached zero and grew: end > start, slope > 0,
+                    and it rose between more successive polls than it fell
     WARNING         some measure is above its warn (or critical) threshold, or the connector is
                     not RUNNING, or the error rate is above its threshold
     OK              otherwise
@@ -245,6 +246,17 @@ def slope(points: Sequence[tuple[float, float]]) -> float | None:
     return sum((t - mt) * (v - mv) for t, v in points) / den
 
 
+def falling_rate(points: Sequence[tuple[float, float]]) -> float | None:
+    """The rate to estimate an ETA with: the slope since the window's peak when the lag has
+    fallen from it for at least two polls, else the slope of the whole window. A window that
+    holds both the rise and the fall would otherwise promise hours for a lag falling fast."""
+    if not points:
+        return None
+    peak = max(range(len(points)), key=lambda i: (points[i][1], i))
+    since_peak = points[peak:]
+    return slope(since_peak) if len(since_peak) >= 3 else slope(points)
+
+
 def eta_seconds(value: float | None, caught_up: float, rate: float | None) -> float | None:
     """Seconds until `value` falls to `caught_up` at `rate` (units/s); None unless it falls."""
     if value is None:
@@ -363,7 +375,8 @@ class Monitor:
         verdict, reasons = self._verdict(sample, measures, anomalies)
         severity = _severity(verdict, measures)
         caught_up = verdict is Verdict.OK and all(m.caught_up for m in measures.values())
-        eta = _overall_eta(measures)
+        # nothing is applied while stalled: no rate, so no time to catch up
+        eta = None if verdict in (Verdict.STALLED, Verdict.ERROR) else _overall_eta(measures)
         ev = Evaluation(
             at=sample.at, verdict=verdict, severity=severity, reasons=tuple(reasons),
             measures=measures, anomalies=tuple(anomalies), throughput=self._throughput(),
@@ -402,21 +415,19 @@ class Monitor:
             value = sample.value(name)
             level = next_level(self.levels[name], value, t)
             self.levels[name] = level
-            rate = self._slope(name)
+            points = self._points(name)
             out[name] = MeasureStatus(
                 name=name, value=value, level=level,
                 threshold=t.critical if level is Level.CRITICAL else t.warn,
                 caught_up_threshold=t.caught_up,
                 caught_up=value is not None and value <= t.caught_up,
-                slope=rate, eta_seconds=eta_seconds(value, t.caught_up, rate),
+                slope=slope(points),
+                eta_seconds=eta_seconds(value, t.caught_up, falling_rate(points)),
             )
         return out
 
     def _points(self, measure: str) -> list[tuple[float, float]]:
         return [(s.at, v) for s in self.window if (v := s.value(measure)) is not None]
-
-    def _slope(self, measure: str) -> float | None:
-        return slope(self._points(measure))
 
     def _throughput(self) -> float | None:
         rates = self._rates()
@@ -512,7 +523,8 @@ class Monitor:
         lags = [s.value(CONSUMER_LAG) for s in self.window]
         rate = measures[CONSUMER_LAG].slope
         if (self.full and None not in lags and all(v > 0 for v in lags)  # type: ignore[operator]
-                and lags[-1] > lags[0] and rate is not None and rate > 0):  # type: ignore[operator]
+                and lags[-1] > lags[0] and rate is not None and rate > 0  # type: ignore[operator]
+                and _mostly_rising(lags)):  # type: ignore[arg-type]
             reasons.append(f"consumer lag grew from {lags[0]:,.0f} to {lags[-1]:,.0f} messages "
                            f"across the window ({rate:,.1f} msg/s)")
             return Verdict.FALLING_BEHIND, reasons
@@ -530,6 +542,16 @@ class Monitor:
         return (Verdict.WARNING if reasons else Verdict.OK), reasons
 
 
+def _mostly_rising(values: Sequence[float]) -> bool:
+    """Lag rose between more successive polls than it fell (Burrow: it grows between polls).
+
+    One jump at the start of a window (an applier that just joined and met the backlog) then a
+    steady fall is catching up, though the end is above the start and the fitted slope positive.
+    """
+    steps = [b - a for a, b in zip(values, values[1:], strict=False)]
+    return sum(d > 0 for d in steps) > sum(d < 0 for d in steps)
+
+
 def _severity(verdict: Verdict, measures: Mapping[str, MeasureStatus]) -> Severity:
     if verdict in (Verdict.STALLED, Verdict.ERROR) or any(
             m.level is Level.CRITICAL for m in measures.values()):
@@ -539,12 +561,30 @@ def _severity(verdict: Verdict, measures: Mapping[str, MeasureStatus]) -> Severi
     return Severity.OK
 
 
+#: lags in seconds that fall by themselves once the waiting messages are applied
+_BACKLOG_FOLLOWERS = (EVENT_TIME_LAG, END_TO_END_LAG)
+
+
 def _overall_eta(measures: Mapping[str, MeasureStatus]) -> float | None:
-    """When every measure is caught up: the slowest one's ETA; None if one is not falling."""
-    etas = [m.eta_seconds for m in measures.values()]
+    """Seconds until every measure is caught up: the slowest measure's ETA, None if one that is
+    not caught up is not falling.
+
+    While messages wait and their number falls, the backlog's ETA stands for the time lags: they
+    are the age of what the target last received, which rises while old messages are worked off
+    and drops to the pipeline's latency once the backlog is applied. With no backlog falling, a
+    time lag needs its own falling slope (the connector itself may be behind).
+    """
+    backlog = measures.get(CONSUMER_LAG)
+    draining = backlog is not None and not backlog.caught_up and backlog.eta_seconds is not None
+    etas: list[float | None] = []
+    for m in measures.values():
+        if m.caught_up:
+            etas.append(0.0)
+        elif not (draining and m.name in _BACKLOG_FOLLOWERS):
+            etas.append(m.eta_seconds)
     if any(e is None for e in etas):
         return None
-    return max(etas)  # type: ignore[type-var]
+    return max((e for e in etas if e is not None), default=0.0)
 
 
 # ------------------------------------------------------------------------------- the gate
@@ -591,13 +631,15 @@ class Gate:
 
 
 def _why_not(ev: Evaluation) -> str:
-    over = [f"{m.name} {format_value(m.name, m.value)} > caught_up "
-            f"{format_value(m.name, m.caught_up_threshold)}"
-            for m in ev.measures.values() if not m.caught_up]
-    parts = [f"verdict {ev.verdict.value}"] + over[:2]
+    """The verdict with its first reason, then the measures not caught up (at most three)."""
+    head = f"verdict {ev.verdict.value}"
     if ev.verdict is not Verdict.OK and ev.reasons:
-        parts.append(ev.reasons[0])
-    return "; ".join(parts)
+        head += f" ({ev.reasons[0]})"
+    over = [f"{m.name} {format_value(m.name, m.value)} > caught_up "
+            f"{format_value(m.name, m.caught_up_threshold)}" if m.value is not None
+            else f"{m.name} not measured"
+            for m in ev.measures.values() if not m.caught_up]
+    return "; ".join([head, *over[:3]])
 
 
 def progress_percent(ev: Evaluation, peaks: Mapping[str, float]) -> float:
@@ -645,7 +687,8 @@ def status_rows(ev: Evaluation) -> list[dict[str, str]]:
     rows = []
     for m in ev.measures.values():
         if m.level is Level.OK:
-            state = "caught up" if m.caught_up else "ok"
+            # under warn but not yet under caught_up: behind, within bounds
+            state = "caught up" if m.caught_up else ("unknown" if m.value is None else "behind")
             threshold = f"caught_up {format_value(m.name, m.caught_up_threshold)}"
         else:
             state = m.level.value

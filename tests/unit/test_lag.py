@@ -31,6 +31,7 @@ from migwatch.lag import (
     next_level,
     progress_percent,
     slope,
+    status_rows,
     summarize,
     update_peaks,
 )
@@ -137,6 +138,18 @@ def test_zero_lag_anywhere_in_window_is_not_falling_behind() -> None:
     assert evs[4].verdict is Verdict.FALLING_BEHIND
 
 
+def test_a_jump_then_a_steady_fall_is_catching_up_not_falling_behind() -> None:
+    # seen on the stack: the applier joined, met the backlog, then worked it off
+    lags = [72, 948, 871, 796, 701]
+    evs = run(Monitor(spec(window_size=5), "m"),
+              [s(i + 1, lag=v, committed=100 * i) for i, v in enumerate(lags)])
+    assert evs[-1].verdict is Verdict.OK
+    noisy_rise = [100, 180, 170, 260, 350]  # one dip does not hide a rising lag
+    evs = run(Monitor(spec(window_size=5), "m"),
+              [s(i + 1, lag=v, committed=100 * i) for i, v in enumerate(noisy_rise)])
+    assert evs[-1].verdict is Verdict.FALLING_BEHIND
+
+
 def test_stalled_when_lag_and_offsets_do_not_move_for_a_window() -> None:
     evs = run(Monitor(spec(), "m"), [s(t, lag=40, committed=777) for t in range(1, 6)])
     assert evs[2].verdict is Verdict.OK
@@ -158,6 +171,8 @@ def test_absent_applier_is_stalled_at_once_then_error_after_a_window() -> None:
     assert evs[3].verdict is Verdict.ERROR
     assert "applier down" in evs[3].reasons[0]
     assert not any(e.caught_up for e in evs)  # a dead applier never passes the gate
+    # every lag under caught_up, yet nothing is applied: no time to catch up is promised
+    assert all(e.eta_seconds is None for e in evs)
 
 
 @pytest.mark.parametrize("state", ["FAILED", "MISSING", "failed"])
@@ -287,6 +302,38 @@ def test_eta_from_falling_lag_and_none_when_rising() -> None:
     assert rising[-1].eta_seconds is None
 
 
+def test_eta_uses_the_fall_since_the_peak() -> None:
+    # at the turn the whole window's slope understates the fall (on the stack: ETA 2 min 17 s
+    # for a lag that was gone 4 s later); from the peak the lag falls 70 msg/s
+    lags = [400, 450, 480, 420, 340]
+    evs = run(Monitor(spec(window_size=5), "m"),
+              [s(i + 1, lag=v, committed=100 * i) for i, v in enumerate(lags)])
+    assert evs[-1].measures[CONSUMER_LAG].eta_seconds == pytest.approx((340 - 10) / 70)
+    assert evs[-1].measures[CONSUMER_LAG].slope == pytest.approx(-15)  # the window's own
+    # a fall of one poll is not yet a rate: the window's slope decides (here: not falling)
+    evs = run(Monitor(spec(window_size=5), "m"),
+              [s(i + 1, lag=v, committed=100 * i) for i, v in enumerate([300, 350, 400, 450,
+                                                                          420])])
+    assert evs[-1].measures[CONSUMER_LAG].eta_seconds is None
+
+
+def test_time_lags_follow_a_draining_backlog_in_the_eta() -> None:
+    # seen on the stack: while old messages are worked off, the age of the newest applied event
+    # rises; it drops once the backlog is applied, so the backlog's ETA is the overall one
+    evs = run(Monitor(spec(), "m"), [s(t, lag=1000 - 100 * t, committed=100 * t,
+                                       event=4 + t, e2e=4 + t) for t in range(1, 5)])
+    assert evs[-1].measures[EVENT_TIME_LAG].eta_seconds is None  # rising on its own
+    assert evs[-1].eta_seconds == pytest.approx(5.9)
+    # no backlog falling: a rising time lag makes the ETA unknown
+    evs = run(Monitor(spec(), "m"), [s(t, lag=0, committed=100 * t, event=4 + t)
+                                     for t in range(1, 5)])
+    assert evs[-1].eta_seconds is None
+    # nor does a backlog stand in for a slot that keeps its WAL
+    evs = run(Monitor(spec(), "m"), [s(t, lag=1000 - 100 * t, committed=100 * t,
+                                       slot=2e8) for t in range(1, 5)])
+    assert evs[-1].eta_seconds is None
+
+
 # ------------------------------------------------------------------ gate
 def test_gate_passes_after_consecutive_caught_up_polls() -> None:
     sp = spec()
@@ -317,6 +364,18 @@ def test_gate_fails_on_timeout_with_reason() -> None:
     assert "not caught up after 10.0 s" in reason
     assert "event_time_lag_seconds 40.0 s > caught_up 5.0 s" in reason
     assert "\n" not in reason
+
+
+def test_timeout_reason_leads_with_the_verdicts_reason_and_names_unknown_lags() -> None:
+    sp = spec(timeout_seconds=2)
+    mon, gate = Monitor(sp, "m"), Gate(sp, started_at=0)
+    gate.observe(mon.evaluate(s(1, lag=300, alive=False, event=None)))
+    with pytest.raises(GateFailed) as info:
+        gate.observe(mon.evaluate(s(2, lag=305, alive=False, event=None)))
+    assert info.value.reason == (
+        "not caught up after 2.0 s (timeout 2.0 s): verdict STALLED (no applier in the consumer "
+        "group; 305 messages wait); consumer_lag_messages 305 msgs > caught_up 10 msgs; "
+        "event_time_lag_seconds not measured")
 
 
 def test_gate_fails_on_hard_max() -> None:
@@ -369,6 +428,20 @@ def test_progress_from_peak_to_caught_up() -> None:
     assert progress_percent(ev, peaks) == 50
     ev = mon.evaluate(s(3, lag=5, committed=3))
     assert progress_percent(ev, peaks) == 100
+
+
+def test_status_rows_say_where_each_measure_stands() -> None:
+    mon = Monitor(spec(), "m")
+    mon.evaluate(s(1, lag=500, committed=1))
+    ev = mon.evaluate(s(2, lag=400, committed=101, event=45, e2e=None))
+    rows = {r["measure"]: r for r in status_rows(ev)}
+    assert rows[CONSUMER_LAG] == {"measure": CONSUMER_LAG, "value": "400 msgs",
+                                  "threshold": "caught_up 10 msgs", "state": "behind",
+                                  "eta": "3.9 s"}
+    assert rows[EVENT_TIME_LAG]["state"] == "warn"
+    assert rows[EVENT_TIME_LAG]["threshold"] == "warn 30.0 s"
+    assert rows[END_TO_END_LAG]["state"] == "unknown"
+    assert rows[SLOT_WAL]["state"] == "caught up" and rows[SLOT_WAL]["eta"] == "-"
 
 
 def test_format_value_units() -> None:
