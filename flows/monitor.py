@@ -33,7 +33,7 @@ def monitor_until_caught_up(spec_path: str, migration_id: str) -> dict[str, Any]
     check_migration_id(migration_id)
     spec = load_spec(spec_path)
     board = _Board(migration_id)
-    link = flow_run.ui_url
+    link = _run_link()
 
     def poll_fn(s: MigrationSpec, mid: str, since: float | None) -> Sample:
         return Sample.from_dict(poll_lags(s, mid, since))
@@ -51,6 +51,14 @@ def monitor_until_caught_up(spec_path: str, migration_id: str) -> dict[str, Any]
     if not result.passed:
         raise GateFailed(result.reason or "gate failed")
     return {**result.to_dict(), "samples_path": str(path)}
+
+
+def _run_link() -> str:
+    """This run's page in the Prefect UI, or its id when no UI address is configured."""
+    from prefect.utilities.urls import url_for
+
+    return url_for("flow-run", obj_id=flow_run.id) or \
+        f"{flow_run.id} (no Prefect UI address configured)"
 
 
 class _Board:

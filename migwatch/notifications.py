@@ -52,10 +52,14 @@ def build_message(notice: Notice, flow_run_url: str | None = None) -> Message:
     """Subject and plain-text body: migration id, which lag, value vs threshold, ETA, link."""
     title = _TITLE.get(notice.kind, notice.kind.upper())
     what = ""
-    if notice.measure is not None:
+    crossed = (notice.value is not None and notice.threshold is not None
+               and notice.value > notice.threshold)
+    if notice.measure is not None and (notice.kind == "resolved" or crossed):
         comparison = "below" if notice.kind == "resolved" else "above"
         what = (f"{notice.measure} {format_value(notice.measure, notice.value)} {comparison} "
                 f"{format_value(notice.measure, notice.threshold)}")
+    elif notice.reasons:  # a stall or an error, not a threshold: say what is wrong
+        what = notice.reasons[0]
     subject = f"[migwatch] {title} {notice.migration_id}: {notice.verdict.value}"
     if what:
         subject += f" — {what}"
