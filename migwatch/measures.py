@@ -355,14 +355,20 @@ def table_lags(spec: MigrationSpec, migration_id: str, positions: Mapping[str, P
 
 
 def poll(spec: MigrationSpec, migration_id: str, heartbeat_since: float | None = None,
-         clock: Callable[[], float] = time.time) -> Sample:
-    """Take every measure once; failures become None values named in `problems`."""
+         clock: Callable[[], float] = time.time, strict: bool = False) -> Sample:
+    """Take every measure once; failures become None values named in `problems`.
+
+    `strict` raises the first failure instead: a watch that starts against a server it cannot
+    reach (or read) should say so at once rather than poll until its timeout.
+    """
     problems: list[str] = []
 
     def attempt(what: str, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
         except MigwatchError as exc:
+            if strict:
+                raise
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
             problems.append(f"{what}: {type(exc).__name__}: {first}")
             return None

@@ -100,9 +100,10 @@ def watch(spec: MigrationSpec, migration_id: str, *, poll_fn: PollFn | None = No
             server = MetricsServer(StackSettings().file_sd_dir, "migwatch-monitor",
                                    migration_id, spec.metrics.port).start()
             result.metrics_port = server.port
-        if heartbeat:
-            writer = HeartbeatWriter(spec, migration_id).start()
         interval = spec.monitor.poll_interval_seconds
+        if heartbeat:
+            # at least two beats per poll, so the end-to-end lag is finer than the poll interval
+            writer = HeartbeatWriter(spec, migration_id, interval=min(1.0, interval / 2)).start()
         while True:
             turn_start = clock()
             sample = poll_fn(spec, migration_id, writer.since if writer else None)

@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from migwatch.cli._app import app, console, handle_errors, out
 
-_STATE_STYLE = {"caught up": "green", "ok": "green", "warn": "yellow", "critical": "bold red"}
+_STATE_STYLE = {"caught up": "green", "behind": "cyan", "unknown": "dim", "warn": "yellow",
+                "critical": "bold red"}
 _VERDICT_STYLE = {"OK": "green", "WARNING": "yellow", "FALLING_BEHIND": "yellow",
                   "STALLED": "bold red", "ERROR": "bold red"}
 
@@ -30,10 +32,12 @@ def monitor(
     caught_up threshold for the spec's consecutive polls, 1 when the gate fails (timeout or a
     hard maximum), 2 when the spec or a server is wrong."""
     from migwatch.config import check_migration_id, load_spec
+    from migwatch.measures import poll
     from migwatch.watch import save_samples, watch
 
     check_migration_id(migration_id)
     s = load_spec(spec)
+    poll(s, migration_id, strict=True)  # an unreachable server: exit 2 now, not at the timeout
     notify_fn = None
     if notify:
         from migwatch.notifications import send
@@ -51,7 +55,8 @@ def monitor(
         out.print(_table(migration_id, result.evaluations[-1], None))
     out.print(f"samples: {path}")
     if not result.passed:
-        console.print(f"[bold red]gate failed:[/] {result.reason}", highlight=False)
+        console.print(f"[bold red]gate failed:[/] {escape(result.reason or '')}",
+                      highlight=False, soft_wrap=True)  # one line a CI log keeps whole
         raise typer.Exit(1)
     out.print(f"[green]caught up[/] after {result.polls} polls ({result.seconds:.0f} s)",
               highlight=False)
