@@ -12,12 +12,18 @@ rows per second and an ETA, until every table's snapshot is done.
 When is a table done? The applier records `snapshot_done` for a table when it applies the record
 Debezium marks `last_in_data_collection`, and for `*` when it applies the one marked `last` (the
 whole snapshot) — also when that record is dead-lettered. A table is done when it has its own
-mark or `*` has. That covers the tables without a mark of their own: an empty table produces no
-record at all, and a one-row table that opens the snapshot gets `first` instead. Checked on the
-stack: Debezium snapshots in `table.include.list` order, where `capture.include_list` puts the
-heartbeat table last, so `last` normally lands on the heartbeat row `capture.prepare_source`
-seeds; with the heartbeat table listed first and an empty table last, Debezium still moves the
-`last` mark back onto the final record it emits. `*` therefore always comes.
+mark. Some tables never get one — an empty table produces no record at all, and a one-row table
+that opens the snapshot is marked `first` instead — so a table is also done once `*` is done
+AND its topic has been consumed to its end offset (read after `*` was seen done). `*` alone is
+not enough: it travels in the heartbeat table's own topic, and the applier reads the topics side
+by side, so `*` can land while other topics still hold snapshot rows (seen on the stack: `*`
+done with 118k of 200k rows applied).
+
+Checked on the stack: Debezium snapshots in `table.include.list` order, where
+`capture.include_list` puts the heartbeat table last, so `last` normally lands on the heartbeat
+row `capture.prepare_source` seeds; with the heartbeat table listed first and an empty table
+last, Debezium still moves the `last` mark back onto the final record it emits. `*` therefore
+always comes.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import datetime as dt
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,6 +42,7 @@ from migwatch import metrics, names
 from migwatch.config import MigrationSpec, mongodb_uri
 from migwatch.connectors import postgres as pg
 from migwatch.errors import MigwatchError, PermanentError, TransientError
+from migwatch.measures import group_lag
 from migwatch.processes import applier_members
 
 log = logging.getLogger("migwatch.snapshot")
@@ -232,15 +239,17 @@ class SnapshotTracker:
     def __post_init__(self) -> None:
         self._total = RateWindow(self.window)
 
-    def observe(self, at: float, applied: Mapping[str, Applied]) -> SnapshotProgress:
-        """Progress at time `at` from the position rows (`names.ALL_TABLES` marks the end)."""
+    def observe(self, at: float, applied: Mapping[str, Applied],
+                consumed: Collection[str] = ()) -> SnapshotProgress:
+        """Progress at time `at` from the position rows (`names.ALL_TABLES` marks the end);
+        `consumed`: tables whose topic the applier had read to its end after that end mark."""
         if self._start is None:
             self._start = at if self.since is None else min(self.since, at)
         all_done = applied.get(names.ALL_TABLES, Applied()).done
         out = []
         for table, estimate in self.estimates.items():
             got = applied.get(table, Applied())
-            done = got.done or all_done
+            done = got.done or (all_done and table in consumed)
             state = self._tables.get(table)
             if state is None:
                 state = self._tables[table] = _TableState(RateWindow(self.window), self.since)
@@ -359,6 +368,30 @@ def _epoch(value: Any) -> float | None:
     return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
 
 
+def consumed_tables(spec: MigrationSpec, migration_id: str, tables: Iterable[str]) -> set[str]:
+    """The tables whose topic the applier's group has consumed to its end offset (a topic
+    Debezium never created — an empty table's — counts as consumed)."""
+    topics = {names.table_topic(migration_id, t): t for t in tables}
+    if not topics:
+        return set()
+    lag = group_lag(spec.kafka.bootstrap_servers, names.consumer_group(migration_id), topics)
+    busy = {p.topic for p in lag.partitions if p.lag > 0}
+    return {t for topic, t in topics.items() if topic not in busy}
+
+
+def read_progress(spec: MigrationSpec, migration_id: str,
+                  tables: Iterable[str]) -> tuple[dict[str, Applied], set[str]]:
+    """One reading: the position rows, and — once the whole snapshot is marked done — which of
+    `tables` without a mark of their own have nothing left in their topic. The end offsets are
+    read after the end mark was seen, so every snapshot record is already in them."""
+    applied = applied_snapshot(spec, migration_id)
+    consumed: set[str] = set()
+    if applied.get(names.ALL_TABLES, Applied()).done:
+        unmarked = [t for t in tables if not applied.get(t, Applied()).done]
+        consumed = consumed_tables(spec, migration_id, unmarked)
+    return applied, consumed
+
+
 # ------------------------------------------------------------------------------ following
 def export(progress: SnapshotProgress) -> None:
     """`migwatch_snapshot_progress_ratio` per table."""
@@ -388,7 +421,7 @@ def follow(spec: MigrationSpec, migration_id: str, since: float | None = None,
     failures = 0
     while True:
         try:
-            applied = applied_snapshot(spec, migration_id)
+            applied, consumed = read_progress(spec, migration_id, tracker.estimates)
             failures = 0
         except TransientError as exc:
             failures += 1
@@ -397,7 +430,7 @@ def follow(spec: MigrationSpec, migration_id: str, since: float | None = None,
             log.warning("snapshot progress unreadable (%d in a row): %s", failures, exc)
             time.sleep(interval)
             continue
-        progress = tracker.observe(time.time(), applied)
+        progress = tracker.observe(time.time(), applied, consumed)
         export(progress)
         if on_poll is not None:
             on_poll(progress)

@@ -112,21 +112,32 @@ def test_a_commit_stamp_ahead_of_the_reading_is_capped_at_the_reading() -> None:
     assert p.tables[0].seconds == 2.0
 
 
-def test_an_empty_table_is_done_when_the_whole_snapshot_is() -> None:
+def test_an_empty_table_is_done_when_the_whole_snapshot_is_and_its_topic_is_read() -> None:
     t = SnapshotTracker("m1", {A: 3, EMPTY: 0})
-    p = t.observe(0.0, {A: Applied(3, True)})
+    p = t.observe(0.0, {A: Applied(3, True)}, consumed={EMPTY})
     assert not p.done  # A is done, but the snapshot has not said it is over
     empty = p.tables[1]
     assert not empty.done and empty.eta_seconds == 0.0  # nothing to load: no wait estimated
-    p = t.observe(2.0, {A: Applied(3, True), ALL_TABLES: Applied(4, True)})
+    p = t.observe(2.0, {A: Applied(3, True), ALL_TABLES: Applied(4, True)}, consumed={EMPTY})
     assert p.done
     empty = p.tables[1]
     assert (empty.rows, empty.done, empty.ratio, empty.seconds) == (0, True, 1.0, 0.0)
 
 
+def test_the_end_mark_alone_does_not_finish_a_table_whose_topic_still_holds_rows() -> None:
+    # `*` rides in the heartbeat table's topic and can be applied before other topics are read
+    t = SnapshotTracker("m1", {A: 100, B: 50})
+    p = t.observe(0.0, {A: Applied(40), ALL_TABLES: Applied(41, True)}, consumed=set())
+    assert not p.done and [x.done for x in p.tables] == [False, False]
+    p = t.observe(1.0, {A: Applied(100, True), B: Applied(1), ALL_TABLES: Applied(102, True)},
+                  consumed={B})  # a one-row table marked `first`: no mark of its own
+    assert p.done and p.tables[1].seconds == 1.0
+
+
 def test_a_snapshot_done_before_following_returns_at_once_without_seconds() -> None:
     t = SnapshotTracker("m1", {A: 1000, EMPTY: 0})
-    p = t.observe(50.0, {A: Applied(1000, True, 20.0), ALL_TABLES: Applied(1001, True, 49.0)})
+    p = t.observe(50.0, {A: Applied(1000, True, 20.0), ALL_TABLES: Applied(1001, True, 49.0)},
+                  consumed={EMPTY})
     assert p.done and p.already_done and p.elapsed_seconds == 0.0
     assert p.tables[0].seconds is None and p.tables[0].rows == 1000
     assert p.rows_per_second is None and "already complete" in p.describe()
@@ -140,7 +151,7 @@ def test_a_run_that_restarted_the_applier_after_an_earlier_load_is_already_done(
 
 def test_only_empty_tables_loaded_now_are_not_already_done() -> None:
     t = SnapshotTracker("m1", {EMPTY: 0}, since=100.0)
-    p = t.observe(103.0, {ALL_TABLES: Applied(1, True, 102.0)})
+    p = t.observe(103.0, {ALL_TABLES: Applied(1, True, 102.0)}, consumed={EMPTY})
     assert p.done and not p.already_done and p.tables[0].seconds == 0.0
 
 
