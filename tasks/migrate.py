@@ -60,6 +60,9 @@ def ensure_applier(spec_path: str, migration_id: str,
     action = "already-running"
     pid = processes.applier_pid(migration_id)
     deployment: str | None = None
+    if not members and pid is not None and not runs:
+        pid = _joined_or_stopped(spec, migration_id, pid, min(30.0, wait_seconds))
+        members = processes.applier_members(spec, migration_id) if pid is not None else 0
     if not members:
         action = "started"
         target = _applier_deployment()
@@ -85,6 +88,21 @@ def ensure_applier(spec_path: str, migration_id: str,
     logger.info("applier %s: %s (%s, %d member(s) in %s)", migration_id, action, mode, members,
                 info["consumer_group"])
     return info
+
+
+def _joined_or_stopped(spec: MigrationSpec, migration_id: str, pid: int,
+                       grace: float) -> int | None:
+    """A local applier that is alive but not in its group is either starting or stuck (seen:
+    a consumer that hung in a rebalance and was dropped from the group). Give it `grace`
+    seconds to join; else stop it, so a fresh one starts. Returns the pid if it joined."""
+    try:
+        processes.wait_applier_running(spec, migration_id, timeout=grace, pid=pid)
+        return pid
+    except TransientError:
+        get_run_logger().warning("applier %s: local process %d is not in its consumer group "
+                                 "after %.0fs; restarting it", migration_id, pid, grace)
+        processes.stop_applier(migration_id)
+        return None
 
 
 def _applier_deployment() -> tuple[UUID, str] | None:

@@ -5,6 +5,7 @@ run as a deployment, the applier started as a `cdc-applier` deployment run."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from migwatch import capture, metrics, processes, snapshot, workload
 from migwatch.config import MigrationSpec
 from migwatch.errors import TransientError
 from migwatch.stack import Stack
-from tasks.migrate import artifact_key, stop_applier
+from tasks.migrate import artifact_key, ensure_applier, stop_applier
 from tests.conftest import PgDatabase, make_spec, mongo_endpoint
 from tests.flows.test_cdc_apply_flow import (
     counts,
@@ -186,6 +187,33 @@ def test_following_a_snapshot_that_nothing_applies_gives_up_before_its_timeout(
     with pytest.raises(TransientError, match="stalled: no applier consumed") as failed:
         snapshot.follow(spec, migration_id, applier_grace=3)
     assert "public.t 0/~1" in str(failed.value) and "0 member(s)" in str(failed.value)
+
+
+def test_a_local_applier_that_never_joins_its_group_is_replaced(
+        stack: Stack, source_db: PgDatabase, target_db: PgDatabase, migration_id: str,
+        cleanup: list[MigrationSpec], tmp_path: Path) -> None:
+    with source_db.connect() as conn:
+        conn.execute("CREATE TABLE public.t (id int PRIMARY KEY)")
+    spec = make_spec(source_db, target_db, ["public.t"], stack)
+    cleanup.append(spec)
+    path = write_spec(spec, tmp_path / "spec.yaml")
+    capture.prepare_target_schema(spec)
+    # a process that holds the applier's pid file but is no consumer: a hung applier
+    hung = subprocess.Popen(["sleep", "600"])
+    (processes.run_dir(migration_id) / "applier.pid").write_text(str(hung.pid))
+
+    @flow(name="ensure-applier-test")
+    def ensure() -> dict[str, Any]:
+        return ensure_applier(path, migration_id, wait_seconds=10)
+
+    try:
+        out = ensure()
+        assert hung.wait(30) is not None  # stopped
+    finally:
+        hung.kill()
+    assert (out["action"], out["mode"]) == ("started", "subprocess")
+    assert out["pid"] != hung.pid and out["pid"] == processes.applier_pid(migration_id)
+    assert processes.applier_members(spec, migration_id) == 1
 
 
 def test_run_as_a_deployment_it_starts_the_applier_as_a_deployment_run(
