@@ -44,6 +44,10 @@ log = logging.getLogger("migwatch.applier")
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 EPOCH_DATE = dt.date(1970, 1, 1)
 SNAPSHOT_LAST = {"last", "last_in_data_collection"}
+# kafka-python fetch sizes: 1 MiB per partition (Kafka's default) reads and decodes 1.3-1.8×
+# faster than 16 MiB (bench/applier.py, 3.2 kB events), whose large responses the client
+# buffers slowly
+FETCH_SIZES: dict[str, int] = {"fetch_max_bytes": 64 << 20, "max_partition_fetch_bytes": 1 << 20}
 
 
 class SkipEvent(Exception):
@@ -573,8 +577,7 @@ class Applier:
         boot = self.spec.kafka.bootstrap_servers
         consumer = kafka_conn.consumer(boot, names.consumer_group(self.mid),
                                        max_poll_records=self.batch_size,
-                                       fetch_max_bytes=64 << 20,
-                                       max_partition_fetch_bytes=16 << 20,
+                                       **FETCH_SIZES,
                                        session_timeout_ms=10000, heartbeat_interval_ms=2000,
                                        # a table's topic appears with its first change: notice
                                        # it within seconds, not the 5-minute default
