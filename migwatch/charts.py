@@ -101,8 +101,12 @@ def line_chart(
     width: int = 760,
     height: int = 260,
     y_max: float | None = None,
+    x_range: tuple[float, float] | None = None,
 ) -> str:
-    """One `<figure>` with an SVG line chart, its legend and a note for off-scale thresholds."""
+    """One `<figure>` with an SVG line chart, its legend and a note for off-scale thresholds.
+
+    `x_range` fixes the time axis (a report's charts share the run's span, so a measure sampled
+    only during one stage shows when it was); by default the axis spans the points."""
     left, right, top, bottom = 64, 16, 28, 34
     plot_w, plot_h = width - left - right, height - top - bottom
     drawn = [(ln, downsample([p for p in ln.points if math.isfinite(p[1])])) for ln in lines]
@@ -127,7 +131,8 @@ def line_chart(
         )
 
     ts = [t for _, pts in drawn for t, _ in pts]
-    t0, t1 = min(ts), max(ts)
+    t0, t1 = (min(ts), max(ts)) if x_range is None else (min(x_range[0], min(ts)),
+                                                          max(x_range[1], max(ts)))
     if t1 - t0 < 1:
         t0, t1 = t0 - 30, t1 + 30
     data_max = max(v for _, pts in drawn for _, v in pts)

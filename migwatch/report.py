@@ -704,6 +704,7 @@ def _lag_rules(report: Report, unit: str) -> list[charts.Rule]:
 
 def _charts(report: Report) -> list[str]:
     s = report.series
+    span = (report.started_at.timestamp(), report.finished_at.timestamp())
     out = []
     for unit, chart_id, title in (
         ("seconds", "lag-seconds", "Lag over time (seconds)"),
@@ -714,7 +715,8 @@ def _charts(report: Report) -> list[str]:
         if lines or unit == "seconds":
             out.append(
                 charts.line_chart(
-                    chart_id, title, lines, unit, _lag_rules(report, unit), width=CHART_WIDTH
+                    chart_id, title, lines, unit, _lag_rules(report, unit), width=CHART_WIDTH,
+                    x_range=span,
                 )
             )
     out.append(
@@ -724,6 +726,7 @@ def _charts(report: Report) -> list[str]:
             [charts.Line(x.name, x.points) for x in s.throughput],
             "per_second",
             width=CHART_WIDTH,
+            x_range=span,
         )
     )
     out.append(
@@ -734,6 +737,7 @@ def _charts(report: Report) -> list[str]:
             "ratio",
             y_max=1.0,
             width=CHART_WIDTH,
+            x_range=span,
         )
     )
     return out

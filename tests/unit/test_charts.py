@@ -85,3 +85,13 @@ def test_empty_chart_says_so() -> None:
 def test_names_are_escaped() -> None:
     svg = charts.line_chart("c4", "<T>", [charts.Line("<a>", [(0, 1.0)])], "ratio")
     assert "<a>" not in svg and "&lt;a&gt;" in svg and "&lt;T&gt;" in svg
+
+
+def test_a_shared_time_axis_places_a_late_series_where_it_was_sampled() -> None:
+    late = [charts.Line("monitor only", [(50.0, 3.0), (100.0, 1.0)])]
+    own = charts.line_chart("c3", "T", late, "seconds")
+    shared = charts.line_chart("c4", "T", late, "seconds", x_range=(0.0, 100.0))
+    first = [float(x) for x in re.findall(r'class="point" cx="([\d.]+)"', own)][0]
+    placed = [float(x) for x in re.findall(r'class="point" cx="([\d.]+)"', shared)][0]
+    assert first == pytest.approx(64)  # its own axis starts where it starts
+    assert placed == pytest.approx(64 + (760 - 64 - 16) / 2)  # half way through the run
