@@ -20,8 +20,8 @@ from flows.migrate import migrate
 from flows.monitor import monitor_until_caught_up
 from flows.report import report
 from flows.validate import validate
-from migwatch import runs
-from migwatch.config import check_migration_id, load_spec
+from migwatch import metrics, runs
+from migwatch.config import StackSettings, check_migration_id, load_spec
 from migwatch.errors import GateFailed, NoGo, ValidationFailed
 
 
@@ -29,16 +29,18 @@ from migwatch.errors import GateFailed, NoGo, ValidationFailed
 def migration_pipeline(spec_path: str, migration_id: str) -> dict[str, Any]:
     """Migrate, validate, wait until caught up, report; fail unless the verdict is go."""
     check_migration_id(migration_id)
-    load_spec(spec_path)  # a bad spec fails here, naming the field, before anything runs
+    spec = load_spec(spec_path)  # a bad spec fails here, naming the field, before anything runs
     run = runs.start(spec_path, migration_id)
-
-    migrated = _stage(run, "migrate", migrate, spec_path, migration_id)
-    if migrated is None:
-        _skip(run, "validate", "monitor")
-    else:
-        _stage(run, "validate", validate, spec_path, migration_id)
-        _stage(run, "monitor", monitor_until_caught_up, spec_path, migration_id)
-    verdict = _stage(run, "report", report, spec_path, migration_id)
+    # Prometheus scrapes this run's gauges (snapshot progress, stages) while it lasts
+    with metrics.serving(StackSettings().file_sd_dir, "migwatch-pipeline", migration_id,
+                         spec.metrics.port):
+        migrated = _stage(run, "migrate", migrate, spec_path, migration_id)
+        if migrated is None:
+            _skip(run, "validate", "monitor")
+        else:
+            _stage(run, "validate", validate, spec_path, migration_id)
+            _stage(run, "monitor", monitor_until_caught_up, spec_path, migration_id)
+        verdict = _stage(run, "report", report, spec_path, migration_id)
 
     return _go_or_fail(run, verdict)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -227,6 +228,29 @@ class MetricsServer:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+
+
+_serving: list[MetricsServer] = []
+_serving_lock = threading.Lock()
+
+
+@contextmanager
+def serving(file_sd_dir: Path | None, job: str, migration_id: str,
+            port: int = 0) -> Iterator[MetricsServer]:
+    """Serve REGISTRY while the block runs — once per process: a nested block (the pipeline
+    serving its whole run, then its monitor stage) reuses the server already running, so
+    Prometheus never scrapes the same registry twice."""
+    with _serving_lock:
+        outer = _serving[0] if _serving else None
+        server = outer or MetricsServer(file_sd_dir, job, migration_id, port).start()
+        _serving.append(server)
+    try:
+        yield server
+    finally:
+        with _serving_lock:
+            _serving.pop()
+            if outer is None:
+                server.stop()
 
 
 def _free_port() -> int:
