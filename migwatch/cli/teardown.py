@@ -20,7 +20,8 @@ def teardown(
         help="Also delete the migration's Kafka topics (migwatch.<id>.* and its heartbeat "
              "topic); a DLQ topic named in the spec is kept."),
 ) -> None:
-    """Stop capturing changes for a migration: stop the local applier, delete the Debezium
+    """Stop capturing changes for a migration: stop the applier (a local process, or its
+    `cdc-applier` deployment runs through Prefect), delete the Debezium
     connector, drop the replication slot (so WAL stops piling up on the source) and the
     publication, and delete the applier's consumer group. Safe to run twice."""
     from migwatch import capture, processes
@@ -29,6 +30,14 @@ def teardown(
     check_migration_id(migration_id)
     s = load_spec(spec)
     applier = processes.stop_applier(migration_id)
+    if processes.applier_members(s, migration_id):
+        # the applier runs as `cdc-applier` deployment runs: cancel them through Prefect
+        from migwatch.cli.run import use_stack_prefect
+
+        use_stack_prefect()
+        from tasks.migrate import stop_applier
+
+        applier = bool(stop_applier(s, migration_id)["flow_runs_cancelled"]) or applier
     result = capture.teardown(s, migration_id, delete_topics=delete_topics)
     rows = [
         ("local applier", "stopped" if applier else "not running"),
