@@ -12,7 +12,8 @@ group, plus thresholds):
     STALLED         no applier in the group, or lag > 0 throughout a full window while the
                     committed offsets did not move
     FALLING_BEHIND  a full window in which lag never reached zero and grew: end > start, slope > 0,
-                    and it rose between more successive polls than it fell
+                    and it rose between more successive polls than it fell; and it is above
+                    caught_up now (heartbeats in flight make a caught-up lag wobble above zero)
     WARNING         some measure is above its warn (or critical) threshold, or the connector is
                     not RUNNING, or the error rate is above its threshold
     OK              otherwise
@@ -524,7 +525,8 @@ class Monitor:
         rate = measures[CONSUMER_LAG].slope
         if (self.full and None not in lags and all(v > 0 for v in lags)  # type: ignore[operator]
                 and lags[-1] > lags[0] and rate is not None and rate > 0  # type: ignore[operator]
-                and _mostly_rising(lags)):  # type: ignore[arg-type]
+                and _mostly_rising(lags)  # type: ignore[arg-type]
+                and not measures[CONSUMER_LAG].caught_up):
             reasons.append(f"consumer lag grew from {lags[0]:,.0f} to {lags[-1]:,.0f} messages "
                            f"across the window ({rate:,.1f} msg/s)")
             return Verdict.FALLING_BEHIND, reasons

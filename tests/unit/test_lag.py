@@ -150,6 +150,13 @@ def test_a_jump_then_a_steady_fall_is_catching_up_not_falling_behind() -> None:
     assert evs[-1].verdict is Verdict.FALLING_BEHIND
 
 
+def test_a_caught_up_lag_wobbling_upwards_is_not_falling_behind() -> None:
+    # seen on the stack during an idle minute: heartbeats in flight, 1 → 3 messages
+    evs = run(Monitor(spec(window_size=5), "m"),
+              [s(i + 1, lag=v, committed=100 * i) for i, v in enumerate([1, 2, 2, 3, 3])])
+    assert evs[-1].verdict is Verdict.OK and evs[-1].caught_up
+
+
 def test_stalled_when_lag_and_offsets_do_not_move_for_a_window() -> None:
     evs = run(Monitor(spec(), "m"), [s(t, lag=40, committed=777) for t in range(1, 6)])
     assert evs[2].verdict is Verdict.OK
