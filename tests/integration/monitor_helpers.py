@@ -9,8 +9,10 @@ applier sleeps and a paused one blocks (it stays in its consumer group, as a stu
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +126,11 @@ class ControlledApplier:
         if self._errors:
             raise AssertionError(f"the applier failed: {self._errors[0]!r}") from self._errors[0]
 
+    def where(self) -> str:
+        """The applier thread's current stack, to tell a slow applier from a stuck one."""
+        frame = sys._current_frames().get(self._thread.ident or 0) if self._thread else None
+        return "".join(traceback.format_stack(frame)[-8:]) if frame else "(not running)"
+
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -155,7 +162,7 @@ class Monitored:
                 return
             time.sleep(0.5)
         raise AssertionError(f"applier not caught up in {timeout:.0f} s: lag, missing topics, "
-                             f"members = {last}")
+                             f"members = {last}; the applier is at:\n{self.applier.where()}")
 
 
 def write_spec(spec: MigrationSpec, path: Path) -> Path:

@@ -74,7 +74,8 @@ def test_d_idle_source_keeps_event_time_lag_near_zero_and_a_paused_applier_lets_
     assert None not in idle_lags
     assert max(idle_lags) <= 3.0, idle_lags  # under caught_up on every poll of the minute
     idle_verdicts = {e.verdict for e in result.evaluations if e.at < paused[0]}
-    assert idle_verdicts == {Verdict.OK}
+    assert idle_verdicts == {Verdict.OK}, [
+        (e.verdict.value, e.reasons) for e in result.evaluations if e.verdict is not Verdict.OK]
     # held: the lag is the age of the last applied event, growing with the clock, not clamped
     held_lags = [s.value(EVENT_TIME_LAG) for s in held]
     assert len(held) >= 8 and None not in held_lags
