@@ -27,6 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 from kafka import TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -165,7 +166,7 @@ class ColumnDecoder:
                 kind = "plain"
             self.kinds[c.name] = kind
 
-    def decode(self, row: dict[str, Any], schema: dict[str, Any] | None) -> dict[str, Any]:
+    def decode(self, row: dict[str, Any], schema: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, value in row.items():
             kind = self.kinds.get(name)
@@ -174,7 +175,7 @@ class ColumnDecoder:
             out[name] = None if value is None else self._one(kind, name, value, schema)
         return out
 
-    def _one(self, kind: str, name: str, v: Any, schema: dict[str, Any] | None) -> Any:
+    def _one(self, kind: str, name: str, v: Any, schema: Any) -> Any:
         try:
             if kind == "numeric":
                 if isinstance(v, str):
@@ -210,8 +211,41 @@ class ColumnDecoder:
             raise SkipEvent("bad_value", f"column {name!r}: {type(exc).__name__}") from exc
 
 
-def _schema_scale(schema: dict[str, Any] | None, column: str) -> int:
-    for f in (schema or {}).get("fields", []):
+class _WithSchema(msgspec.Struct):
+    """JsonConverter's schemas-on form; the schema stays raw bytes until a value needs it."""
+
+    schema: msgspec.Raw
+    payload: Any
+
+
+_WITH_SCHEMA = msgspec.json.Decoder(_WithSchema)
+
+
+def _load_value(raw: bytes) -> tuple[Any, Any]:
+    """(payload, schema or None) of a record value, for both JsonConverter forms.
+
+    The schemas-on form is about three quarters schema, read only for Connect Decimal bytes:
+    msgspec skips it unparsed (2.6× faster than parsing it, bench/applier.py). Anything else —
+    schemas off, or a value msgspec refuses — goes through orjson as before.
+    """
+    if raw.startswith(b'{"schema":'):
+        try:
+            env = _WITH_SCHEMA.decode(raw)
+            return env.payload, env.schema
+        except msgspec.DecodeError:
+            pass  # orjson below names what is wrong with it
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise SkipEvent("invalid_json", f"not JSON: {exc.msg}") from exc
+    if isinstance(value, dict) and "payload" in value and "schema" in value:
+        return value["payload"], value["schema"]
+    return value, None
+
+
+def _schema_scale(schema: dict[str, Any] | msgspec.Raw | None, column: str) -> int:
+    parsed = orjson.loads(bytes(schema)) if isinstance(schema, msgspec.Raw) else schema
+    for f in (parsed or {}).get("fields", []):
         if f.get("field") in ("after", "before"):
             for col in f.get("fields", []):
                 if col.get("field") == column:
@@ -534,13 +568,7 @@ class Applier:
         table = self.by_topic.get(record.topic)
         if record.value is None:
             return None  # tombstone after a delete: the delete already applied
-        try:
-            value = orjson.loads(record.value)
-        except orjson.JSONDecodeError as exc:
-            raise SkipEvent("invalid_json", f"not JSON: {exc.msg}") from exc
-        schema = None
-        if isinstance(value, dict) and "payload" in value and "schema" in value:
-            schema, value = value["schema"], value["payload"]
+        value, schema = _load_value(record.value)
         if not isinstance(value, dict):
             raise SkipEvent("invalid_envelope", "value is not an object")
         if table is None:
