@@ -1,4 +1,5 @@
-"""Long-running migwatch processes started locally (the CDC applier), tracked by pid file.
+"""Long-running migwatch processes started locally (the CDC applier, a background monitor),
+tracked by pid file in the run's folder.
 
 Under a Prefect worker the applier runs as a deployment run instead; either way "running" means
 the applier's consumer group has active members — that is what `applier_running` checks.
@@ -14,17 +15,10 @@ import time
 from pathlib import Path
 
 from migwatch import names
-from migwatch.config import MigrationSpec, StackSettings, check_migration_id
+from migwatch.config import MigrationSpec
 from migwatch.connectors import kafka as kafka_conn
 from migwatch.errors import MigwatchError, TransientError
-
-
-def run_dir(migration_id: str, settings: StackSettings | None = None) -> Path:
-    """Where a migration run keeps its local files (pids, logs, samples, reports)."""
-    s = settings or StackSettings()
-    d = s.state_dir / "runs" / check_migration_id(migration_id)
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+from migwatch.runs import run_dir
 
 
 def _alive(pid: int) -> bool:
@@ -38,38 +32,37 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def applier_pid(migration_id: str) -> int | None:
-    f = run_dir(migration_id) / "applier.pid"
+# ------------------------------------------------------------------ background processes
+def _pid(migration_id: str, kind: str) -> int | None:
     try:
-        pid = int(f.read_text().strip())
+        pid = int((run_dir(migration_id) / f"{kind}.pid").read_text().strip())
     except (OSError, ValueError):
         return None
     return pid if _alive(pid) else None
 
 
-def start_applier(spec_path: str | os.PathLike[str], migration_id: str,
-                  extra_env: dict[str, str] | None = None) -> int:
-    """Start `migwatch apply` in the background unless it already runs; return its pid."""
-    pid = applier_pid(migration_id)
+def _start(migration_id: str, kind: str, argv: list[str],
+           extra_env: dict[str, str] | None = None) -> int:
+    """`migwatch <argv>` in the background, its output in <run dir>/<kind>.log, unless one runs."""
+    pid = _pid(migration_id, kind)
     if pid is not None:
         return pid
     d = run_dir(migration_id)
     exe = Path(sys.executable).parent / "migwatch"
-    log = (d / "applier.log").open("ab")
+    log = (d / f"{kind}.log").open("ab")
     try:
         proc = subprocess.Popen(
-            [str(exe), "apply", str(Path(spec_path).resolve()), "--migration-id", migration_id],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [str(exe), *argv], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, **(extra_env or {})}, start_new_session=True)
     finally:
         log.close()
-    (d / "applier.pid").write_text(str(proc.pid))
+    (d / f"{kind}.pid").write_text(str(proc.pid))
     return proc.pid
 
 
-def stop_applier(migration_id: str, timeout: float = 60) -> bool:
-    """SIGTERM the local applier (it finishes its batch and commits); True if one was running."""
-    pid = applier_pid(migration_id)
+def _stop(migration_id: str, kind: str, timeout: float) -> bool:
+    """SIGTERM (the process finishes what it is doing and exits), SIGKILL after `timeout`."""
+    pid = _pid(migration_id, kind)
     if pid is None:
         return False
     os.kill(pid, signal.SIGTERM)
@@ -78,8 +71,39 @@ def stop_applier(migration_id: str, timeout: float = 60) -> bool:
         time.sleep(0.2)
     if _alive(pid):
         os.kill(pid, signal.SIGKILL)
-    (run_dir(migration_id) / "applier.pid").unlink(missing_ok=True)
+    (run_dir(migration_id) / f"{kind}.pid").unlink(missing_ok=True)
     return True
+
+
+def applier_pid(migration_id: str) -> int | None:
+    return _pid(migration_id, "applier")
+
+
+def start_applier(spec_path: str | os.PathLike[str], migration_id: str,
+                  extra_env: dict[str, str] | None = None) -> int:
+    """Start `migwatch apply` in the background unless it already runs; return its pid."""
+    return _start(migration_id, "applier", [
+        "apply", str(Path(spec_path).resolve()), "--migration-id", migration_id], extra_env)
+
+
+def stop_applier(migration_id: str, timeout: float = 60) -> bool:
+    """SIGTERM the local applier (it finishes its batch and commits); True if one was running."""
+    return _stop(migration_id, "applier", timeout)
+
+
+def monitor_pid(migration_id: str) -> int | None:
+    return _pid(migration_id, "monitor")
+
+
+def start_monitor(spec_path: str | os.PathLike[str], migration_id: str) -> int:
+    """`migwatch monitor --keep-running` in the background (the CI gate's `start`)."""
+    return _start(migration_id, "monitor", [
+        "monitor", str(Path(spec_path).resolve()), "--migration-id", migration_id,
+        "--keep-running"])
+
+
+def stop_monitor(migration_id: str, timeout: float = 30) -> bool:
+    return _stop(migration_id, "monitor", timeout)
 
 
 def applier_members(spec: MigrationSpec, migration_id: str) -> int:

@@ -8,8 +8,10 @@ for the report stage (`save_samples`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,9 +32,12 @@ from migwatch.lag import (
     update_peaks,
 )
 from migwatch.measures import HeartbeatWriter, MetricsExporter, poll
-from migwatch.metrics import MetricsServer
+from migwatch.metrics import serving as metrics_serving
 
 log = logging.getLogger("migwatch.watch")
+
+#: samples a watch that keeps running holds (the newest; older ones are in Prometheus)
+KEEP_SAMPLES = 1000
 
 PollFn = Callable[[MigrationSpec, str, float | None], Sample]
 NotifyFn = Callable[[Notice], Any]
@@ -81,9 +86,12 @@ def watch(spec: MigrationSpec, migration_id: str, *, poll_fn: PollFn | None = No
           notify_fn: NotifyFn | None = None, on_poll: OnPoll | None = None,
           serve_metrics: bool = True, heartbeat: bool = True,
           sleep: Callable[[float], None] = time.sleep,
-          clock: Callable[[], float] = time.time) -> WatchResult:
+          clock: Callable[[], float] = time.time,
+          stop: threading.Event | None = None) -> WatchResult:
     """Poll every `spec.monitor.poll_interval_seconds` until the gate passes or fails.
 
+    With `stop`, keep watching past the gate — exporting every lag, for `migwatch check` —
+    until `stop` is set; the result then says whether the gate had passed by then.
     Returns a WatchResult either way; the caller decides whether a failed gate raises.
     """
     poll_fn = poll_fn or (lambda s, m, since: poll(s, m, heartbeat_since=since))
@@ -92,19 +100,21 @@ def watch(spec: MigrationSpec, migration_id: str, *, poll_fn: PollFn | None = No
     gate = Gate(spec.monitor, started_at=started)
     exporter = MetricsExporter(migration_id, names.slot_name(migration_id))
     result = WatchResult(migration_id, passed=False, reason=None, polls=0, seconds=0.0)
-    server = None
+    served = contextlib.ExitStack()
     writer = None
     peaks: dict[str, float] = {}
     try:
-        if serve_metrics:
-            server = MetricsServer(StackSettings().file_sd_dir, "migwatch-monitor",
-                                   migration_id, spec.metrics.port).start()
+        if serve_metrics:  # reuses the process's server when a pipeline already serves one
+            server = served.enter_context(metrics_serving(
+                StackSettings().file_sd_dir, "migwatch-monitor", migration_id,
+                spec.metrics.port))
             result.metrics_port = server.port
         interval = spec.monitor.poll_interval_seconds
         if heartbeat:
             # at least two beats per poll, so the end-to-end lag is finer than the poll interval
             writer = HeartbeatWriter(spec, migration_id, interval=min(1.0, interval / 2)).start()
-        while True:
+        final: GateStatus | None = None  # the gate's decision, once made
+        while stop is None or not stop.is_set():
             turn_start = clock()
             sample = poll_fn(spec, migration_id, writer.since if writer else None)
             ev = monitor.evaluate(sample)
@@ -116,26 +126,32 @@ def watch(spec: MigrationSpec, migration_id: str, *, poll_fn: PollFn | None = No
                 if notify_fn is not None:
                     _notify_safely(notify_fn, notice)
             update_peaks(peaks, ev)
-            try:
-                status = gate.observe(ev)
-            except GateFailed as exc:
-                result.reason = exc.reason
-                if on_poll:
-                    on_poll(Poll(result.polls, sample, ev, GateStatus(
+            if final is None:
+                try:
+                    status = gate.observe(ev)
+                except GateFailed as exc:
+                    result.reason = exc.reason
+                    status = final = GateStatus(
                         "failed", gate.consecutive, spec.monitor.consecutive_polls,
-                        ev.at - started, spec.monitor.timeout_seconds), dict(peaks)))
-                break
+                        ev.at - started, spec.monitor.timeout_seconds)
+                if status.state == "passed":
+                    result.passed = True
+                    final = status
+            else:
+                status = final
             if on_poll:
                 on_poll(Poll(result.polls, sample, ev, status, dict(peaks)))
-            if status.state == "passed":
-                result.passed = True
+            if final is not None and stop is None:
                 break
-            sleep(max(0.0, interval - (clock() - turn_start)))
+            if stop is not None:
+                del result.samples[:-KEEP_SAMPLES], result.evaluations[:-KEEP_SAMPLES]
+                stop.wait(max(0.0, interval - (clock() - turn_start)))
+            else:
+                sleep(max(0.0, interval - (clock() - turn_start)))
     finally:
         if writer is not None:
             writer.stop()
-        if server is not None:
-            server.stop()
+        served.close()
         result.seconds = clock() - started
     return result
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,9 @@ def monitor(
     notify: bool = typer.Option(
         False, help="Also send state changes through the spec's notification blocks (needs a "
                     "Prefect API). Off by default: the pipeline's monitor flow already does."),
+    keep_running: bool = typer.Option(
+        False, help="Keep watching (and exporting every lag to Prometheus) after the gate "
+                    "passes or fails, until SIGTERM; what `migwatch start` runs for the CI gate."),
 ) -> None:
     """Poll every lag (consumer, event-time, end-to-end, slot WAL) at the spec's interval and
     show measure, value, threshold, state and ETA. Exits 0 once every lag stayed under its
@@ -45,9 +50,10 @@ def monitor(
         def notify_fn(notice: Any) -> None:
             send(notice, s.notifications)
 
-    view = _View(migration_id, live=out.is_terminal)
+    stop = _stop_on_sigterm() if keep_running else None
+    view = _View(migration_id, live=out.is_terminal and not keep_running)
     try:
-        result = watch(s, migration_id, notify_fn=notify_fn, on_poll=view.update)
+        result = watch(s, migration_id, notify_fn=notify_fn, on_poll=view.update, stop=stop)
     finally:
         view.stop()
     path = save_samples(result)
@@ -60,6 +66,18 @@ def monitor(
         raise typer.Exit(1)
     out.print(f"[green]caught up[/] after {result.polls} polls ({result.seconds:.0f} s)",
               highlight=False)
+
+
+def _stop_on_sigterm() -> threading.Event:
+    """An event SIGTERM and SIGINT set: the watch ends its poll and returns."""
+    stop = threading.Event()
+
+    def _handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+    return stop
 
 
 class _View:

@@ -29,6 +29,7 @@ def teardown(
 
     check_migration_id(migration_id)
     s = load_spec(spec)
+    monitor = processes.stop_monitor(migration_id)
     applier = processes.stop_applier(migration_id)
     if processes.applier_members(s, migration_id):
         # the applier runs as `cdc-applier` deployment runs: cancel them through Prefect
@@ -40,7 +41,8 @@ def teardown(
         applier = bool(stop_applier(s, migration_id)["flow_runs_cancelled"]) or applier
     result = capture.teardown(s, migration_id, delete_topics=delete_topics)
     rows = [
-        ("local applier", "stopped" if applier else "not running"),
+        ("background monitor", "stopped" if monitor else "not running"),
+        ("applier", "stopped" if applier else "not running"),
         ("connector", "deleted" if result.connector else "absent"),
         ("replication slot", "dropped" if result.slot else "absent"),
         ("publication", "dropped" if result.publication else "absent"),
