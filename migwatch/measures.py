@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from kafka import KafkaAdminClient, OffsetSpec, TopicPartition
 from psycopg import sql
 
@@ -105,6 +106,54 @@ def group_lag(bootstrap: str, group: str, topics: Iterable[str],
                     committed_total=sum(r.committed or 0 for r in rows),
                     active_members=kafka_conn.group_members(described, group),
                     missing_topics=missing)
+
+
+def oldest_unapplied(bootstrap: str, partitions: Iterable[PartitionLag],
+                     timeout_ms: int = 3000) -> dict[str, float]:
+    """Per topic with unapplied messages: the source commit time (epoch seconds) of the oldest
+    one — the first record after the group's committed offset. The target holds every change
+    before it, so `now − that` is how stale the target is for that topic."""
+    pending = [p for p in partitions if p.lag > 0]
+    if not pending:
+        return {}
+    at = {TopicPartition(p.topic, p.partition): (p.committed if p.committed is not None
+                                                 else p.end_offset - p.lag) for p in pending}
+    out: dict[str, float] = {}
+    consumer = kafka_conn.consumer(bootstrap, None, client_id="migwatch-monitor",
+                                   max_partition_fetch_bytes=64 << 10,
+                                   request_timeout_ms=max(timeout_ms, 5000) + 1000)
+    try:
+        with kafka_conn.translated("read the oldest unapplied events"):
+            consumer.assign(list(at))
+            for tp, offset in at.items():
+                consumer.seek(tp, offset)
+            deadline = time.monotonic() + timeout_ms / 1000
+            while at and time.monotonic() < deadline:
+                polled = consumer.poll(timeout_ms=200)
+                for tp, records in polled.items():
+                    if tp in at and records:
+                        ts = _source_ts_ms(records[0])
+                        out[tp.topic] = min(out.get(tp.topic, ts / 1000), ts / 1000)
+                        del at[tp]
+                        consumer.pause(tp)
+    finally:
+        consumer.close(autocommit=False)
+    return out
+
+
+def _source_ts_ms(record: Any) -> float:
+    """`source.ts_ms` of a Debezium event (schemas on or off), else the record's timestamp."""
+    try:
+        value = orjson.loads(record.value) if record.value else None
+    except orjson.JSONDecodeError:
+        value = None
+    if isinstance(value, dict):
+        payload = value.get("payload", value) if "schema" in value else value
+        if isinstance(payload, dict):
+            ts = (payload.get("source") or {}).get("ts_ms") or payload.get("ts_ms")
+            if isinstance(ts, int | float) and ts > 0:
+                return float(ts)
+    return float(record.timestamp)
 
 
 def migration_topics(spec: MigrationSpec, migration_id: str) -> list[str]:
@@ -338,14 +387,19 @@ def end_to_end_lag(seen: float | None, since: float | None, now: float) -> float
 
 
 def table_lags(spec: MigrationSpec, migration_id: str, positions: Mapping[str, Position],
-               lag: GroupLag | None, overall: float | None, now: float) -> tuple[TableLag, ...]:
-    """Per table: the overall lag when its topic has nothing unapplied, else now − source time
-    of the table's last applied event (None if it has none yet or pending is unknown)."""
+               lag: GroupLag | None, overall: float | None, now: float,
+               oldest: Mapping[str, float] | None = None) -> tuple[TableLag, ...]:
+    """Per table: the applied-position lag (`overall`, heartbeats keep it honest when idle) when
+    its topic has nothing unapplied; else now − commit time of its oldest unapplied event, or,
+    when that could not be read, of its last applied event (None if unknown)."""
     out = []
     for t in spec.tables:
-        pending = lag.of_topic(names.table_topic(migration_id, t.source)) if lag else None
+        topic = names.table_topic(migration_id, t.source)
+        pending = lag.of_topic(topic) if lag else None
         if pending == 0:
             seconds = overall
+        elif oldest and topic in oldest:
+            seconds = max(0.0, now - oldest[topic])
         else:
             pos = positions.get(t.source)
             seconds = None if pending is None or pos is None or pos.source_ts_ms is None \
@@ -394,9 +448,18 @@ def poll(spec: MigrationSpec, migration_id: str, heartbeat_since: float | None =
     now = clock()
 
     every = (positions or {}).get(names.ALL_TABLES)
-    event_lag = None
+    applied_lag = None
     if every is not None and every.source_ts_ms is not None:
-        event_lag = max(0.0, now - every.source_ts_ms / 1000)
+        applied_lag = max(0.0, now - every.source_ts_ms / 1000)
+    oldest: dict[str, float] | None = None
+    if lag is not None and lag.total > 0:
+        oldest = attempt("oldest unapplied event", lambda: oldest_unapplied(
+            spec.kafka.bootstrap_servers, lag.partitions))
+    # the target is as fresh as its oldest missing change: with events waiting, the newest
+    # applied one (a heartbeat, say) would under-read a backlog in another topic
+    event_lag = applied_lag
+    if oldest:
+        event_lag = max(applied_lag or 0.0, now - min(oldest.values()))
     e2e = end_to_end_lag(seen, heartbeat_since, now) if beat_ok else None
     if slot is not None and not slot.exists:
         problems.append(f"slot WAL: slot {slot.slot} does not exist")
@@ -416,7 +479,7 @@ def poll(spec: MigrationSpec, migration_id: str, heartbeat_since: float | None =
         slot_limit_bytes=None if slot is None else slot.limit_bytes,
         partitions=() if lag is None else lag.partitions,
         tables=() if positions is None else table_lags(spec, migration_id, positions, lag,
-                                                       event_lag, now),
+                                                       applied_lag, now, oldest),
         problems=tuple(problems),
     )
 

@@ -53,8 +53,8 @@ def producer(bootstrap: str, **config: Any) -> KafkaProducer:
 def consumer(bootstrap: str, group: str | None, **config: Any) -> KafkaConsumer:
     with translated(f"kafka consumer ({bootstrap})"):
         return KafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                             enable_auto_commit=False, auto_offset_reset="earliest",
-                             client_id="migwatch", **config)
+                             **{"enable_auto_commit": False, "auto_offset_reset": "earliest",
+                                "client_id": "migwatch", **config})
 
 
 def group_members(described: Mapping[str, Any], group: str) -> int:

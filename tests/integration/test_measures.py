@@ -7,6 +7,7 @@ import datetime as dt
 import time
 from collections.abc import Iterator
 
+import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
@@ -22,6 +23,7 @@ from migwatch.measures import (
     MetricsExporter,
     applied_positions,
     group_lag,
+    oldest_unapplied,
     poll,
     slot_wal,
     target_heartbeat,
@@ -77,6 +79,35 @@ def test_consumer_lag_of_a_group_we_drive(stack: Stack, kafka_names: tuple[str, 
     admin = KafkaAdminClient(bootstrap_servers=boot)
     assert absent not in admin.list_topics()  # measuring never creates a topic
     admin.close()
+
+
+def test_the_oldest_unapplied_event_dates_a_backlog(stack: Stack, kafka_names: tuple[str, str],
+                                                     migration_id: str) -> None:
+    """A backlog is as old as its first unapplied event: its source commit time (schemas on
+    or off), even when newer events elsewhere were applied."""
+    topic, group = kafka_names
+    boot = stack.address("kafka")
+    now_ms = int(time.time() * 1000)
+    producer = KafkaProducer(bootstrap_servers=boot)
+    for i in range(6):  # partition 0: commit times 60 s, 50 s ... 10 s ago
+        event = {"op": "c", "source": {"ts_ms": now_ms - (60 - 10 * i) * 1000}}
+        producer.send(topic, orjson.dumps(event), partition=0)
+    producer.send(topic, orjson.dumps({"schema": {}, "payload": {
+        "op": "u", "source": {"ts_ms": now_ms - 5000}}}), partition=1)
+    producer.flush()
+    producer.close()
+    consumer = KafkaConsumer(bootstrap_servers=boot, group_id=group, enable_auto_commit=False)
+    consumer.subscribe([topic])
+    deadline = time.monotonic() + 30
+    while not consumer.assignment() and time.monotonic() < deadline:
+        consumer.poll(timeout_ms=500)
+    consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(2, "", -1)})  # 2 applied
+    consumer.close()
+
+    oldest = oldest_unapplied(boot, group_lag(boot, group, [topic]).partitions)
+
+    assert oldest == {topic: (now_ms - 40_000) / 1000}  # the 3rd event, not the newest one
+    assert oldest_unapplied(boot, ()) == {}
 
 
 def test_consumer_lag_exported_per_partition(stack: Stack, kafka_names: tuple[str, str],
