@@ -148,7 +148,12 @@ class PostgresDialect:
 
     def bucket_expr(self, bounds: Sequence[Key], on: sql.Composable) -> tuple[sql.Composable,
                                                                              list[Any]]:
-        """`width_bucket(on, bounds)`: bucket i holds bounds[i-1] <= key < bounds[i]."""
+        """`width_bucket(on, bounds)`: bucket i holds bounds[i-1] <= key < bounds[i].
+
+        Without bounds every key is in bucket 0: the constant, not `width_bucket` over an empty
+        array (`ARRAY[]` has no type PostgreSQL can infer for a composite key)."""
+        if not bounds:
+            return sql.SQL("0"), []
         if len(self.primary_key) == 1:
             return sql.SQL("width_bucket({}, %s::{}[])").format(
                 on, sql.SQL(self.types[self.primary_key[0]])), [[b[0] for b in bounds]]
@@ -226,6 +231,8 @@ class PostgresDialect:
                                                                           t=self.table)
 
     def _keys_in(self, keys: Sequence[Key]) -> tuple[sql.Composable, list[Any]]:
+        if not keys:  # `IN ()` is a syntax error; no key matches no row
+            return sql.SQL("false"), []
         values = []
         params: list[Any] = []
         for key in keys:

@@ -217,7 +217,8 @@ def test_changed_byte_in_bytea(stack: Stack, source_db: PgDatabase, target_db: P
         ("changed", {"sku": "SKU-0000003"}, ["image"])]
 
 
-@pytest.mark.parametrize("options", [{}, DEEP], ids=["leaf", "deep"])
+@pytest.mark.parametrize("options", [{}, DEEP, {"chunk_rows": 100_000}],
+                         ids=["leaf", "deep", "one-range-over-a-leaf"])
 def test_composite_primary_key(stack: Stack, source_db: PgDatabase, target_db: PgDatabase,
                                shop: dict[str, int], options: dict[str, int]) -> None:
     run_sql(target_db, "UPDATE public.order_items SET qty = qty + 1 "

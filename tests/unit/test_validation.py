@@ -266,6 +266,20 @@ def test_text_mode_renders_canonical_text_and_orders_text_keys_bytewise() -> Non
     assert wparams == ["a", 1, "b", 2]
 
 
+def test_no_bounds_put_every_key_in_bucket_zero_without_an_untyped_empty_array() -> None:
+    """A composite key's `width_bucket(ROW(..), ARRAY[])` fails on the server ('cannot
+    determine type of empty array'): cutting one whole range asks for buckets without bounds."""
+    d = PostgresDialect(_info(("order_id", "bigint"), ("line_no", "integer"),
+                              pk=("order_id", "line_no")), ["order_id", "line_no"],
+                        ["order_id", "line_no"], HASH_MODE)
+    query, params = d.boundaries_in_query([KeyRange()], [], [3])
+    text = query.as_string(None)
+    assert "ARRAY[" not in text and "width_bucket" not in text
+    assert "SELECT 0 AS b" in text and params == [[3]]
+    rows, rparams = d.row_digest_query([KeyRange((1, 1), None)], [])
+    assert "width_bucket" not in rows.as_string(None) and rparams == [1, 1]
+
+
 # ----------------------------------------------------------------------------- expectations
 def _spec(**validation: Any) -> Any:
     return parse_spec({
