@@ -143,7 +143,7 @@ def summary_rows(result: ValidationResult) -> list[dict[str, Any]]:
             "table": t.table, "target": t.target, "status": t.status,
             "source rows": t.source_rows, "target rows": t.target_rows,
             "rows compared": t.rows_compared, "missing": t.missing, "extra": t.extra,
-            "changed": t.changed, "pending ranges": len(t.pending_ranges()),
+            "changed": t.changed, "pending rows": sum(c.rows for c in t.pending_ranges()),
             "ranges checked": t.ranges_checked, "seconds": t.seconds,
             "expectations": ("n/a" if gx.get("applies") is False else
                              f"{gx['passed']}/{gx['evaluated']} passed" if gx else "not run"),

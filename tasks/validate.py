@@ -1,5 +1,5 @@
 """Prefect tasks of the validate stage: compare one table, run the Great Expectations suites,
-save the result for the report stage, re-check pending ranges, push the stage's metrics.
+save the result for the report stage, re-check pending rows, push the stage's metrics.
 
 Each builds its connections inside the core call and returns plain data (a `TableResult` or
 `ValidationResult` as a dict). Only a TransientError (a server unreachable) is retried; a table
@@ -113,14 +113,17 @@ def save_result(result: dict[str, Any]) -> str:
 @task(name="validate-revalidate", timeout_seconds=6 * 3600, **_RETRIES)
 def revalidate_pending(spec: MigrationSpec, migration_id: str, timeout_seconds: float = 0.0,
                        max_attempts: int = 3) -> dict[str, Any]:
-    """Re-check the saved result's pending ranges the applier has passed (waiting up to
-    `timeout_seconds` for it), save and return the updated result."""
+    """Re-check the saved result's pending rows while the source keeps moving (rows still
+    changing for up to `timeout_seconds`), re-count every table, save and return the result."""
     res = run.load_result(migration_id)
     run.revalidate(spec, migration_id, res, max_attempts=max_attempts,
                    timeout_seconds=timeout_seconds)
     run.save_result(res)
-    pending = sum(len(t.pending_ranges()) for t in res.tables)
-    get_run_logger().info("revalidation: %s, %d range(s) still pending", res.status, pending)
+    log = get_run_logger()
+    pending = sum(c.rows for t in res.tables for c in t.pending_ranges())
+    log.info("revalidation: %s, %d row(s) still pending", res.status, pending)
+    for note in res.notes:
+        log.info("revalidation: %s", note)
     return res.to_dict()
 
 

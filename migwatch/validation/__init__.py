@@ -1,13 +1,14 @@
 """Validation: does the target hold the source's data? Located, CDC-aware, engine-neutral.
 
     validate(spec, migration_id)         compare every table → ValidationResult
-    revalidate(spec, migration_id, res)  re-check pending ranges once the applier passed them
+    revalidate(spec, migration_id, res)  re-check pending rows while the source keeps moving
     run_expectations(spec, res)          Great Expectations suites on PostgreSQL targets
     save_result(res) / load_result(id)   the result file the report stage reads
 
 Modules: `canonical` (value forms equal across engines), `base` (the side interface),
 `postgres` and `mongo` (one per engine: dialect builds SQL, side does I/O), `compare` (range
-digests and bisection), `model` (the result as plain data), `expectations` (GX).
+digests and bisection), `recheck` (pending rows re-checked against a moving source), `model`
+(the result as plain data), `expectations` (GX).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ A *side* answers questions about a primary-key range, never the whole table at o
   - `row_digests(within)`: key → row hash, for a small range;
   - `column_tokens(keys)`: per key, per column, a token equal across sides when the values are
     equal, and the canonical text to show when the spec allows showing values;
-  - `keys(within, limit)`: a few keys of a range, ordered.
+  - `keys(within, limit)`: a few keys of a range, ordered;
+  - `key_hashes(keys)`: row hashes of given keys (revalidation re-reads only those rows).
 The hash of a row is a signed 64-bit integer; a range's digest XORs them (keys are unique).
 """
 
@@ -90,6 +91,14 @@ class Side(ABC):
 
     @abstractmethod
     def keys(self, within: KeyRange, limit: int) -> list[Key]: ...
+
+    def key_hashes(self, keys: Sequence[Key]) -> dict[Key, int]:
+        """Row hash of each present key of `keys` (re-checking pending keys), read now."""
+        raise NotImplementedError
+
+    def new_snapshot(self) -> None:
+        """Forget what was read: the next question is answered from the data as it is then."""
+        return None
 
     def prefetch(self, ranges: Sequence[KeyRange]) -> None:
         """Load rows of several ranges in one pass (sides that cannot seek by key)."""

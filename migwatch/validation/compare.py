@@ -11,7 +11,8 @@
     3. leaf ranges are compared row by row (key → row hash), again in batches: missing on target,
        extra on target, changed — and for a sample of changed rows, column by column;
     4. every differing leaf becomes a `RangeCheck`, pending (moving source) with the source LSN
-       read after the comparison, for `revalidate` to re-check later.
+       read after the comparison, for `revalidate` to re-check later: with the keys of its
+       differing rows (up to `pending_keys` per table), else with its range only.
 A MongoDB side cannot digest sub-ranges cheaply, so steps 0 and 2 are skipped: it keeps the rows
 of the differing ranges in one more pass and step 3 runs on them, confirming every hash
 difference value by value (rows mapped exactly as the applier maps them).
@@ -71,6 +72,8 @@ class CompareOptions:
     locate_limit: int = 200_000
     whole_first_rows: int = 10_000_000
     batch_rows: int = 50_000  # rows of leaf ranges fetched per query
+    #: differing rows of a table recorded (and re-checked) by key; past it, by leaf range
+    pending_keys: int = 10_000
 
 
 @dataclass
@@ -400,28 +403,41 @@ class TableComparer:
                     other.missing.remove(k)
                     other.missing_count -= 1
 
-    def checks(self, leaves: Sequence[Leaf], lsn: str, lsn_num: int,
-               state: str) -> list[RangeCheck]:
-        """One RangeCheck per differing leaf, with a sample of its rows (capped)."""
+    def checks(self, leaves: Sequence[Leaf], lsn: str, lsn_num: int, state: str,
+               key_budget: int | None = None) -> list[RangeCheck]:
+        """One RangeCheck per differing leaf, with a sample of its rows (capped). A leaf whose
+        rows were all located carries their keys, while the table's `pending_keys` budget
+        lasts (leaves in key order); the others only their range."""
         changed_sample = [k for lf in leaves for k in lf.changed][:self.o.sample_cap]
         src_tok, tgt_tok = self._both("column_tokens", changed_sample) if changed_sample \
             else ({}, {})
+        budget = self.o.pending_keys if key_budget is None else key_budget
         out = []
         for lf in leaves:
+            row_keys: list[list[Any]] | None = None
+            complete = lf.located and len(lf.missing) == lf.missing_count \
+                and len(lf.extra) == lf.extra_count
+            n = lf.missing_count + lf.extra_count + len(lf.changed)
+            if complete and n <= budget:
+                budget -= n
+                row_keys = [encode_key(k) or [] for k in (*lf.missing, *lf.extra, *lf.changed)]
             diffs: list[RowDiff] = []
             for kind, keys in (("missing", lf.missing), ("extra", lf.extra),
                                ("changed", lf.changed)):
                 for k in keys[:max(0, self.o.sample_cap - len(diffs))]:
-                    diffs.append(self._row_diff(kind, k, src_tok.get(k), tgt_tok.get(k)))
+                    diffs.append(self.row_diff(kind, k, src_tok.get(k), tgt_tok.get(k)))
             out.append(RangeCheck(
                 lo=encode_key(lf.range.lo), hi=encode_key(lf.range.hi), lsn=lsn,
                 lsn_num=lsn_num, state=state, missing=lf.missing_count, extra=lf.extra_count,
                 changed=len(lf.changed), keys=[d.__dict__ for d in diffs],
-                source_digest=list(lf.source_digest), checked_at=now_iso()))
+                source_digest=list(lf.source_digest), checked_at=now_iso(),
+                row_keys=row_keys))
         return out
 
-    def _row_diff(self, kind: str, key: Key, src: dict[str, Any] | None,
+    def row_diff(self, kind: str, key: Key, src: dict[str, Any] | None,
                   tgt: dict[str, Any] | None) -> RowDiff:
+        """One differing row for the sample: its key, and for a changed row the columns that
+        differ (values only when the spec shows them)."""
         diff = RowDiff(kind=kind, key=display_key(key, self.primary_key))
         if kind != "changed" or src is None or tgt is None:
             return diff

@@ -107,11 +107,14 @@ class RowDiff:
 
 @dataclass
 class RangeCheck:
-    """A primary-key range [lo, hi) that differed, and where it stands on revalidation.
+    """Differing rows and where they stand on revalidation: the rows' keys when the comparison
+    located them (`row_keys`, at most `CompareOptions.pending_keys` per table), else only the
+    primary-key range [lo, hi) holding them.
 
-    `lsn` is the source's `pg_current_wal_lsn()` when the difference was seen; revalidation
-    waits until the applier's position has passed it. `source_digest` is the range's
-    (count, hash) on the source then, to tell a row still changing from a real mismatch.
+    `lsn` is the source's WAL position when the difference was (last) seen. A key check keeps
+    the leaf range it was found in as lo/hi, for people; `row_keys` is what is re-checked.
+    `source_digest` is a range check's (count, hash) on the source then. `note` says why a
+    check is where it is (e.g. a row still changing on the source after every attempt).
     """
 
     lo: list[Any] | None
@@ -126,10 +129,15 @@ class RangeCheck:
     keys: list[dict[str, Any]] = field(default_factory=list)
     source_digest: list[int] = field(default_factory=list)
     checked_at: str = ""
+    row_keys: list[list[Any]] | None = None
+    note: str = ""
 
     @property
     def rows(self) -> int:
         return self.missing + self.extra + self.changed
+
+    def decoded_keys(self) -> list[tuple[Any, ...]]:
+        return [decode_key(k) or () for k in self.row_keys or []]
 
 
 @dataclass
@@ -159,6 +167,10 @@ class TableResult:
     expectations: dict[str, Any] | None = None
     #: wall seconds per phase (open, digest, locate, sample): where the time went
     timings: dict[str, float] = field(default_factory=dict)
+    #: source WAL position of `source_rows` when revalidation re-counted them (the target's
+    #: count was taken once its applier had passed it); empty: counted during the comparison
+    counts_lsn: str = ""
+    counted_at: str = ""
 
     @property
     def mismatched_rows(self) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 from bson import Binary, Decimal128
 
-from migwatch.errors import PermanentError, TransientError
+from migwatch.errors import PermanentError, TransientError, UnsupportedValue
 from migwatch.validation.base import Digest, Key, KeyRange, Side
 from migwatch.validation.canonical import (
     MILLISECONDS,
@@ -86,7 +86,8 @@ class MongoSide(Side):
     def __init__(self, collection: Any, columns: Sequence[str], kinds: dict[str, str],
                  primary_key: Sequence[str], json_string_columns: Sequence[str] = (),
                  label: str = "target",
-                 on_rows: Callable[[int], None] | None = None) -> None:
+                 on_rows: Callable[[int], None] | None = None,
+                 decimal128: bool = True) -> None:
         self.coll = collection
         self.columns = list(columns)
         self.kinds = kinds
@@ -95,6 +96,7 @@ class MongoSide(Side):
         self.label = label
         self.what = f"{label} collection {collection.name}"
         self.on_rows = on_rows
+        self.decimal128 = decimal128  # how numeric keys are stored in `_id`
         self.unreadable: list[str] = []  # `_id`s that do not map back to a key
         self._rows: dict[Key, tuple[int, dict[str, Any]]] = {}
         self._prefetched: list[KeyRange] = []
@@ -213,6 +215,32 @@ class MongoSide(Side):
                     self._rows[key] = (self._hash(texts), texts)
             except TypeError:
                 continue
+
+    def new_snapshot(self) -> None:
+        self._rows = {}
+        self._prefetched = []
+
+    def key_hashes(self, keys: Sequence[Key]) -> dict[Key, int]:
+        """Read the documents of `keys` by `_id` (kept for column_tokens) and hash them."""
+        from migwatch.mapping import key_to_id
+
+        self._rows = {}
+        self._prefetched = []
+        ids = []
+        for key in keys:
+            try:
+                ids.append(key_to_id(list(key), self.primary_key, decimal128=self.decimal128))
+            except UnsupportedValue:  # a key the applier could not store either
+                continue
+        for i in range(0, len(ids), 1000):
+            with translated(self.what):
+                docs = list(self.coll.find({"_id": {"$in": ids[i:i + 1000]}}))
+            for doc in docs:
+                found = self._key(doc)
+                if found is not None:
+                    texts = self._texts(found, doc)
+                    self._rows[found] = (self._hash(texts), texts)
+        return {k: h for k, (h, _) in self._rows.items()}
 
     def row_digests(self, within: KeyRange) -> dict[Key, int]:
         return {k: h for k, (h, _) in self._rows.items() if within.contains(k)}

@@ -259,6 +259,37 @@ class PostgresDialect:
             cols=sql.SQL(", ").join(sql.Identifier(c) for c in self.columns),
             table=self.table, cond=cond), params
 
+    def key_hashes_query(self, keys: Sequence[Key], versions: bool = False,
+                         ) -> tuple[sql.Composed, list[Any]]:
+        """Key columns, the row hash and (with `versions`) the row version of the rows `keys`.
+
+        The version is the row's `xmin`: every UPDATE writes a new row version with the
+        writing transaction's id, so an unchanged `xmin` proves the row was not written in
+        between — even when it was written back to an equal value."""
+        cond, params = self._keys_in(keys)
+        version = sql.SQL(", xmin::text") if versions else sql.SQL("")
+        return sql.SQL("SELECT {keys}{version}, {hash} FROM {table} WHERE {cond}").format(
+            keys=self.key_list(), version=version, hash=self.row_hash(), table=self.table,
+            cond=cond), params
+
+    def range_versions_query(self, within: KeyRange | None) -> tuple[sql.Composed, list[Any]]:
+        """(rows, data digest, version digest) of a range, or of the whole table (None).
+
+        The data digest is the one the target is compared with (bit_xor of row hashes over a
+        range, the order-free sum for a table without primary key); the version digest folds
+        each row's (xmin, ctid), unique per row version, so any write in the range moves it."""
+        where, params = self.range_where(within) if within is not None \
+            else (sql.SQL("true"), [])
+        fold = sql.SQL("sum") if within is None else sql.SQL("bit_xor")
+        return sql.SQL(
+            "SELECT count(*), coalesce({fold}(h), 0), coalesce(bit_xor(v), 0) FROM (SELECT "
+            "{hash} AS h, hashtextextended(xmin::text || ctid::text, 0) AS v FROM {table} "
+            "WHERE {where}) s").format(fold=fold, hash=self.row_hash(), table=self.table,
+                                       where=where), params
+
+    def count_query(self) -> sql.Composed:
+        return sql.SQL("SELECT count(*) FROM {}").format(self.table)
+
     def whole_table_query(self) -> sql.Composed:
         """Tables without a primary key: a count and an order-free SUM of row hashes."""
         return sql.SQL("SELECT count(*), coalesce(sum(h), 0) FROM (SELECT {hash} AS h FROM {t}) s"
@@ -398,6 +429,48 @@ class PostgresSide(Side):
                 tokens[c] = (text, text)
             out[key] = tokens
         return out
+
+    # --- re-checking while the source moves ------------------------------------------------
+    def new_snapshot(self) -> None:
+        """End this side's snapshot: the next query sees the data as it is then."""
+        with pg.translated(self.what):
+            self.conn.rollback()
+
+    def key_versions(self, keys: Sequence[Key]) -> dict[Key, tuple[str, int]]:
+        """Per present key: (row version, row hash), in this side's snapshot."""
+        n = len(self.d.primary_key)
+        out: dict[Key, tuple[str, int]] = {}
+        for i in range(0, len(keys), 500):
+            query, params = self.d.key_hashes_query(keys[i:i + 500], versions=True)
+            for r in self._run(query, params):
+                out[tuple(r[:n])] = (str(r[n]), int(r[n + 1]))
+        return out
+
+    def key_hashes(self, keys: Sequence[Key]) -> dict[Key, int]:
+        n = len(self.d.primary_key)
+        out: dict[Key, int] = {}
+        for i in range(0, len(keys), 500):
+            query, params = self.d.key_hashes_query(keys[i:i + 500])
+            for r in self._run(query, params):
+                out[tuple(r[:n])] = int(r[n])
+        return out
+
+    def range_versions(self, within: KeyRange | None) -> tuple[int, int, int]:
+        """(rows, data digest, version digest) of a range (None: the whole table)."""
+        query, params = self.d.range_versions_query(within)
+        n, h, v = self._run(query, params)[0]
+        return int(n), int(h), int(v)
+
+    def count(self) -> int:
+        return int(self._run(self.d.count_query())[0][0])
+
+    def insert_lsn(self) -> tuple[str, int]:
+        """The WAL insert position now: past the commit record of every transaction visible in
+        this side's snapshot (a commit is inserted before it becomes visible, even with
+        synchronous_commit off, when the write position may still be behind it)."""
+        row = self._run(sql.SQL("SELECT pg_current_wal_insert_lsn()::text, "
+                                "(pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint"))[0]
+        return str(row[0]), int(row[1])
 
     def current_lsn(self) -> tuple[str, int]:
         """The source's WAL insert position now, as text and as a number (pg_lsn - '0/0')."""

@@ -1,11 +1,12 @@
-"""Validating a migration: every table compared in parallel, then pending ranges re-checked.
+"""Validating a migration: every table compared in parallel, then pending rows re-checked.
 
 `validate` opens both sides of each table (one snapshot per side), runs the comparison and
 returns a `ValidationResult`. While CDC runs, differences are *pending* with the source LSN at
-which they were seen; `revalidate` re-checks a pending range once the applier's position on the
-target has passed that LSN: equal → resolved; still different while the source range has not
-changed since → mismatched; the source range still changing → pending again, at most
-`max_attempts` times (AWS DMS's pending revalidation).
+which they were seen — by the differing rows' keys where the comparison located them.
+`revalidate` re-checks them while the source keeps moving (`recheck.py`: source rows, the
+applier past that position, target rows, source rows again): equal → resolved; different while
+the source row did not change → mismatched; the source row still changing → pending again, and
+left pending when the attempts run out (AWS DMS's pending revalidation).
 """
 
 from __future__ import annotations
@@ -30,16 +31,15 @@ from migwatch.config import (
 )
 from migwatch.connectors import postgres as pg
 from migwatch.errors import ConfigError, MigwatchError, PermanentError, TransientError
-from migwatch.validation.base import KeyRange, Side
+from migwatch.validation.base import Side
 from migwatch.validation.canonical import MICROSECONDS, MILLISECONDS, column_kind
-from migwatch.validation.compare import CompareOptions, ProgressFn, TableComparer, digest_of
+from migwatch.validation.compare import CompareOptions, ProgressFn, TableComparer
 from migwatch.validation.model import (
     RANGE_MISMATCHED,
     RANGE_PENDING,
     RANGE_RESOLVED,
     TableResult,
     ValidationResult,
-    decode_key,
     now_iso,
 )
 from migwatch.validation.mongo import MongoSide
@@ -51,6 +51,7 @@ from migwatch.validation.postgres import (
     PostgresSide,
     open_connection,
 )
+from migwatch.validation.recheck import STILL_CHANGING, AppliedPosition, RoundOutcome, TableRecheck
 
 ADHOC = "adhoc"  # metrics label when no migration id is given
 APPLICATION = "migwatch-validate"
@@ -174,7 +175,7 @@ def open_table(spec: MigrationSpec, table: TableSpec, result: TableResult,
                                                      table.json_string_columns,
                                                      "decimal128": decimal128})
             target = MongoSide(coll, columns, kinds, pk, table.json_string_columns,
-                               on_rows=on_rows)
+                               on_rows=on_rows, decimal128=decimal128)
         return OpenTable(source, target, [kinds[k] for k in pk], whole, closers)
     except BaseException:
         for close in reversed(closers):
@@ -348,84 +349,103 @@ def applied_lsn(spec: MigrationSpec, migration_id: str) -> int | None:
 
 
 def revalidate(spec: MigrationSpec, migration_id: str, result: ValidationResult, *,
-               max_attempts: int = 3, timeout_seconds: float = 0.0, poll_seconds: float = 2.0,
-               ) -> ValidationResult:
-    """Re-check pending ranges whose LSN the applier has passed; repeat until none is pending
-    or `timeout_seconds` is over (0: one pass). Updates and returns `result`."""
+               max_attempts: int = 3, timeout_seconds: float = 0.0,
+               apply_wait_seconds: float = 30.0) -> ValidationResult:
+    """Re-check every pending difference while the source keeps moving, and re-count rows.
+
+    Each round re-checks the pending keys (and ranges) of every table (`recheck.py`): resolved,
+    mismatched (a real difference) or still changing on the source. Rows still changing are
+    re-checked in further rounds — at most `max_attempts` rounds, while `timeout_seconds` lasts
+    (0: one round) — and left pending, never mismatched, when they run out. Each re-check waits
+    for the applier to pass the source position it read, up to the time left or
+    `apply_wait_seconds`, whichever is longer (not at all when no applier ever recorded a
+    position). The first round re-counts every table's rows at a source LSN it records.
+    Updates and returns `result`."""
     deadline = time.monotonic() + timeout_seconds
     options = options_from(spec, moving_source=True)
     specs = {t.source: t for t in spec.tables}
-    with metrics.observe_stage(migration_id, "revalidate"):
-        while True:
-            applied = applied_lsn(spec, migration_id)
-            due = [t for t in result.tables if t.table in specs and any(
-                applied is not None and r.lsn_num <= applied for r in t.pending_ranges())]
-            if due:
-                with ThreadPoolExecutor(max_workers=spec.validation.workers) as pool:
-                    futures = [pool.submit(_recheck_table, spec, specs[t.table], t, applied,
-                                           options, max_attempts, migration_id) for t in due]
-                    for f in futures:
-                        f.result()
-            pending = any(t.pending_ranges() for t in result.tables)
-            if not pending or time.monotonic() >= deadline:
+    tables = [t for t in result.tables if t.table in specs and t.error is None]
+    rounds = max(1, max_attempts) if timeout_seconds > 0 else 1
+    outcomes: dict[str, RoundOutcome] = {}
+    done = 0
+    with metrics.observe_stage(migration_id, "revalidate"), \
+            ThreadPoolExecutor(max_workers=spec.validation.workers) as pool:
+        todo = tables  # the first round re-counts every table; then those still pending
+        while todo and done < rounds:
+            left = max(0.0, deadline - time.monotonic())
+            futures = [(t, pool.submit(_recheck_table, spec, specs[t.table], t, options,
+                                       migration_id, max(left, apply_wait_seconds), left))
+                       for t in todo]
+            for t, f in futures:
+                outcomes[t.table] = f.result()
+            done += 1
+            todo = [t for t in tables if t.pending_ranges()]
+            if time.monotonic() >= deadline:
                 break
-            time.sleep(poll_seconds)
-    if applied is None and any(t.pending_ranges() for t in result.tables):
-        note = "applier position unknown: pending ranges could not be re-checked"
-        if note not in result.notes:
-            result.notes.append(note)
+    _note_outcomes(result, tables, outcomes, done)
     result.finished_at = now_iso()
     return result
 
 
+def _note_outcomes(result: ValidationResult, tables: list[TableResult],
+                   outcomes: dict[str, RoundOutcome], rounds: int) -> None:
+    """Say in the result what revalidation could not settle, and when the counts were taken."""
+    notes: list[str] = []
+    if any(o.position_unknown for o in outcomes.values()):
+        notes.append("applier position unknown: pending rows could not be re-checked")
+    for t in tables:
+        pending = t.pending_ranges()
+        changing = [c for c in pending if c.note.startswith(STILL_CHANGING)]
+        if changing:
+            rows = sum(c.rows for c in changing)
+            notes.append(f"{t.table}: {rows} row(s) {STILL_CHANGING} after {rounds} re-check "
+                         "round(s): left pending, not mismatched — re-check when the source "
+                         "is quieter")
+            for c in changing:
+                c.note = f"{c.note}; left pending after {rounds} round(s)"
+        why = outcomes.get(t.table)
+        if pending and why is not None and why.not_rechecked and not why.position_unknown:
+            notes.append(f"{t.table}: not re-checked: {why.not_rechecked}")
+    if any(t.counts_lsn for t in tables):
+        notes.append("row counts re-taken by revalidation: a table's source count at the source "
+                     "LSN in its counts_lsn, its target count once the applier had passed it")
+    stale = ("applier position unknown", "row counts re-taken")
+    result.notes = [n for n in result.notes
+                    if not n.startswith(stale) and f"{STILL_CHANGING} after" not in n
+                    and ": not re-checked: " not in n] + notes
+
+
 def _recheck_table(spec: MigrationSpec, table: TableSpec, result: TableResult,
-                   applied: int | None, options: CompareOptions, max_attempts: int,
-                   migration_id: str) -> None:
-    due = [r for r in result.pending_ranges() if applied is not None and r.lsn_num <= applied]
+                   options: CompareOptions, migration_id: str, wait_seconds: float,
+                   unknown_seconds: float) -> RoundOutcome:
+    """One round on one table: its pending checks re-checked, its rows re-counted."""
     scratch = TableResult(table=result.table, target=result.target)
     try:
         opened = open_table(spec, table, scratch)
     except MigwatchError as exc:
-        result.warnings.append(f"revalidation could not open the table: {exc}")
-        return
+        _warn(result, f"revalidation could not open the table: {exc}")
+        return RoundOutcome(not_rechecked=str(exc))
+    due = result.pending_ranges()
     try:
-        ranges = [KeyRange(decode_key(r.lo), decode_key(r.hi)) for r in due]
-        opened.target.prefetch(ranges)
-        comparer = TableComparer(opened.source, opened.target, scratch, options,
-                                 opened.key_kinds)
-        try:
-            for check, rng in zip(due, ranges, strict=True):
-                if opened.whole_table:
-                    s = opened.source.whole_table()
-                    t = opened.target.whole_table()  # type: ignore[attr-defined]
-                else:
-                    s, t = digest_of(opened.source, rng), digest_of(opened.target, rng)
-                result.ranges_checked += 1
-                metrics.VALIDATION_RANGES.labels(migration_id, result.table).inc()
-                lsn, lsn_num = opened.source.current_lsn()
-                check.checked_at = now_iso()
-                if s == t:
-                    check.state = RANGE_RESOLVED
-                    continue
-                if not opened.whole_table:
-                    found = comparer.checks(comparer.locate([(rng, s, t)]), lsn, lsn_num,
-                                            RANGE_PENDING)
-                    check.missing = sum(c.missing for c in found)
-                    check.extra = sum(c.extra for c in found)
-                    check.changed = sum(c.changed for c in found)
-                    check.keys = [k for c in found for k in c.keys][:options.sample_cap]
-                still_changing = list(s) != list(check.source_digest)
-                if still_changing and check.attempts < max_attempts:
-                    check.lsn, check.lsn_num = lsn, lsn_num
-                    check.source_digest = list(s)
-                    check.attempts += 1
-                else:
-                    check.state = RANGE_MISMATCHED
-        finally:
-            comparer.close()
+        with AppliedPosition(spec, migration_id) as applied:
+            recheck = TableRecheck(opened.source, opened.target, result, options,
+                                   opened.key_kinds, opened.whole_table, applied)
+            try:
+                outcome = recheck.run(due, wait_seconds, unknown_seconds)
+            finally:
+                recheck.close()
+        result.ranges_checked += outcome.rechecked
+        metrics.VALIDATION_RANGES.labels(migration_id, result.table).inc(outcome.rechecked)
     except MigwatchError as exc:
-        result.warnings.append(f"revalidation failed: {exc}")
+        _warn(result, f"revalidation failed: {exc}")
+        outcome = RoundOutcome(not_rechecked=str(exc))
     finally:
         opened.close()
     result.recount(options.sample_cap)
     _set_mismatch_gauges(migration_id, result)
+    return outcome
+
+
+def _warn(result: TableResult, warning: str) -> None:
+    if warning not in result.warnings:
+        result.warnings.append(warning)

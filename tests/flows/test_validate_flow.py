@@ -133,14 +133,14 @@ def test_revalidate_task_resolves_the_saved_pending_ranges(
 
     from migwatch.config import load_spec
     from tasks.validate import revalidate_pending
-    from tests.integration.test_validation_revalidate import record_applied
+    from tests.integration.test_validation_revalidate import caught_up
 
     run_sql(target_db, "UPDATE public.orders SET status = 'lost' WHERE id = 33")
     out = validate(str(spec_path), migration_id, expectations=False)
     assert out["status"] == "pending"
-    lsn = max(r["lsn_num"] for t in out["tables"] for r in t["ranges"])
+    assert [r["row_keys"] for t in out["tables"] for r in t["ranges"]] == [[[33]]]
     run_sql(target_db, "UPDATE public.orders SET status = 'paid' WHERE id = 33")  # CDC applies
-    record_applied(target_db, migration_id, lsn)
+    caught_up(target_db, migration_id, [t["table"] for t in out["tables"]])
 
     @flow
     def report_stage() -> dict[str, Any]:

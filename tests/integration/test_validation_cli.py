@@ -20,7 +20,7 @@ from migwatch.config import StackSettings
 from migwatch.stack import Stack
 from migwatch.validation import result_path
 from tests.conftest import PgDatabase, make_spec
-from tests.integration.test_validation_revalidate import record_applied
+from tests.integration.test_validation_revalidate import caught_up
 from tests.integration.validation_helpers import copy_tables
 
 TABLES = ["public.customers", "public.orders"]
@@ -89,11 +89,10 @@ def test_pending_then_revalidated(spec_path: Path, target_db: PgDatabase, migrat
     assert res.exit_code == 1, res.output
     assert "pending" in res.output and "--revalidate" in res.output
     assert saved.exists()
-    lsn = max(r["lsn_num"] for t in json.loads(saved.read_text())["tables"]
-              for r in t["ranges"])
+    tables = [t["table"] for t in json.loads(saved.read_text())["tables"]]
 
     run_sql(target_db, "UPDATE public.orders SET status = 'paid' WHERE id = 9")  # CDC catches up
-    record_applied(target_db, migration_id, lsn)
+    caught_up(target_db, migration_id, tables)
     res = cli(str(spec_path), "--migration-id", migration_id, "--revalidate")
     assert res.exit_code == 0, res.output
     assert json.loads(saved.read_text())["status"] == "equal"

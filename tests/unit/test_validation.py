@@ -280,6 +280,40 @@ def test_no_bounds_put_every_key_in_bucket_zero_without_an_untyped_empty_array()
     assert "width_bucket" not in rows.as_string(None) and rparams == [1, 1]
 
 
+def test_key_reads_are_typed_and_an_empty_key_list_matches_nothing() -> None:
+    d = PostgresDialect(_info(("order_id", "bigint"), ("line_no", "integer"), ("qty", "integer"),
+                              pk=("order_id", "line_no")), ["order_id", "line_no", "qty"],
+                        ["order_id", "line_no"], HASH_MODE)
+    query, params = d.key_hashes_query([(7, 1), (8, 2)], versions=True)
+    text = query.as_string(None)
+    assert '("order_id", "line_no") IN (ROW(%s::bigint, %s::integer), ' in text
+    assert "xmin::text" in text and params == [7, 1, 8, 2]
+    empty, none = d.key_hashes_query([])
+    assert "WHERE false" in empty.as_string(None) and none == []
+    versions, vparams = d.range_versions_query(KeyRange((5, 1), None))
+    vtext = versions.as_string(None)
+    assert "bit_xor(h)" in vtext and "hashtextextended(xmin::text || ctid::text, 0)" in vtext
+    assert vparams == [5, 1]
+    assert "sum(h)" in d.range_versions_query(None)[0].as_string(None)  # no primary key
+
+
+def test_pending_keys_round_trip_and_old_results_still_load() -> None:
+    check = RangeCheck(lo=None, hi=None, lsn="0/10", lsn_num=16, changed=1,
+                       row_keys=[encode_key((7, dt.date(2024, 1, 2))) or []])
+    t = _table(ranges=[check], counts_lsn="0/20")
+    again = TableResult.from_dict(json.loads(json.dumps(t.to_dict())))
+    assert again.ranges[0].decoded_keys() == [(7, dt.date(2024, 1, 2))]
+    assert again.counts_lsn == "0/20"
+    old = t.to_dict()
+    for gone in ("counts_lsn", "counted_at"):
+        old.pop(gone)
+    for r in old["ranges"]:
+        r.pop("row_keys")
+        r.pop("note")
+    legacy = TableResult.from_dict(old)  # a result saved before keys were recorded
+    assert legacy.ranges[0].row_keys is None and legacy.ranges[0].decoded_keys() == []
+
+
 # ----------------------------------------------------------------------------- expectations
 def _spec(**validation: Any) -> Any:
     return parse_spec({
