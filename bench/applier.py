@@ -11,9 +11,10 @@ topics' end offsets:
     jdbc-sink tuned    the same with batches as large as the applier's and its reduction buffer
                        (last change per key): the faster of the two is the baseline
     applier metrics    `migwatch.applier.Applier`, metrics enabled (as in production)
-    applier nometrics  the same with metrics disabled: the instrumentation overhead
-    kafka-python       a bare KafkaConsumer reading and orjson-decoding every value: the
-                       client's ceiling, no target at all
+    applier nometrics  the same with metrics disabled: the instrumentation overhead (off and
+                       on alternate, `--repeat` times each, every run on a fresh target)
+    kafka-python       a bare KafkaConsumer (the applier's fetch sizes) reading and
+                       orjson-decoding every value, twice: the client's ceiling, no target
 
 Every target is then compared with the source (row count and an md5 over every row, per table).
 A last applier run under pyinstrument shows where the time goes. Needs the local stack
@@ -624,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
         whole = sum(v for _, v in summary)
         print("\nwhere the applier's time goes (pyinstrument, profiled run):")
         for name, v in summary:
-            print(f"  {name:<38} {v:8.2f}s {v / whole * 100:5.1f}%")
+            print(f"  {name:<44} {v:8.2f}s {v / whole * 100:5.1f}%")
         print(f"  full profile: {out_dir / 'profile.txt'} and profile.html")
     figures = {"run_id": run_id, "events": total, "per_topic": per_topic,
                "batch_size": batch_size, "results": [asdict(r) | {"rate": r.rate}
