@@ -144,6 +144,10 @@ class ColumnDecoder:
     def __init__(self, columns: Iterable[pg.Column], json_as_text: bool = False) -> None:
         self.json_as_text = json_as_text
         self.kinds: dict[str, str] = {}
+        #: per numeric column, from the embedded schema: the Decimal scale when Connect sent the
+        #: value as bytes (decimal.handling.mode=precise), None when it sent text; kept with the
+        #: size of the schema it came from, so a changed schema is read again
+        self._decimal_bytes: dict[str, tuple[int, int | None]] = {}
         for c in columns:
             t = c.type.lower()
             if t.endswith("[]"):
@@ -175,16 +179,26 @@ class ColumnDecoder:
             out[name] = None if value is None else self._one(kind, name, value, schema)
         return out
 
+    def _bytes_scale(self, name: str, schema: Any) -> int | None:
+        size = len(schema) if isinstance(schema, msgspec.Raw) else len(str(schema))
+        known = self._decimal_bytes.get(name)
+        if known is None or known[0] != size:
+            known = (size, _schema_decimal_scale(schema, name))
+            self._decimal_bytes[name] = known
+        return known[1]
+
     def _one(self, kind: str, name: str, v: Any, schema: Any) -> Any:
         try:
             if kind == "numeric":
-                if isinstance(v, str):
-                    return Decimal(v)
                 if isinstance(v, dict) and "value" in v:  # variable scale decimal
                     raw = int.from_bytes(base64.b64decode(v["value"]), "big", signed=True)
                     return Decimal(raw).scaleb(-int(v["scale"]))
-                if isinstance(v, str | bytes) or schema is not None:
-                    scale = _schema_scale(schema, name)
+                if isinstance(v, str):
+                    # text, unless the schema says Connect's Decimal bytes (base64 text can
+                    # look like a number: "1234" is both)
+                    scale = self._bytes_scale(name, schema) if schema is not None else None
+                    if scale is None:
+                        return Decimal(v)
                     raw = int.from_bytes(base64.b64decode(v), "big", signed=True)
                     return Decimal(raw).scaleb(-scale)
                 return Decimal(str(v))
@@ -201,7 +215,9 @@ class ColumnDecoder:
                     return dt.datetime.fromisoformat(v)
                 return _micros_to_datetime(v) if abs(v) > 10**13 else _micros_to_datetime(v * 1000)
             if kind == "date":
-                return EPOCH_DATE + dt.timedelta(days=v) if isinstance(v, int) else dt.date.fromisoformat(v)
+                if isinstance(v, int):
+                    return EPOCH_DATE + dt.timedelta(days=v)
+                return dt.date.fromisoformat(v)
             if kind == "time":
                 if isinstance(v, int):
                     return (dt.datetime.min + dt.timedelta(microseconds=v)).time()
@@ -243,14 +259,18 @@ def _load_value(raw: bytes) -> tuple[Any, Any]:
     return value, None
 
 
-def _schema_scale(schema: dict[str, Any] | msgspec.Raw | None, column: str) -> int:
+def _schema_decimal_scale(schema: dict[str, Any] | msgspec.Raw, column: str) -> int | None:
+    """The column's scale when the envelope's schema types it as Connect's Decimal (bytes),
+    None when it is text (decimal.handling.mode=string)."""
     parsed = orjson.loads(bytes(schema)) if isinstance(schema, msgspec.Raw) else schema
     for f in (parsed or {}).get("fields", []):
         if f.get("field") in ("after", "before"):
             for col in f.get("fields", []):
                 if col.get("field") == column:
-                    return int(col.get("parameters", {}).get("scale", 0))
-    raise SkipEvent("bad_value", f"column {column!r}: numeric without string mode or schema")
+                    if col.get("type") == "bytes":
+                        return int((col.get("parameters") or {}).get("scale", 0))
+                    return None
+    raise SkipEvent("bad_value", f"column {column!r} is not in the event's schema")
 
 
 # ------------------------------------------------------------------------------ target writers
@@ -270,11 +290,13 @@ class PostgresWriter:
             self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                 sql.Identifier(names.POSITION_SCHEMA)))
             self.conn.execute(sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (migration_id text NOT NULL, table_name text NOT NULL,"
+                "CREATE TABLE IF NOT EXISTS {} (migration_id text NOT NULL,"
+                " table_name text NOT NULL,"
                 " source_ts_ms bigint, lsn bigint, events bigint NOT NULL DEFAULT 0,"
                 " snapshot_rows bigint NOT NULL DEFAULT 0,"
                 " snapshot_done boolean NOT NULL DEFAULT false,"
-                " dlq_events bigint NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL DEFAULT now(),"
+                " dlq_events bigint NOT NULL DEFAULT 0,"
+                " updated_at timestamptz NOT NULL DEFAULT now(),"
                 " PRIMARY KEY (migration_id, table_name))"
             ).format(sql.Identifier(names.POSITION_SCHEMA, names.POSITION_TABLE)))
             self.conn.execute(sql.SQL(
@@ -288,7 +310,8 @@ class PostgresWriter:
         with pg.translated("target: read offsets"):
             rows = self.conn.execute(sql.SQL(
                 "SELECT topic, partition, next_offset FROM {} WHERE migration_id = %s"
-            ).format(sql.Identifier(names.POSITION_SCHEMA, "applied_offsets")), [self.mid]).fetchall()
+            ).format(sql.Identifier(names.POSITION_SCHEMA, "applied_offsets")),
+                [self.mid]).fetchall()
             self.conn.commit()
         return {wanted[(t, p)]: o for t, p, o in rows if (t, p) in wanted}
 
@@ -349,6 +372,7 @@ class PostgresWriter:
                     copy.write_row([_pg_value(row.get(n)) for n in names_])
             non_key = [n for n in names_ if n not in pk]
             conflict = sql.SQL(", ").join(sql.Identifier(k) for k in pk)
+            action: sql.Composable
             if non_key:
                 action = sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
                     sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(n), sql.Identifier(n))
@@ -364,7 +388,8 @@ class PostgresWriter:
             tables.add(names.ALL_TABLES)
         rows = []
         for t in tables:
-            events = sum(n for (tt, _), n in batch.events.items() if tt == t or t == names.ALL_TABLES)
+            events = sum(n for (tt, _), n in batch.events.items()
+                         if tt == t or t == names.ALL_TABLES)
             rows.append((self.mid, t, batch.max_ts.get(t), batch.max_lsn.get(t), events,
                          batch.snapshot_rows.get(t, 0) if t != names.ALL_TABLES
                          else sum(batch.snapshot_rows.values()),
@@ -386,7 +411,8 @@ class PostgresWriter:
         if batch.offsets:
             with self.conn.cursor() as cur:
                 cur.executemany(sql.SQL(
-                    "INSERT INTO {} (migration_id, topic, partition, next_offset) VALUES (%s,%s,%s,%s)"
+                    "INSERT INTO {} (migration_id, topic, partition, next_offset)"
+                    " VALUES (%s,%s,%s,%s)"
                     " ON CONFLICT (migration_id, topic, partition)"
                     " DO UPDATE SET next_offset = EXCLUDED.next_offset"
                 ).format(sql.Identifier(names.POSITION_SCHEMA, "applied_offsets")),
@@ -542,7 +568,8 @@ class Applier:
 
     def _load_tables(self) -> None:
         """Read each table's columns and key from the source — the truth the target mirrors."""
-        with pg.connect_endpoint(self.spec.source, "source", application="migwatch-applier") as conn:
+        with pg.connect_endpoint(self.spec.source, "source",
+                                 application="migwatch-applier") as conn:
             for t in self.tables:
                 with pg.translated(f"source: describe {t.source}"):
                     info = pg.describe_table(conn, t.schema_name, t.name)
@@ -692,8 +719,8 @@ class Applier:
         except PermanentError:
             # one change poisons the batch: apply one by one, dead-letter the ones that fail
             batch = self._apply_singly(changes, records, writer, bad)
-        for rec, exc in bad:
-            self._dead_letter(dlq, rec, exc)
+        for rec, skip in bad:
+            self._dead_letter(dlq, rec, skip)
         if bad:
             with kafka_conn.translated("flush dead-letter topic"):
                 dlq.flush(timeout=30)
@@ -753,7 +780,8 @@ class Applier:
         ]
         with kafka_conn.translated("dead-letter"):
             dlq.send(self.spec.dlq_topic(self.mid), value=rec.value, key=rec.key, headers=headers)
-        log.warning("dead-lettered %s[%d]@%d: %s %s", rec.topic, rec.partition, rec.offset, exc.reason, exc.detail[:300])
+        log.warning("dead-lettered %s[%d]@%d: %s %s", rec.topic, rec.partition, rec.offset,
+                    exc.reason, exc.detail[:300])
         self.stats.dlq += 1
         if self.metrics_enabled:
             metrics.DLQ_EVENTS.labels(self.mid, exc.reason).inc()
