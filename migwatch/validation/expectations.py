@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -29,6 +30,7 @@ from migwatch.validation.model import DIFFERENT, PENDING, REDACTED, TableResult,
 NOT_APPLICABLE = ("Great Expectations does not apply to a MongoDB target: its suites run on "
                   "PostgreSQL targets only")
 ROW_COUNT = "expect_table_row_count_to_equal"
+GX_APPLICATION = "migwatch-expectations"
 _SCRUB = re.compile(r"(postgresql(?:\+\w+)?://[^:/@\s]*:)[^@\s]*@")
 
 
@@ -124,11 +126,48 @@ def _target_url(spec: MigrationSpec) -> str:
         auth += ":" + quote(secret.get_secret_value(), safe="")
     at = f"{auth}@" if auth else ""
     return (f"postgresql+psycopg://{at}{t.host}:{t.port}/{quote(t.database, safe='')}"
-            "?application_name=migwatch-expectations")
+            f"?application_name={GX_APPLICATION}")
 
 
 def scrub(text: str) -> str:
     return _SCRUB.sub(r"\1***@", text)
+
+
+_SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+-[0-9]+$")
+
+
+@contextmanager
+def one_snapshot(spec: MigrationSpec) -> Iterator[str]:
+    """Every query GX sends to the target in this block sees the same snapshot.
+
+    GX computes each metric in its own transaction; on a target the applier keeps writing to,
+    a row count and a uniqueness check would describe different moments (a key renumbered
+    between two queries looks duplicated). A holding transaction exports its snapshot and each
+    GX transaction adopts it (`SET TRANSACTION SNAPSHOT`) as it begins."""
+    from psycopg import IsolationLevel
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    with pg.connect_endpoint(spec.target, "target",
+                             application="migwatch-expectations-snapshot") as holder, \
+            pg.translated("target: export a snapshot for the expectations"):
+        holder.isolation_level = IsolationLevel.REPEATABLE_READ
+        row = holder.execute("SELECT pg_export_snapshot()").fetchone()
+        snapshot = str(row[0]) if row else ""
+        if not _SNAPSHOT_ID.match(snapshot):
+            raise PermanentError(f"target: unexpected snapshot id {snapshot!r}")
+
+        def adopt(conn: Any) -> None:
+            if conn.engine.url.query.get("application_name") != GX_APPLICATION:
+                return  # another engine of this process: not ours to pin
+            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+
+        event.listen(Engine, "begin", adopt)
+        try:
+            yield snapshot
+        finally:
+            event.remove(Engine, "begin", adopt)
 
 
 # ----------------------------------------------------------------------------- running
@@ -221,7 +260,8 @@ def run_suites(spec: MigrationSpec, facts: Sequence[TableFacts],
         name="migwatch", validation_definitions=definitions, actions=[],
         result_format="SUMMARY"))
     try:
-        run = checkpoint.run()
+        with one_snapshot(spec):
+            run = checkpoint.run()
     except Exception as exc:
         raise PermanentError(f"great expectations checkpoint failed: "
                              f"{type(exc).__name__}: {scrub(str(exc))[:300]}") from None

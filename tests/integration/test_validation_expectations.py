@@ -10,7 +10,13 @@ from migwatch import workload
 from migwatch.errors import ConfigError
 from migwatch.stack import Stack
 from migwatch.validation import DIFFERENT, EQUAL, validate
-from migwatch.validation.expectations import NOT_APPLICABLE, failed_names, run_expectations
+from migwatch.validation.expectations import (
+    NOT_APPLICABLE,
+    _target_url,
+    failed_names,
+    one_snapshot,
+    run_expectations,
+)
 from tests.conftest import PgDatabase, make_spec, mongo_endpoint
 from tests.integration.validation_helpers import copy_tables
 
@@ -118,3 +124,27 @@ def test_mongodb_target_says_gx_does_not_apply(stack: Stack, source_db: PgDataba
     assert outcomes["public.customers"] == {"applies": False, "note": NOT_APPLICABLE}
     assert NOT_APPLICABLE in result.notes
     assert result.table("customers").status == DIFFERENT  # empty collection: every row missing
+
+
+def test_every_gx_query_sees_one_snapshot_of_a_moving_target(
+        stack: Stack, source_db: PgDatabase, target_db: PgDatabase, shop: dict[str, int]) -> None:
+    """Rows written to the target after the snapshot was taken stay invisible to every metric
+    GX computes in the block, as they would for a single query."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    spec = make_spec(source_db, target_db, TABLES, stack)
+    context = gx.get_context(mode="ephemeral")
+    source = context.data_sources.add_postgres("t", connection_string=_target_url(spec))
+    batch = source.add_table_asset(name="c", table_name="customers", schema_name="public") \
+        .add_batch_definition_whole_table("all").get_batch()
+    expected = shop["customers"]
+    with one_snapshot(spec):
+        run_sql(target_db, "INSERT INTO public.customers (id, email, is_active, created_at) "
+                           "SELECT g, 'late' || g, true, now() FROM generate_series(-50, -1) g")
+        seen = batch.validate(gxe.ExpectTableRowCountToEqual(value=expected))
+        unique = batch.validate(gxe.ExpectColumnValuesToBeUnique(column="id"))
+    assert seen.success, seen.result  # the 50 late rows are not in the snapshot
+    assert unique.success and unique.result["element_count"] == expected
+    after = batch.validate(gxe.ExpectTableRowCountToEqual(value=expected + 50))
+    assert after.success  # outside the block GX sees the table as it is now
