@@ -85,6 +85,8 @@ class TableFigures(_Model):
     mismatched_rows: int = 0
     differing_keys: list[Any] = Field(default_factory=list)
     differing_keys_truncated: bool = False
+    #: Great Expectations expectations the target table failed, e.g. `..._not_be_null(email)`
+    failed_expectations: list[str] = Field(default_factory=list)
     note: str | None = None
 
     @field_validator("note")
@@ -285,6 +287,10 @@ def decide(
         problems.append("no table in the report")
     check("validation", problems, f"all {len(tables)} table(s) equal on source and target")
 
+    problems = [f"{t.target_table}: fails {', '.join(t.failed_expectations)}"
+                for t in tables if t.failed_expectations]
+    check("expectations", problems, "no expectation failed on the target")
+
     problems = (
         [f"{dlq_events} event(s) went to the dead-letter topic and were not applied"]
         if dlq_events > 0
@@ -383,6 +389,26 @@ _VALIDATION_STATES: dict[str, ValidationState] = {
 }
 
 
+#: a row count the comparison measures itself, at one LSN; GX's count is taken at another moment
+#: than the source's, so on a moving source it only warns (the comparison decides)
+_VOLATILE_EXPECTATIONS = {"expect_table_row_count_to_equal"}
+
+
+def _failed_expectations(outcome: Mapping[str, Any]) -> list[str]:
+    out = []
+    for f in outcome.get("failed") or []:
+        if f.get("expectation") in _VOLATILE_EXPECTATIONS:
+            continue
+        kw = f.get("kwargs") or {}
+        what = kw.get("column") or kw.get("column_list") or kw.get("column_set") or ""
+        if isinstance(what, list):
+            what = ", ".join(map(str, what))
+        out.append(f"{f.get('expectation')}({what})" if what else str(f.get("expectation")))
+    if outcome.get("error"):
+        out.append(f"expectations could not run: {scrub(str(outcome['error']), 200)}")
+    return out
+
+
 def table_figures(
     spec: MigrationSpec,
     validation: Mapping[str, Any] | None = None,
@@ -403,6 +429,7 @@ def table_figures(
         events = (applied_events or {}).get(src)
         changes = None if events is None else max(0, events - (loaded or 0))
         state = _VALIDATION_STATES.get(str(v.get("status")), "not_checked")
+        gx = v.get("expectations") or {}
         keys = [d.get("key") for d in v.get("sample", [])]
         note = v.get("error") or ("; ".join(v.get("warnings") or []) or None)
         out.append(TableFigures(
@@ -418,6 +445,7 @@ def table_figures(
             + int(v.get("changed", 0)),
             differing_keys=keys,
             differing_keys_truncated=bool(v.get("sample_truncated")),
+            failed_expectations=_failed_expectations(gx),
             note=note,
         ))
     return out
@@ -596,6 +624,7 @@ def table_rows(report: Report) -> list[dict[str, Any]]:
             "validation": t.validation,
             "mismatched rows": t.mismatched_rows,
             "differing keys (sample)": ", ".join(_key_text(k) for k in t.differing_keys),
+            "failed expectations": "; ".join(t.failed_expectations),
         }
         for t in report.tables
     ]
@@ -796,7 +825,9 @@ def render_html(report: Report) -> str:
             f"<td class=n>{e(_n(t.event_time_lag_seconds, 'seconds'))}</td>"
             f'<td><span class="badge {t.validation}">{t.validation.replace("_", " ")}</span>'
             f"{f' {t.mismatched_rows} row(s)' if t.mismatched_rows else ''}{keys}"
-            f"{f'<br><small>{e(t.note)}</small>' if t.note else ''}</td></tr>"
+            + "".join(f'<br><small class="warn">fails {e(x)}</small>'
+                      for x in t.failed_expectations)
+            + f"{f'<br><small>{e(t.note)}</small>' if t.note else ''}</td></tr>"
         )
     tables = (
         '<h2>Tables</h2><table id="tables"><tr><th>table</th><th>rows on source</th>'

@@ -61,6 +61,7 @@ def test_everything_fine_is_go_with_every_check_passed() -> None:
         "caught up",
         "lag under critical",
         "validation",
+        "expectations",
         "dead-letter queue",
         "errors",
         "slot retention",
@@ -384,3 +385,22 @@ def test_series_from_monitor_samples_and_the_prometheus_fallback() -> None:
                                                           points=[(1.0, 1.0)])])
     merged = R.merge_series(from_prometheus, series)
     assert merged.progress == from_prometheus.progress and merged.lag == series.lag
+
+
+def test_failed_expectations_block_go_except_a_row_count_the_comparison_owns() -> None:
+    validation = {"tables": [
+        {"table": "public.orders", "status": "equal", "source_rows": 3, "target_rows": 3,
+         "expectations": {"applies": True, "failed": [
+             {"expectation": "expect_table_row_count_to_equal", "kwargs": {"value": 4}},
+             {"expectation": "expect_column_values_to_not_be_null",
+              "kwargs": {"column": "email"}}]}},
+        {"table": "public.Reviews", "status": "equal", "expectations": {"applies": True,
+         "failed": [{"expectation": "expect_table_row_count_to_equal", "kwargs": {}}]}},
+    ]}
+    orders, reviews = R.table_figures(_two_table_spec(), validation)  # type: ignore[arg-type]
+    assert orders.failed_expectations == ["expect_column_values_to_not_be_null(email)"]
+    assert reviews.failed_expectations == []  # the comparison counted the rows itself
+    v = R.decide(caught_up=True, tables=[orders, reviews])
+    assert not v.go
+    assert v.reasons == ["public.orders: fails expect_column_values_to_not_be_null(email)"]
+    assert R.decide(caught_up=True, tables=[reviews]).go
