@@ -227,6 +227,8 @@ class ValidationSpec(_Model):
     sample_cap: int = Field(default=20, ge=0)
     show_values: bool = False
     chunk_rows: int = Field(default=10_000, ge=1)
+    #: the server cancels one comparison query running longer than this
+    statement_timeout_seconds: float = Field(default=3600, gt=0)
     expectations: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
 
 

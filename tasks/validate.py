@@ -73,7 +73,9 @@ class _Progress:
             update_progress_artifact(self.id, progress=pct, description=text)
 
 
-@task(name="validate-table", timeout_seconds=6 * 3600, **_RETRIES)
+# No Prefect timeout: these tasks run in worker threads, where Prefect's timeout cannot interrupt
+# a query; the database bounds each query instead (validation.statement_timeout_seconds).
+@task(name="validate-table", **_RETRIES)
 def compare_table(spec: MigrationSpec, table: str, migration_id: str,
                   moving_source: bool = True) -> dict[str, Any]:
     """Compare one table (counts, range checksums, located rows) → `TableResult` dict."""

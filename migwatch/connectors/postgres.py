@@ -29,6 +29,8 @@ def translate(exc: BaseException, what: str) -> MigwatchError:
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, pgerr.InvalidPassword | pgerr.InvalidAuthorizationSpecification):
         return PermanentError(f"{what}: authentication failed: {message}")
+    if isinstance(exc, pgerr.QueryCanceled):  # a statement timeout: the same query would again
+        return PermanentError(f"{what}: {message}")
     if isinstance(exc, psycopg.OperationalError) and not sqlstate:
         # no SQLSTATE: the server could not be reached at all
         if "password authentication failed" in message:

@@ -296,11 +296,17 @@ class PostgresDialect:
                        ).format(hash=self.row_hash(), t=self.table)
 
 
-def open_connection(conninfo: str, what: str) -> psycopg.Connection:
-    """A read-only REPEATABLE READ session with the settings canonical text depends on."""
+def open_connection(conninfo: str, what: str,
+                    statement_timeout_seconds: float | None = None) -> psycopg.Connection:
+    """A read-only REPEATABLE READ session with the settings canonical text depends on; the
+    server cancels a statement running longer than `statement_timeout_seconds` (a bound that
+    holds where a Prefect timeout cannot interrupt a task's blocking call)."""
     conn = pg.connect(conninfo, what, autocommit=True)
     with pg.translated(what):
         conn.execute(SESSION_SETTINGS)
+        if statement_timeout_seconds:
+            conn.execute(sql.SQL("SET statement_timeout = {}").format(
+                sql.Literal(int(statement_timeout_seconds * 1000))))
         version = conn.info.server_version
         if version < 140000:
             conn.close()

@@ -116,7 +116,9 @@ def open_table(spec: MigrationSpec, table: TableSpec, result: TableResult,
     """Connect both sides of `table`, introspect them, and fill the result's shape fields."""
     closers: list[Callable[[], None]] = []
     try:
-        sconn = open_connection(postgres_conninfo(spec.source, "source", APPLICATION), "source")
+        limit = spec.validation.statement_timeout_seconds
+        sconn = open_connection(postgres_conninfo(spec.source, "source", APPLICATION), "source",
+                                limit)
         closers.append(sconn.close)
         sinfo = _describe(sconn, table.source, "source")
         columns = [c.name for c in sinfo.columns]
@@ -129,7 +131,7 @@ def open_table(spec: MigrationSpec, table: TableSpec, result: TableResult,
                                    "differences cannot be located to rows")
         if spec.target.kind == "postgres":
             tconn = open_connection(postgres_conninfo(spec.target, "target", APPLICATION),
-                                    "target")
+                                    "target", limit)
             closers.append(tconn.close)
             tinfo = _describe(tconn, table.target_name, "target")
             tnames = {c.name for c in tinfo.columns}

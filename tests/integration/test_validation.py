@@ -16,6 +16,7 @@ import pytest
 
 from migwatch import workload
 from migwatch.config import MigrationSpec
+from migwatch.connectors import postgres as pg
 from migwatch.metrics import REGISTRY
 from migwatch.stack import Stack
 from migwatch.validation import (
@@ -339,3 +340,17 @@ def test_differences_are_pending_with_the_source_lsn_while_cdc_runs(
     assert rng.state == "pending" and rng.lsn_num >= before and "/" in rng.lsn
     assert rng.hi is not None and rng.hi[0] > 10  # the leaf range holding id 10
     assert rng.lo is None or rng.lo[0] <= 10
+
+
+def test_a_query_over_the_statement_timeout_is_a_clear_permanent_error(
+        stack: Stack, source_db: PgDatabase, target_db: PgDatabase) -> None:
+    """The database bounds each comparison query (Prefect cannot interrupt a task's query)."""
+    from migwatch.errors import PermanentError
+    from migwatch.validation.postgres import open_connection
+
+    conn = open_connection(source_db.dsn, "source", statement_timeout_seconds=0.2)
+    try:
+        with pytest.raises(PermanentError, match="statement timeout"), pg.translated("source"):
+            conn.execute("SELECT pg_sleep(2)")
+    finally:
+        conn.close()
