@@ -65,6 +65,59 @@ def webhook_receiver(status: int = 200) -> Iterator[Webhook]:
 
 
 @dataclass
+class Grafana:
+    """A stand-in for Grafana's dashboard API (Grafana Cloud cannot run here): it records each
+    request and answers as Grafana 11 does — 401 without the right bearer token."""
+
+    url: str
+    token: str
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+
+@contextmanager
+def grafana_receiver(token: str) -> Iterator[Grafana]:
+    grafana = Grafana(url="", token=token)
+    versions: dict[str, int] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self, status: int, doc: dict[str, Any]) -> None:
+            raw = json.dumps(doc).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+            grafana.requests.append({"method": "POST", "path": self.path, "body": body,
+                                     "headers": dict(self.headers)})
+            if self.headers.get("Authorization") != f"Bearer {grafana.token}":
+                self._answer(401, {"message": "invalid API key"})
+                return
+            if self.path != "/api/dashboards/db":
+                self._answer(404, {"message": "Not found"})
+                return
+            dash = json.loads(body)["dashboard"]
+            uid = dash["uid"]
+            versions[uid] = versions.get(uid, 0) + 1
+            self._answer(200, {"id": 7, "uid": uid, "status": "success",
+                               "url": f"/d/{uid}/migwatch", "version": versions[uid]})
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    grafana.url = f"http://127.0.0.1:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield grafana
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
 class Mailbox:
     port: int
     messages: list[email.message.EmailMessage] = field(default_factory=list)
