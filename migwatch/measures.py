@@ -21,8 +21,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,11 +29,11 @@ import orjson
 from kafka import KafkaAdminClient, OffsetSpec, TopicPartition
 from psycopg import sql
 
-from migwatch import metrics, names
-from migwatch.config import MigrationSpec, TableSpec, mongodb_uri
+from migwatch import metrics, names, positions
+from migwatch.config import MigrationSpec, TableSpec
 from migwatch.connectors import kafka as kafka_conn
 from migwatch.connectors import postgres as pg
-from migwatch.errors import MigwatchError, PermanentError, TransientError
+from migwatch.errors import MigwatchError
 from migwatch.lag import (
     CONSUMER_LAG,
     END_TO_END_LAG,
@@ -46,6 +45,7 @@ from migwatch.lag import (
     TableLag,
     Verdict,
 )
+from migwatch.positions import Position
 
 log = logging.getLogger("migwatch.measures")
 
@@ -172,35 +172,9 @@ def _tables(spec: MigrationSpec) -> list[TableSpec]:
 
 
 # ------------------------------------------------------------------------------ target
-@dataclass(frozen=True)
-class Position:
-    """One `applied_position` row: how far the applier got for a table (or '*')."""
-
-    table_name: str
-    source_ts_ms: int | None
-    events: int
-    dlq_events: int
-
-
 def applied_positions(spec: MigrationSpec, migration_id: str) -> dict[str, Position]:
     """The applier's position rows on the target; empty before the applier wrote any."""
-    if spec.target.kind == "postgres":
-        with pg.connect_endpoint(spec.target, "target", autocommit=True,
-                                 application="migwatch-monitor") as conn, \
-                pg.translated("target: read applied position"):
-            if not pg.table_exists(conn, names.POSITION_SCHEMA, names.POSITION_TABLE):
-                return {}
-            rows = conn.execute(sql.SQL(
-                "SELECT table_name, source_ts_ms, events, dlq_events FROM {} "
-                "WHERE migration_id = %s").format(
-                sql.Identifier(names.POSITION_SCHEMA, names.POSITION_TABLE)),
-                [migration_id]).fetchall()
-        return {r[0]: Position(r[0], r[1], int(r[2] or 0), int(r[3] or 0)) for r in rows}
-    with _mongo(spec) as db, _mongo_errors("target: read applied position"):
-        docs = list(db[names.POSITION_COLLECTION].find({"_id.migration_id": migration_id}))
-    return {d["_id"]["table_name"]: Position(
-        d["_id"]["table_name"], d.get("source_ts_ms"), int(d.get("events") or 0),
-        int(d.get("dlq_events") or 0)) for d in docs}
+    return positions.read(spec, migration_id, application="migwatch-monitor")
 
 
 def target_heartbeat(spec: MigrationSpec, migration_id: str) -> float | None:
@@ -216,45 +190,13 @@ def target_heartbeat(spec: MigrationSpec, migration_id: str) -> float | None:
             row = conn.execute(sql.SQL("SELECT beat_at FROM {} WHERE migration_id = %s").format(
                 sql.Identifier(schema, table)), [migration_id]).fetchone()
         return row[0].timestamp() if row and row[0] is not None else None
-    with _mongo(spec) as db, _mongo_errors("target: read heartbeat"):
+    with positions.mongo_database(spec, 5000) as db, positions.mongo_errors(
+            "target: read heartbeat"):
         doc = db[beat.target_table].find_one({"_id": migration_id})
     value = doc.get("beat_at") if doc else None
     if isinstance(value, dt.datetime):
         return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
     return None
-
-
-class _mongo:
-    """A short-lived client on the target database, closed on exit."""
-
-    def __init__(self, spec: MigrationSpec) -> None:
-        self.spec = spec
-        self.client: Any = None
-
-    def __enter__(self) -> Any:
-        from pymongo import MongoClient
-
-        with _mongo_errors(f"target ({self.spec.target.redacted()})"):
-            self.client = MongoClient(mongodb_uri(self.spec.target, "target"),
-                                      serverSelectionTimeoutMS=5000, tz_aware=True)
-        return self.client[self.spec.target.database]
-
-    def __exit__(self, *exc: object) -> None:
-        if self.client is not None:
-            self.client.close()
-
-
-@contextmanager
-def _mongo_errors(what: str) -> Iterator[None]:
-    """Translate pymongo errors: unreachable/timeouts → TransientError, the rest permanent."""
-    from pymongo.errors import AutoReconnect, PyMongoError, ServerSelectionTimeoutError
-
-    try:
-        yield
-    except (AutoReconnect, ServerSelectionTimeoutError) as exc:
-        raise TransientError(f"{what}: unreachable ({type(exc).__name__})") from exc
-    except PyMongoError as exc:
-        raise PermanentError(f"{what}: {type(exc).__name__}") from exc
 
 
 # ------------------------------------------------------------------------------ source

@@ -11,7 +11,7 @@
 On the target, the applier records how far it got in the same transaction as each batch:
 PostgreSQL `migwatch.applied_position`, MongoDB collection `migwatch_applied_position`;
 one row per (migration_id, table_name), plus `table_name = '*'` for the newest event of any table
-(heartbeats included).
+(heartbeats included). `migwatch.positions` reads them.
 """
 
 from __future__ import annotations

@@ -28,7 +28,6 @@ always comes.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections import deque
@@ -38,8 +37,8 @@ from typing import Any
 
 from psycopg import sql
 
-from migwatch import metrics, names
-from migwatch.config import MigrationSpec, mongodb_uri
+from migwatch import metrics, names, positions
+from migwatch.config import MigrationSpec
 from migwatch.connectors import postgres as pg
 from migwatch.errors import MigwatchError, PermanentError, TransientError
 from migwatch.measures import group_lag
@@ -325,47 +324,9 @@ def source_estimates(spec: MigrationSpec) -> dict[str, int]:
 
 def applied_snapshot(spec: MigrationSpec, migration_id: str) -> dict[str, Applied]:
     """Snapshot rows and done flags per table (and `*`) from the target; {} before any."""
-    if spec.target.kind == "postgres":
-        with pg.connect_endpoint(spec.target, "target", autocommit=True,
-                                 application="migwatch-snapshot") as conn, \
-                pg.translated("target: read snapshot progress"):
-            if not pg.table_exists(conn, names.POSITION_SCHEMA, names.POSITION_TABLE):
-                return {}
-            rows = conn.execute(sql.SQL(
-                "SELECT table_name, snapshot_rows, snapshot_done, "
-                "extract(epoch FROM updated_at)::float8 FROM {} WHERE migration_id = %s").format(
-                sql.Identifier(names.POSITION_SCHEMA, names.POSITION_TABLE)),
-                [migration_id]).fetchall()
-        return {r[0]: Applied(int(r[1] or 0), bool(r[2]), r[3]) for r in rows}
-    return _mongo_applied(spec, migration_id)
-
-
-def _mongo_applied(spec: MigrationSpec, migration_id: str) -> dict[str, Applied]:
-    from pymongo import MongoClient
-    from pymongo.errors import AutoReconnect, PyMongoError, ServerSelectionTimeoutError
-
-    what = f"target ({spec.target.redacted()}): read snapshot progress"
-    client: MongoClient[Any] = MongoClient(mongodb_uri(spec.target, "target"),
-                                           serverSelectionTimeoutMS=5000)
-    try:
-        docs = list(client[spec.target.database][names.POSITION_COLLECTION].find(
-            {"_id.migration_id": migration_id}))
-    except (AutoReconnect, ServerSelectionTimeoutError) as exc:
-        raise TransientError(f"{what}: unreachable ({type(exc).__name__})") from exc
-    except PyMongoError as exc:
-        raise PermanentError(f"{what}: {type(exc).__name__}") from exc
-    finally:
-        client.close()
-    return {d["_id"]["table_name"]: Applied(int(d.get("snapshot_rows") or 0),
-                                            bool(d.get("snapshot_done")),
-                                            _epoch(d.get("updated_at")))
-            for d in docs}
-
-
-def _epoch(value: Any) -> float | None:
-    if not isinstance(value, dt.datetime):
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
+    return {name: Applied(p.snapshot_rows, p.snapshot_done, p.updated_at)
+            for name, p in positions.read(spec, migration_id,
+                                          application="migwatch-snapshot").items()}
 
 
 def consumed_tables(spec: MigrationSpec, migration_id: str, tables: Iterable[str]) -> set[str]:

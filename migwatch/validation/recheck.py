@@ -26,9 +26,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from psycopg import sql
-
-from migwatch import names
+from migwatch import names, positions
 from migwatch.config import MigrationSpec, mongodb_uri
 from migwatch.connectors import postgres as pg
 from migwatch.validation.base import Digest, Key, KeyRange, Side
@@ -94,23 +92,12 @@ class AppliedPosition:
         """(LSN of the table's newest applied event, LSN of the newest of any table)."""
         wanted = [table, names.ALL_TABLES]
         if self._conn is not None:
-            with pg.translated("target: read applied position"):
-                if not pg.table_exists(self._conn, names.POSITION_SCHEMA, names.POSITION_TABLE):
-                    return None, None
-                rows = self._conn.execute(sql.SQL(
-                    "SELECT table_name, lsn FROM {} WHERE migration_id = %s "
-                    "AND table_name = ANY(%s)").format(
-                    sql.Identifier(names.POSITION_SCHEMA, names.POSITION_TABLE)),
-                    [self.migration_id, wanted]).fetchall()
-            found = {r[0]: r[1] for r in rows}
+            found = positions.read_pg(self._conn, self.migration_id, wanted)
         else:
-            with mongo_translated("target: read applied position"):
-                docs = list(self._client[self.spec.target.database][
-                    names.POSITION_COLLECTION].find({"_id.migration_id": self.migration_id,
-                                                     "_id.table_name": {"$in": wanted}}))
-            found = {d["_id"]["table_name"]: d.get("lsn") for d in docs}
+            found = positions.read_mongo(self._client[self.spec.target.database],
+                                         self.migration_id, wanted)
         tbl, every = found.get(table), found.get(names.ALL_TABLES)
-        return (None if tbl is None else int(tbl)), (None if every is None else int(every))
+        return (None if tbl is None else tbl.lsn), (None if every is None else every.lsn)
 
     def unapplied(self, table: str) -> int:
         """Messages of the table's topic the applier's group has not committed yet."""

@@ -19,9 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from psycopg import sql
-
-from migwatch import metrics, names
+from migwatch import metrics, names, positions
 from migwatch.config import (
     MigrationSpec,
     StackSettings,
@@ -326,28 +324,9 @@ def validate(spec: MigrationSpec, migration_id: str | None = None, *,
 # ----------------------------------------------------------------------------- revalidate
 def applied_lsn(spec: MigrationSpec, migration_id: str) -> int | None:
     """The applier's newest applied source LSN (numeric), from the target; None if none yet."""
-    if spec.target.kind == "postgres":
-        with pg.connect_endpoint(spec.target, "target", autocommit=True,
-                                 application=APPLICATION) as conn, \
-                pg.translated("target: read applied position"):
-            if not pg.table_exists(conn, names.POSITION_SCHEMA, names.POSITION_TABLE):
-                return None
-            row = conn.execute(sql.SQL(
-                "SELECT lsn FROM {} WHERE migration_id = %s AND table_name = %s").format(
-                sql.Identifier(names.POSITION_SCHEMA, names.POSITION_TABLE)),
-                [migration_id, names.ALL_TABLES]).fetchone()
-        return int(row[0]) if row and row[0] is not None else None
-    from pymongo import MongoClient
-
-    with mongo_translated("target: read applied position"):
-        client: Any = MongoClient(mongodb_uri(spec.target, "target"),
-                                  serverSelectionTimeoutMS=10_000)
-        try:
-            doc = client[spec.target.database][names.POSITION_COLLECTION].find_one(
-                {"_id": {"migration_id": migration_id, "table_name": names.ALL_TABLES}})
-        finally:
-            client.close()
-    return int(doc["lsn"]) if doc and doc.get("lsn") is not None else None
+    every = positions.read(spec, migration_id, [names.ALL_TABLES],
+                           application=APPLICATION).get(names.ALL_TABLES)
+    return every.lsn if every is not None else None
 
 
 def revalidate(spec: MigrationSpec, migration_id: str, result: ValidationResult, *,

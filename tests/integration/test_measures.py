@@ -28,6 +28,7 @@ from migwatch.measures import (
     slot_wal,
     target_heartbeat,
 )
+from migwatch.positions import ensure_table_pg
 from migwatch.stack import Stack
 from tests.conftest import PgDatabase, make_spec, mongo_endpoint
 
@@ -183,12 +184,10 @@ def test_poll_reads_position_and_heartbeat_on_a_postgres_target(
     spec = make_spec(source_db, target_db, ["public.orders"], stack)
     now = time.time()
     with target_db.connect() as conn:  # what the applier would have written
-        conn.execute("CREATE SCHEMA migwatch")
-        conn.execute("CREATE TABLE migwatch.applied_position (migration_id text, table_name "
-                     "text, source_ts_ms bigint, lsn bigint, events bigint, dlq_events bigint, "
-                     "updated_at timestamptz, PRIMARY KEY (migration_id, table_name))")
-        conn.execute("INSERT INTO migwatch.applied_position VALUES "
-                     "(%s, '*', %s, 1, 90, 2, now()), (%s, 'public.orders', %s, 1, 80, 1, now())",
+        ensure_table_pg(conn)
+        conn.execute("INSERT INTO migwatch.applied_position (migration_id, table_name, "
+                     "source_ts_ms, lsn, events, dlq_events) VALUES "
+                     "(%s, '*', %s, 1, 90, 2), (%s, 'public.orders', %s, 1, 80, 1)",
                      [migration_id, int((now - 3) * 1000), migration_id, int((now - 8) * 1000)])
         conn.execute("CREATE TABLE public.migwatch_heartbeat (migration_id text PRIMARY KEY, "
                      "beat_at timestamptz NOT NULL, writer text)")
