@@ -426,6 +426,10 @@ def _pg_value(v: Any) -> Any:
     return orjson.dumps(v).decode() if isinstance(v, dict) else v
 
 
+#: statements per write command sent to FerretDB (see MongoWriter)
+FERRETDB_WRITE_CHUNK = 50
+
+
 class MongoWriter:
     """Applies batches to a MongoDB target with ordered bulk writes keyed by `_id`."""
 
@@ -444,7 +448,11 @@ class MongoWriter:
                                            serverSelectionTimeoutMS=10000)
             self.client.admin.command("ping")
             # numeric → Decimal128 only where the server stores it, else an exact string
-            self.decimal128 = supports_decimal128(self.client.admin.command("buildInfo"))
+            build_info = self.client.admin.command("buildInfo")
+            self.decimal128 = supports_decimal128(build_info)
+            # FerretDB 1.x (SQLite) holds one pooled connection per statement of a write
+            # command until the command ends; past its pool (100) the command waits forever
+            self.chunk = FERRETDB_WRITE_CHUNK if "ferretdbVersion" in build_info else None
         except PyMongoError as exc:
             raise TransientError(f"target ({spec.target.redacted()}): unreachable: "
                                  f"{type(exc).__name__}") from exc
@@ -478,7 +486,10 @@ class MongoWriter:
                                           decimal128=self.decimal128)
                     ops.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
                 if ops:
-                    self.db[spec.target_table].bulk_write(ops, ordered=True)
+                    coll = self.db[spec.target_table]
+                    step = self.chunk or len(ops)
+                    for i in range(0, len(ops), step):  # in order: a chunk after the one before
+                        coll.bulk_write(ops[i:i + step], ordered=True)
             pos = []
             tables = set(batch.max_ts) | set(batch.max_lsn) | set(batch.dlq) | \
                 batch.snapshot_done | ({names.ALL_TABLES} if batch.dlq else set())
