@@ -34,8 +34,9 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from psycopg import sql
 
 from migwatch import metrics, names
-from migwatch.config import MigrationSpec, StackSettings, TableSpec, mongodb_uri
+from migwatch.config import MigrationSpec, StackSettings, TableSpec
 from migwatch.connectors import kafka as kafka_conn
+from migwatch.connectors import mongo
 from migwatch.connectors import postgres as pg
 from migwatch.errors import MigwatchError, PermanentError, TransientError
 from migwatch.mapping import key_to_id, row_to_document, supports_decimal128
@@ -435,7 +436,6 @@ class MongoWriter:
 
     def __init__(self, spec: MigrationSpec, migration_id: str,
                  infos: dict[str, pg.TableInfo], tables: list[TableSpec]) -> None:
-        from pymongo import MongoClient
         from pymongo.errors import PyMongoError
 
         self._errors = PyMongoError
@@ -443,9 +443,8 @@ class MongoWriter:
         self.mid = migration_id
         self.infos = infos
         self.tables = {t.source: t for t in tables}
+        self.client: Any = mongo.client(spec.target, appname="migwatch-applier", tz_aware=False)
         try:
-            self.client: Any = MongoClient(mongodb_uri(spec.target, "target"),
-                                           serverSelectionTimeoutMS=10000)
             self.client.admin.command("ping")
             # numeric → Decimal128 only where the server stores it, else an exact string
             build_info = self.client.admin.command("buildInfo")

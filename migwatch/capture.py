@@ -18,8 +18,9 @@ from typing import Any
 from psycopg import sql
 
 from migwatch import names
-from migwatch.config import Endpoint, MigrationSpec, mongodb_uri
+from migwatch.config import Endpoint, MigrationSpec
 from migwatch.connectors import kafka as kafka_conn
+from migwatch.connectors import mongo
 from migwatch.connectors.connect import ConnectClient, redact
 from migwatch.connectors.postgres import (
     connect_endpoint,
@@ -308,20 +309,12 @@ def _check_target(spec: MigrationSpec, migration_id: str) -> Checks:
 
 
 def _mongo_ping(endpoint: Endpoint, timeout_ms: int = 5000) -> None:
-    from pymongo import MongoClient
-    from pymongo.errors import OperationFailure, PyMongoError
-
     what = f"target ({endpoint.redacted()})"
-    client: MongoClient[Any] = MongoClient(mongodb_uri(endpoint, "target"),
-                                           serverSelectionTimeoutMS=timeout_ms,
-                                           connectTimeoutMS=timeout_ms)
+    client = mongo.client(endpoint, appname="migwatch-preflight", select_ms=timeout_ms,
+                          socket_ms=timeout_ms)
     try:
-        client.admin.command("ping")
-    except OperationFailure as exc:
-        code = (exc.details or {}).get("codeName") or f"code {exc.code}"
-        raise PermanentError(f"{what}: ping refused ({code})") from exc
-    except PyMongoError as exc:
-        raise TransientError(f"{what}: unreachable: {type(exc).__name__}") from exc
+        with mongo.translated(f"{what}: ping"):
+            client.admin.command("ping")
     finally:
         client.close()
 

@@ -32,6 +32,7 @@ from psycopg import sql
 from migwatch import metrics, names, positions
 from migwatch.config import MigrationSpec, TableSpec
 from migwatch.connectors import kafka as kafka_conn
+from migwatch.connectors import mongo
 from migwatch.connectors import postgres as pg
 from migwatch.errors import MigwatchError
 from migwatch.lag import (
@@ -190,8 +191,8 @@ def target_heartbeat(spec: MigrationSpec, migration_id: str) -> float | None:
             row = conn.execute(sql.SQL("SELECT beat_at FROM {} WHERE migration_id = %s").format(
                 sql.Identifier(schema, table)), [migration_id]).fetchone()
         return row[0].timestamp() if row and row[0] is not None else None
-    with positions.mongo_database(spec, 5000) as db, positions.mongo_errors(
-            "target: read heartbeat"):
+    with mongo.database(spec.target, appname="migwatch-monitor", select_ms=5000) as db, \
+            mongo.translated("target: read heartbeat"):
         doc = db[beat.target_table].find_one({"_id": migration_id})
     value = doc.get("beat_at") if doc else None
     if isinstance(value, dt.datetime):

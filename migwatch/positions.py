@@ -12,17 +12,16 @@ read them through `read` (or `read_pg` / `read_mongo` on a connection they hold)
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from psycopg import sql
 
 from migwatch import names
-from migwatch.config import MigrationSpec, mongodb_uri
+from migwatch.config import MigrationSpec
+from migwatch.connectors import mongo
 from migwatch.connectors import postgres as pg
-from migwatch.errors import PermanentError, TransientError
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ def read(spec: MigrationSpec, migration_id: str, tables: Sequence[str] | None = 
         with pg.connect_endpoint(spec.target, "target", autocommit=True,
                                  application=application) as conn:
             return read_pg(conn, migration_id, tables)
-    with mongo_database(spec) as db:
+    with mongo.database(spec.target, appname=application) as db:
         return read_mongo(db, migration_id, tables)
 
 
@@ -96,7 +95,7 @@ def read_mongo(db: Any, migration_id: str, tables: Sequence[str] | None = None
     query: dict[str, Any] = {"_id.migration_id": migration_id}
     if tables is not None:
         query["_id.table_name"] = {"$in": list(tables)}
-    with mongo_errors("target: read applied position"):
+    with mongo.translated("target: read applied position"):
         docs = list(db[names.POSITION_COLLECTION].find(query))
     out = {}
     for d in docs:
@@ -106,33 +105,6 @@ def read_mongo(db: Any, migration_id: str, tables: Sequence[str] | None = None
             int(d.get("snapshot_rows") or 0), bool(d.get("snapshot_done")),
             int(d.get("dlq_events") or 0), _epoch(d.get("updated_at")))
     return out
-
-
-@contextmanager
-def mongo_database(spec: MigrationSpec, timeout_ms: int = 10_000) -> Iterator[Any]:
-    """A short-lived client on the target's database, closed on exit."""
-    from pymongo import MongoClient
-
-    with mongo_errors(f"target ({spec.target.redacted()})"):
-        client: Any = MongoClient(mongodb_uri(spec.target, "target"),
-                                  serverSelectionTimeoutMS=timeout_ms, tz_aware=True)
-    try:
-        yield client[spec.target.database]
-    finally:
-        client.close()
-
-
-@contextmanager
-def mongo_errors(what: str) -> Iterator[None]:
-    """pymongo's errors as the migwatch tree: unreachable is transient, the rest permanent."""
-    from pymongo.errors import AutoReconnect, PyMongoError, ServerSelectionTimeoutError
-
-    try:
-        yield
-    except (AutoReconnect, ServerSelectionTimeoutError) as exc:
-        raise TransientError(f"{what}: unreachable ({type(exc).__name__})") from exc
-    except PyMongoError as exc:
-        raise PermanentError(f"{what}: {type(exc).__name__}") from exc
 
 
 def _int(value: Any) -> int | None:

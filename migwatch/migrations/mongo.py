@@ -25,7 +25,8 @@ from pymongo import MongoClient, ReturnDocument
 from pymongo import errors as mongoerr
 from pymongo.database import Database
 
-from migwatch.config import Endpoint, mongodb_uri
+from migwatch.config import Endpoint
+from migwatch.connectors import mongo
 from migwatch.errors import MigwatchError, PermanentError, TransientError
 from migwatch.migrations._model import HistoryRow, Kind, RepairPlan, Step
 from migwatch.migrations._runner import LockAttempt, LockInfo, Progress, ScriptFailed
@@ -116,9 +117,8 @@ class MongoBackend:
 
     @classmethod
     def from_endpoint(cls, endpoint: Endpoint) -> MongoBackend:
-        client: MongoClient = MongoClient(
-            mongodb_uri(endpoint, "target"), tz_aware=True, appname="migwatch-migrations",
-            serverSelectionTimeoutMS=10_000, connectTimeoutMS=10_000)
+        client: MongoClient = mongo.client(endpoint, appname="migwatch-migrations",
+                                           socket_ms=None)
         try:
             return cls(client, endpoint.database, endpoint.redacted())
         except BaseException:

@@ -12,13 +12,13 @@ import bisect
 import datetime as dt
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
 from bson import Binary, Decimal128
 
-from migwatch.errors import PermanentError, TransientError, UnsupportedValue
+from migwatch.connectors.mongo import translated
+from migwatch.errors import UnsupportedValue
 from migwatch.validation.base import Digest, Key, KeyRange, Side
 from migwatch.validation.canonical import (
     MILLISECONDS,
@@ -30,25 +30,6 @@ from migwatch.validation.canonical import (
 
 PAGE_SIZE = 5000
 _BSON_ORDERED = {"int", "text", "uuid"}
-
-
-@contextmanager
-def translated(what: str) -> Iterator[None]:
-    """pymongo errors → TransientError (unreachable, timeouts) or PermanentError (the rest)."""
-    from pymongo.errors import (
-        AutoReconnect,
-        ConnectionFailure,
-        ExecutionTimeout,
-        PyMongoError,
-        ServerSelectionTimeoutError,
-    )
-
-    try:
-        yield
-    except (AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError, ExecutionTimeout) as exc:
-        raise TransientError(f"{what}: unreachable: {type(exc).__name__}") from exc
-    except PyMongoError as exc:
-        raise PermanentError(f"{what}: {type(exc).__name__}: {str(exc)[:200]}") from exc
 
 
 def key_value(value: Any, kind: str) -> Any:

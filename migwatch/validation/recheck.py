@@ -27,8 +27,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from migwatch import names, positions
-from migwatch.config import MigrationSpec, mongodb_uri
+from migwatch.config import MigrationSpec
+from migwatch.connectors import mongo
 from migwatch.connectors import postgres as pg
+from migwatch.connectors.mongo import translated as mongo_translated
 from migwatch.validation.base import Digest, Key, KeyRange, Side
 from migwatch.validation.compare import CompareOptions, TableComparer, digest_of
 from migwatch.validation.model import (
@@ -43,7 +45,6 @@ from migwatch.validation.model import (
     now_iso,
 )
 from migwatch.validation.mongo import MongoSide
-from migwatch.validation.mongo import translated as mongo_translated
 from migwatch.validation.postgres import PostgresSide
 
 APPLICATION = "migwatch-validate"
@@ -75,11 +76,7 @@ class AppliedPosition:
             self._conn = pg.connect_endpoint(self.spec.target, "target", autocommit=True,
                                              application=APPLICATION)
         else:
-            from pymongo import MongoClient
-
-            with mongo_translated("target: read applied position"):
-                self._client = MongoClient(mongodb_uri(self.spec.target, "target"),
-                                           serverSelectionTimeoutMS=10_000)
+            self._client = mongo.client(self.spec.target, appname=APPLICATION, tz_aware=False)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -24,9 +24,9 @@ from migwatch.config import (
     MigrationSpec,
     StackSettings,
     TableSpec,
-    mongodb_uri,
     postgres_conninfo,
 )
+from migwatch.connectors import mongo
 from migwatch.connectors import postgres as pg
 from migwatch.errors import ConfigError, MigwatchError, PermanentError, TransientError
 from migwatch.validation.base import Side
@@ -41,7 +41,6 @@ from migwatch.validation.model import (
     now_iso,
 )
 from migwatch.validation.mongo import MongoSide
-from migwatch.validation.mongo import translated as mongo_translated
 from migwatch.validation.postgres import (
     HASH_MODE,
     TEXT_MODE,
@@ -155,15 +154,12 @@ def open_table(spec: MigrationSpec, table: TableSpec, result: TableResult,
             if whole:
                 raise PermanentError(f"source {table.source}: a MongoDB target needs a primary "
                                      "key (it becomes _id)")
-            from pymongo import MongoClient
-
             from migwatch.mapping import supports_decimal128
 
             what = f"target ({spec.target.redacted()})"
-            with mongo_translated(what):
-                client: Any = MongoClient(mongodb_uri(spec.target, "target"),
-                                          serverSelectionTimeoutMS=10_000)
-                closers.append(client.close)
+            client = mongo.client(spec.target, appname=APPLICATION, tz_aware=False)
+            closers.append(client.close)
+            with mongo.translated(what):
                 decimal128 = supports_decimal128(client.admin.command("buildInfo"))
             coll = client[spec.target.database][table.target_table]
             result.method = ("md5 of canonical row text over primary-key ranges: in PostgreSQL "
