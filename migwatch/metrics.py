@@ -85,6 +85,11 @@ DLQ_EVENTS = Counter(
     "migwatch_dlq_events_total", "Events sent to the dead-letter topic, by reason class.",
     ["migration_id", "reason"], registry=REGISTRY,
 )
+APPLIER_REJOINS = Counter(
+    "migwatch_applier_rejoins_total",
+    "Consumer-group joins the Kafka client left half done and the applier re-armed.",
+    ["migration_id"], registry=REGISTRY,
+)
 APPLY_BATCH_DURATION = Histogram(
     "migwatch_apply_batch_duration_seconds", "Time to apply and commit one batch.",
     ["migration_id"], buckets=_BUCKETS, registry=REGISTRY,
