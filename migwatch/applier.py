@@ -19,8 +19,10 @@ import base64
 import datetime as dt
 import logging
 import signal
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -562,6 +564,8 @@ class Applier:
             self.by_topic[names.table_topic(migration_id, self.heartbeat.source)] = self.heartbeat
         self.infos: dict[str, pg.TableInfo] = {}
         self.decoders: dict[str, ColumnDecoder] = {}
+        #: since when the consumer has not been a stable group member (None: it is)
+        self._unstable_since: float | None = None
 
     def _heartbeat_table(self) -> TableSpec | None:
         hb = self.spec.monitor.heartbeat_table
@@ -671,11 +675,7 @@ class Applier:
                         consumer.seek(tp, first)
                     self._stop.wait(min(30.0, 1.0 + self.stats.batches % 5))
                     continue
-                with kafka_conn.translated("commit offsets"):
-                    from kafka.structs import OffsetAndMetadata
-
-                    consumer.commit({tp: OffsetAndMetadata(o, "", -1)
-                                     for tp, o in batch.offsets.items()})
+                self._commit(consumer, batch)
                 if on_batch:
                     on_batch(batch)
         finally:
@@ -683,6 +683,21 @@ class Applier:
             dlq.close()
             writer.close()
         return self.stats
+
+    def _commit(self, consumer: Any, batch: Batch) -> None:
+        """Kafka offsets, after the target transaction that stored them. A commit the group
+        refuses because it is rebalancing (or has dropped this member) is no failure: the
+        target holds the offsets with the data, and whoever is assigned these partitions next —
+        this applier after its next poll included — seeks to them."""
+        from kafka.structs import OffsetAndMetadata
+
+        offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in batch.offsets.items()}
+        with kafka_conn.translated("commit offsets"):
+            try:
+                consumer.commit(offsets)
+            except kafka_conn.REBALANCED as exc:
+                log.info("applier %s: Kafka commit refused by a rebalance (%s); the offsets are "
+                         "on the target", self.mid, type(exc).__name__)
 
     def _poll(self, consumer: Any) -> list[Any]:
         out: list[Any] = []
@@ -694,11 +709,39 @@ class Applier:
             with kafka_conn.translated("poll"):
                 polled = consumer.poll(timeout_ms=max(1, int(left * 1000)),
                                        max_records=self.batch_size - len(out))
+            self._keep_membership(consumer)
             for recs in polled.values():
                 out.extend(recs)
             if not polled and out:
                 break
         return out
+
+    def _keep_membership(self, consumer: Any) -> None:
+        """After every poll: re-arm a group join the Kafka client left half done (see
+        `kafka_conn.rejoin_if_dropped`), and fail loudly — TransientError, so the process exits
+        non-zero and is replaced — when the applier has not been a stable member of its group
+        for longer than any rebalance may take, instead of polling on outside the group."""
+        if kafka_conn.rejoin_if_dropped(consumer):
+            log.warning("applier %s: the Kafka client left a group join half done; rejoining",
+                        self.mid)
+            if self.metrics_enabled:
+                metrics.APPLIER_REJOINS.labels(self.mid).inc()
+        now = time.monotonic()
+        if kafka_conn.stable_member(consumer):
+            self._unstable_since = None
+            return
+        if self._unstable_since is None:
+            self._unstable_since = now
+            return
+        bound = membership_bound_seconds(consumer.config)
+        if now - self._unstable_since > bound:
+            stacks = _thread_stacks()
+            log.error("applier %s: not a stable member of its consumer group for %.0f s; "
+                      "threads:\n%s", self.mid, now - self._unstable_since, stacks)
+            raise TransientError(
+                f"applier {self.mid}: not a stable member of consumer group "
+                f"{names.consumer_group(self.mid)} for {now - self._unstable_since:.0f} s "
+                f"(bound {bound:.0f} s): the Kafka client is stuck; restart the applier")
 
     def _process(self, records: list[Any], writer: PostgresWriter | MongoWriter,
                  dlq: Any) -> Batch:
@@ -840,8 +883,27 @@ def _heartbeat_ts(value: bytes | None) -> int | None:
     return int(ts) if isinstance(ts, int | float) else None
 
 
+def membership_bound_seconds(config: dict[str, Any]) -> float:
+    """How long a consumer may legitimately be outside a stable group: the broker waits up to
+    the rebalance timeout (`max_poll_interval_ms`) for slow members, plus one session timeout,
+    and never less than 30 s."""
+    return max(30.0, (config["max_poll_interval_ms"] + config["session_timeout_ms"]) / 1000)
+
+
+def _thread_stacks() -> str:
+    """Every thread's stack (the Kafka client's IO thread included), for a stuck applier."""
+    names_ = {t.ident: t.name for t in threading.enumerate()}
+    return "\n".join(f"--- {names_.get(ident, ident)}\n" + "".join(traceback.format_stack(frame))
+                     for ident, frame in sys._current_frames().items())
+
+
 class _SeekToStored(ConsumerRebalanceListener):
-    """On assignment, continue from the offsets stored on the target with the data itself."""
+    """On assignment, continue from the offsets stored on the target with the data itself.
+
+    kafka-python 3 calls it on its IO thread, but only while the applier's own thread is blocked
+    inside `consumer.poll()` (the join that assigns runs within it), so the writer's connection
+    is never used by two threads at once, and never inside an apply transaction.
+    """
 
     def __init__(self, consumer: Any, writer: PostgresWriter | MongoWriter) -> None:
         self.consumer = consumer
