@@ -660,6 +660,7 @@ class Applier:
         try:
             while not self._stop.is_set():
                 records = self._poll(consumer)
+                self._commit_owed(consumer, listener)
                 if not records:
                     if idle_exit_seconds is not None and \
                             time.monotonic() - idle_since > idle_exit_seconds:
@@ -675,7 +676,7 @@ class Applier:
                         consumer.seek(tp, first)
                     self._stop.wait(min(30.0, 1.0 + self.stats.batches % 5))
                     continue
-                self._commit(consumer, batch)
+                self._commit(consumer, batch.offsets)
                 if on_batch:
                     on_batch(batch)
         finally:
@@ -684,20 +685,35 @@ class Applier:
             writer.close()
         return self.stats
 
-    def _commit(self, consumer: Any, batch: Batch) -> None:
-        """Kafka offsets, after the target transaction that stored them. A commit the group
-        refuses because it is rebalancing (or has dropped this member) is no failure: the
-        target holds the offsets with the data, and whoever is assigned these partitions next —
-        this applier after its next poll included — seeks to them."""
+    def _commit(self, consumer: Any, offsets: dict[TopicPartition, int]) -> bool:
+        """Kafka offsets, after the target transaction that stored them; False when refused.
+
+        A commit the group refuses because it is rebalancing (or has dropped this member) is no
+        failure: the target holds the offsets with the data, whoever is assigned the partitions
+        next seeks to them, and the assignment brings them to Kafka too (`_commit_owed`)."""
         from kafka.structs import OffsetAndMetadata
 
-        offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in batch.offsets.items()}
         with kafka_conn.translated("commit offsets"):
             try:
-                consumer.commit(offsets)
+                consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
             except kafka_conn.REBALANCED as exc:
                 log.info("applier %s: Kafka commit refused by a rebalance (%s); the offsets are "
                          "on the target", self.mid, type(exc).__name__)
+                return False
+        return True
+
+    def _commit_owed(self, consumer: Any, listener: _SeekToStored) -> None:
+        """Commit to Kafka the stored offsets of newly assigned partitions. The group's committed
+        offsets are what consumer lag is measured from; after a refused commit (or a crash
+        between the target's commit and Kafka's) they stay behind the target until the next
+        batch of that partition — forever for a table nobody writes to any more."""
+        owed, listener.owed = listener.owed, {}
+        if not owed:
+            return
+        assigned = consumer.assignment()
+        owed = {tp: o for tp, o in owed.items() if tp in assigned}
+        if owed and not (kafka_conn.stable_member(consumer) and self._commit(consumer, owed)):
+            listener.owed = {**owed, **listener.owed}  # the next assignment reads them again
 
     def _poll(self, consumer: Any) -> list[Any]:
         out: list[Any] = []
@@ -908,6 +924,9 @@ class _SeekToStored(ConsumerRebalanceListener):
     def __init__(self, consumer: Any, writer: PostgresWriter | MongoWriter) -> None:
         self.consumer = consumer
         self.writer = writer
+        #: stored offsets of the last assignment, for the applier's thread to commit to Kafka
+        #: (a commit cannot be made from the IO thread)
+        self.owed: dict[TopicPartition, int] = {}
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         return None
@@ -920,6 +939,7 @@ class _SeekToStored(ConsumerRebalanceListener):
             return
         for tp, offset in stored.items():
             self.consumer.seek(tp, offset)
+        self.owed = dict(stored)
 
 
 def install_signal_handlers(applier: Applier) -> dict[int, Any]:
