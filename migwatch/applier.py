@@ -11,6 +11,10 @@ Why it is built this way:
   where the server has one); replays are idempotent because every write is by `_id`.
 - An event that cannot be decoded or applied goes to the dead-letter topic with the reason in its
   headers and is counted; the rest of the batch still applies.
+- Rebalances: kafka-python 3 can leave a group leader's join half done (the member drops out of
+  its group while `poll()` keeps returning nothing); the applier re-arms such a join after every
+  poll and fails loudly if it stays outside its group longer than any rebalance may take. A Kafka
+  commit refused by a rebalance is not an error: the offsets are on the target.
 """
 
 from __future__ import annotations
