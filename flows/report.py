@@ -59,6 +59,7 @@ def report(spec_path: str, migration_id: str,
             slot_retained_wal_bytes=_int(last.value(SLOT_WAL)),
             samples=_samples(migration_id),
             links=_links(spec, record),
+            notes=(validation or {}).get("notes") or [],
         )
         paths = write_report(built)
         keys = publish_artifacts(built, paths["html"])

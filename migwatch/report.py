@@ -197,6 +197,8 @@ class Report(_Model):
     slot: SlotRetention | None = None
     series: TimeSeries = Field(default_factory=TimeSeries)
     links: dict[str, str] = Field(default_factory=dict)
+    #: what holds for the whole run (how values were compared, when counts were taken)
+    notes: list[str] = Field(default_factory=list)
 
     @field_validator("gate")
     @classmethod
@@ -466,6 +468,7 @@ def build_report(
     slot: SlotRetention | None = None,
     series: TimeSeries | None = None,
     links: Mapping[str, str] | None = None,
+    notes: Sequence[str] = (),
 ) -> Report:
     """A report with its verdict; lag defaults to the summary of the sampled series."""
     cap = spec.validation.sample_cap if spec is not None else 20
@@ -498,6 +501,7 @@ def build_report(
         slot=slot,
         series=series,
         links=dict(links or {}),
+        notes=[scrub(n) for n in notes],
     )
 
 
@@ -643,6 +647,8 @@ def render_markdown(report: Report, html_path: str | None = None) -> str:
         lines += ["**Why no-go:**", *[f"- {_md(r)}" for r in v.reasons], ""]
     if v.warnings:
         lines += ["**Warnings:**", *[f"- {_md(w)}" for w in v.warnings], ""]
+    if report.notes:
+        lines += [*[f"_{_md(n)}_  " for n in report.notes], ""]
     if report.source:
         lines.append(f"{_md(report.source)} → {_md(report.target)}  ")
     lines += [
@@ -703,7 +709,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 .badge{border-radius:10px;padding:1px 8px;font-size:12px;color:#fff}
 .badge.equal,.badge.pass{background:var(--go)}.badge.mismatched,.badge.fail{background:var(--nogo)}
 .badge.pending{background:#b26a00}.badge.not_checked{background:#6e7781}
-.warn{color:#8a5a00}code{font-size:12px}
+.warn{color:#8a5a00}.note{color:var(--muted);font-size:13px}code{font-size:12px}
 figure.chart{margin:12px 0}svg{max-width:100%;height:auto;font-size:11px}
 svg .frame{fill:#fff;stroke:var(--line)}svg .grid line{stroke:#eef1f4}
 svg .grid text,svg .x-axis text{fill:var(--muted)}svg .chart-title{font-size:13px;font-weight:600}
@@ -796,6 +802,7 @@ def render_html(report: Report) -> str:
         f"{'yes' if report.caught_up else 'no'} · DLQ events: {report.dlq_events}</p>"
     )
     warnings = "".join(f'<p class="warn">⚠ {e(w)}</p>' for w in v.warnings)
+    warnings += "".join(f'<p class="note">{e(n)}</p>' for n in report.notes)
     checks = (
         '<h2>Checks</h2><table id="checks"><tr><th>check</th><th>result</th>'
         "<th>detail</th></tr>"

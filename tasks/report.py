@@ -58,6 +58,7 @@ def build_report(
     series: Mapping[str, Any] | None = None,
     links: Mapping[str, str] | None = None,
     samples: Mapping[str, Any] | None = None,
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The run's report with its verdict, as plain data. Without `series`, the lag, throughput
     and progress series are read from Prometheus for [started_at, finished_at]; what Prometheus
@@ -88,6 +89,7 @@ def build_report(
         slot=slot,
         series=sampled,
         links=links,
+        notes=notes,
     )
     v = report.verdict
     log.info("verdict %s for %s%s", v.label, migration_id, "".join(f"\n  - {r}" for r in v.reasons))

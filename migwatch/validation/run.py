@@ -165,7 +165,6 @@ def open_table(spec: MigrationSpec, table: TableSpec, result: TableResult,
             result.method = ("md5 of canonical row text over primary-key ranges: in PostgreSQL "
                              "for the source, in migwatch for MongoDB documents paged by _id")
             result.precision = MILLISECONDS
-            result.warnings.append(MONGO_NOTE)
             source = PostgresSide(sconn, PostgresDialect(sinfo, columns, pk, TEXT_MODE),
                                   "source", mapping={"json_string_columns":
                                                      table.json_string_columns,

@@ -404,3 +404,13 @@ def test_failed_expectations_block_go_except_a_row_count_the_comparison_owns() -
     assert not v.go
     assert v.reasons == ["public.orders: fails expect_column_values_to_not_be_null(email)"]
     assert R.decide(caught_up=True, tables=[reviews]).go
+
+
+def test_run_notes_are_said_once_in_every_rendering() -> None:
+    note = "MongoDB target: timestamps are compared at millisecond precision"
+    rep = R.build_report(migration_id="n-1", started_at=T0, finished_at=T0, caught_up=True,
+                         tables=[table()], notes=[note, "token=abc counted at LSN 0/1"])
+    assert rep.notes == [note, "token=*** counted at LSN 0/1"]
+    assert R.render_html(rep).count(note) == 1
+    assert R.render_markdown(rep).count(note) == 1
+    assert R.load_json(R.render_json(rep)).notes == rep.notes
