@@ -26,7 +26,8 @@ def test_up_twice_is_harmless(stack: Stack) -> None:
 
 
 def test_postgres_source_is_logical_and_target_is_separate(stack: Stack) -> None:
-    with psycopg.connect(stack.pg_dsn("source")) as src, psycopg.connect(stack.pg_dsn("target")) as tgt:
+    with psycopg.connect(stack.pg_dsn("source")) as src, \
+            psycopg.connect(stack.pg_dsn("target")) as tgt:
         assert src.execute("SHOW wal_level").fetchone()[0] == "logical"
         src_id = src.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]
         tgt_id = tgt.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]
