@@ -475,26 +475,23 @@ class MongoWriter:
     def apply(self, batch: Batch) -> None:
         from pymongo import DeleteMany, DeleteOne, ReplaceOne, UpdateOne
 
-
         try:
             for table in sorted(set(batch.upserts) | set(batch.deletes) | batch.truncates):
                 spec = self.tables[table]
-                info = self.infos[table]
-                ops: list[Any] = []
-                if table in batch.truncates:
-                    ops.append(DeleteMany({}))
-                for key in batch.deletes.get(table) or ():
-                    ops.append(DeleteOne({"_id": key_to_id(list(key), list(info.primary_key),
-                                                           decimal128=self.decimal128)}))
-                for row in (batch.upserts.get(table) or {}).values():
-                    doc = row_to_document(row, list(info.primary_key), spec.json_string_columns,
-                                          decimal128=self.decimal128)
-                    ops.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
-                if ops:
-                    coll = self.db[spec.target_table]
-                    step = self.chunk or len(ops)
-                    for i in range(0, len(ops), step):  # in order: a chunk after the one before
-                        coll.bulk_write(ops[i:i + step], ordered=True)
+                pk = list(self.infos[table].primary_key)
+                coll = self.db[spec.target_table]
+                gone = [key_to_id(list(key), pk, decimal128=self.decimal128)
+                        for key in batch.deletes.get(table) or ()]
+                docs = [row_to_document(row, pk, spec.json_string_columns,
+                                        decimal128=self.decimal128)
+                        for row in (batch.upserts.get(table) or {}).values()]
+                if self.chunk is not None:
+                    self._replace_by_delete_and_insert(coll, table in batch.truncates, gone, docs)
+                    continue
+                ops: list[Any] = [DeleteMany({})] if table in batch.truncates else []
+                ops += [DeleteOne({"_id": _id}) for _id in gone]
+                ops += [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs]
+                self._bulk(coll, ops)
             pos = []
             tables = set(batch.max_ts) | set(batch.max_lsn) | set(batch.dlq) | \
                 batch.snapshot_done | ({names.ALL_TABLES} if batch.dlq else set())
@@ -517,14 +514,12 @@ class MongoWriter:
                     del upd["$max"]
                 pos.append(UpdateOne({"_id": {"migration_id": self.mid, "table_name": t}}, upd,
                                      upsert=True))
-            if pos:
-                self.db[names.POSITION_COLLECTION].bulk_write(pos, ordered=True)
-            if batch.offsets:
-                self.db["migwatch_applied_offsets"].bulk_write([
-                    ReplaceOne({"_id": {"migration_id": self.mid, "topic": tp.topic,
-                                        "partition": tp.partition}},
-                               {"next_offset": o}, upsert=True)
-                    for tp, o in batch.offsets.items()], ordered=True)
+            self._bulk(self.db[names.POSITION_COLLECTION], pos)
+            self._bulk(self.db["migwatch_applied_offsets"], [
+                ReplaceOne({"_id": {"migration_id": self.mid, "topic": tp.topic,
+                                    "partition": tp.partition}},
+                           {"next_offset": o}, upsert=True)
+                for tp, o in batch.offsets.items()])
         except self._errors as exc:
             from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
@@ -534,6 +529,29 @@ class MongoWriter:
 
     def apply_one(self, batch: Batch) -> None:
         self.apply(batch)
+
+    def _bulk(self, coll: Any, ops: list[Any]) -> None:
+        """Ordered writes, in commands FerretDB can finish (see FERRETDB_WRITE_CHUNK)."""
+        step = self.chunk or max(1, len(ops))
+        for i in range(0, len(ops), step):
+            coll.bulk_write(ops[i:i + step], ordered=True)
+
+    def _replace_by_delete_and_insert(self, coll: Any, truncate: bool, gone: list[Any],
+                                      docs: list[dict[str, Any]]) -> None:
+        """FerretDB 1.x: one delete of every key the batch touches, then one insert of the
+        batch's rows — not a replace per row, which FerretDB runs as a scan of the whole
+        collection for integer and composite `_id`s (quadratic: 10k rows took 15 minutes), and
+        which must stay under its connection pool per command. Without transactions the rows
+        are briefly absent between the two; a crash there is mended by the replay (offsets and
+        position are written after)."""
+        if truncate:
+            coll.delete_many({})
+        keys = gone + [d["_id"] for d in docs]
+        step = FERRETDB_WRITE_CHUNK * 10
+        for i in range(0, len(keys), step):
+            coll.delete_many({"_id": {"$in": keys[i:i + step]}})
+        for i in range(0, len(docs), step):
+            coll.insert_many(docs[i:i + step], ordered=True)
 
     def close(self) -> None:
         self.client.close()
