@@ -543,6 +543,8 @@ class Stack:
             "/usr/bin/prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={home / 'data'}",
             f"--web.listen-address={self.s.host}:{self.s.prometheus_port}",
             "--web.enable-lifecycle", "--storage.tsdb.retention.time=7d",
+            # an alert whose send was lost (see reload) goes out again within seconds, not 1m
+            "--rules.alert.resend-delay=10s",
         ])
 
     def _start_pushgateway(self) -> None:
@@ -564,10 +566,29 @@ class Stack:
             "--cluster.listen-address=",
         ])
 
-    def reload(self, name: str) -> None:
-        """Ask Prometheus or Alertmanager to re-read its configuration (rules, receivers)."""
+    def reload(self, name: str, settle_seconds: float = 20) -> None:
+        """Ask Prometheus or Alertmanager to re-read its configuration (rules, receivers).
+
+        A reloaded Prometheus forgets its Alertmanager until service discovery hands it back
+        (about 5 s) and silently drops alerts that fire meanwhile; so a Prometheus reload returns
+        only once its Alertmanager is listed again — rules just installed can then alert at once.
+        """
         port = self.s.prometheus_port if name == "prometheus" else self.s.alertmanager_port
-        requests.post(self.s.url(port) + "/-/reload", timeout=10).raise_for_status()
+        base = self.s.url(port)
+        requests.post(base + "/-/reload", timeout=10).raise_for_status()
+        if name != "prometheus":
+            return
+        deadline = time.monotonic() + settle_seconds
+        while time.monotonic() < deadline:
+            listed = requests.get(base + "/api/v1/alertmanagers", timeout=10)
+            listed.raise_for_status()
+            if listed.json()["data"]["activeAlertmanagers"]:
+                return
+            time.sleep(0.25)
+        raise StackError(
+            "prometheus", f"no Alertmanager listed {settle_seconds:.0f}s after reloading",
+            "POST /-/reload", _tail(self.logs / "prometheus.log"),
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ Prefect
     def prefect_env(self) -> dict[str, str]:

@@ -322,6 +322,15 @@ def webhook() -> Iterator[tuple[str, queue.Queue[dict[str, Any]]]]:
     server.server_close()
 
 
+def _alertmanager_alerts(stack: Stack, migration_id: str) -> Any:
+    """What Alertmanager holds for `migration_id` (for a failure message)."""
+    import requests
+
+    url = stack.address("alertmanager") + "/api/v2/alerts/groups"
+    groups = requests.get(url, params={"filter": f'migration_id="{migration_id}"'}, timeout=10)
+    return groups.json()
+
+
 @pytest.fixture
 def alertmanager_to(stack: Stack, webhook: tuple[str, Any]) -> Iterator[None]:
     """Point the stack's Alertmanager at the webhook; restore its configuration afterwards."""
@@ -354,18 +363,25 @@ def test_rule_fires_through_alertmanager_to_a_webhook(
         inbox = webhook[1]
         deadline = time.monotonic() + 60
         got: dict[str, Any] | None = None
+        seen: list[dict[str, Any]] = []
         while got is None and time.monotonic() < deadline:
             try:
                 message = inbox.get(timeout=1)
             except queue.Empty:
                 continue
+            seen.append(message)
             got = next(
                 (a for a in message["alerts"]
                  if a["labels"].get("migration_id") == mid
                  and a["labels"]["alertname"] == "MigrationLagCritical"),
                 None,
             )  # fmt: skip
-        assert got is not None, "MigrationLagCritical never reached the webhook within 60s"
+        firing = f'ALERTS{{migration_id="{mid}"}}'
+        assert got is not None, (
+            "MigrationLagCritical never reached the webhook within 60s; "
+            f"Prometheus ALERTS: {prom.query(firing)}; "
+            f"Alertmanager: {_alertmanager_alerts(stack, mid)}; webhook got {seen}"
+        )
         assert got["status"] == "firing"
         assert got["labels"]["severity"] == "critical"
         assert got["annotations"]["summary"] == (
@@ -400,3 +416,16 @@ def test_dashboard_cli_installs_rules_into_prometheus(
     finally:
         installed.unlink(missing_ok=True)
         alerts.reload_prometheus(stack.s)
+
+
+def test_a_prometheus_reload_returns_with_its_alertmanager_listed(stack: Stack) -> None:
+    """Alerts firing in the seconds after a rules install are not dropped: Prometheus knows no
+    Alertmanager for ~5 s after a reload, and the reload waits that out."""
+    import requests
+
+    for _ in range(2):
+        stack.reload("prometheus")
+        listed = requests.get(stack.address("prometheus") + "/api/v1/alertmanagers", timeout=10)
+        assert listed.json()["data"]["activeAlertmanagers"] == [
+            {"url": f"{stack.address('alertmanager')}/api/v2/alerts"}
+        ]
