@@ -39,7 +39,7 @@ from kafka import TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from psycopg import sql
 
-from migwatch import metrics, names
+from migwatch import metrics, names, positions
 from migwatch.config import MigrationSpec, StackSettings, TableSpec
 from migwatch.connectors import kafka as kafka_conn
 from migwatch.connectors import mongo
@@ -294,18 +294,7 @@ class PostgresWriter:
         self.conn = pg.connect_endpoint(spec.target, "target", application="migwatch-applier")
         self._stage: dict[str, sql.Identifier] = {}
         with pg.translated("target: prepare position tables"), self.conn.transaction():
-            self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                sql.Identifier(names.POSITION_SCHEMA)))
-            self.conn.execute(sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (migration_id text NOT NULL,"
-                " table_name text NOT NULL,"
-                " source_ts_ms bigint, lsn bigint, events bigint NOT NULL DEFAULT 0,"
-                " snapshot_rows bigint NOT NULL DEFAULT 0,"
-                " snapshot_done boolean NOT NULL DEFAULT false,"
-                " dlq_events bigint NOT NULL DEFAULT 0,"
-                " updated_at timestamptz NOT NULL DEFAULT now(),"
-                " PRIMARY KEY (migration_id, table_name))"
-            ).format(sql.Identifier(names.POSITION_SCHEMA, names.POSITION_TABLE)))
+            positions.ensure_table_pg(self.conn)
             self.conn.execute(sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (migration_id text NOT NULL, topic text NOT NULL,"
                 " partition integer NOT NULL, next_offset bigint NOT NULL,"
