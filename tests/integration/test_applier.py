@@ -51,7 +51,9 @@ def pg_differences(source: PgDatabase, target: PgDatabase, tables: list[str]) ->
     return [t for t in tables if pg_digest(source.dsn, t) != pg_digest(target.dsn, t)]
 
 
-def wait_until(check: Callable[[], list[str]], timeout: float, what: str) -> None:
+def wait_until(check: Callable[[], list[str]], timeout: float, what: str,
+               detail: Callable[[], str] = str) -> None:
+    """Poll `check` until it names nothing left; fail naming what is left (and `detail()`)."""
     deadline = time.monotonic() + timeout
     left: list[str] = []
     while time.monotonic() < deadline:
@@ -59,11 +61,13 @@ def wait_until(check: Callable[[], list[str]], timeout: float, what: str) -> Non
         if not left:
             return
         time.sleep(1.5)
-    raise AssertionError(f"{what}: still different after {timeout:.0f}s: {left}")
+    raise AssertionError(f"{what}: still different after {timeout:.0f}s: {left}{detail()}")
 
 
 @pytest.fixture
-def cdc(stack: Stack, source_db: PgDatabase, migration_id: str) -> Iterator[Callable[..., MigrationSpec]]:
+def cdc(
+    stack: Stack, source_db: PgDatabase, migration_id: str
+) -> Iterator[Callable[..., MigrationSpec]]:
     """Build the workload, a spec for a given target, and a running connector; tear it down."""
     made: list[MigrationSpec] = []
 
@@ -235,7 +239,9 @@ def test_poison_messages_go_to_the_dlq_and_the_rest_keeps_flowing(
     assert "invalid_json" in reasons and "apply_failed" in reasons
     failed = [r for r in records if dict(r.headers)["migwatch.reason"] == b"apply_failed"]
     assert all(r.topic == spec.dlq_topic(migration_id) for r in records)
-    assert all(dict(r.headers)["migwatch.topic"].decode().endswith("ProductReviews") for r in failed)
+    assert all(
+        dict(r.headers)["migwatch.topic"].decode().endswith("ProductReviews") for r in failed
+    )
     # 600-row workload gives ProductReviews 48 snapshot rows plus the streamed ones
     assert len(failed) >= 48
     assert metrics.REGISTRY.get_sample_value(

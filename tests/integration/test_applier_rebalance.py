@@ -13,6 +13,7 @@ fresh start in ten on a loaded machine).
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
@@ -30,7 +31,7 @@ from migwatch.errors import TransientError
 from migwatch.measures import group_lag, migration_topics
 from migwatch.stack import Stack
 from tests.conftest import PgDatabase, make_spec
-from tests.integration.test_applier import pg_differences
+from tests.integration.test_applier import pg_differences, wait_until
 
 SHOP = list(workload.SHOP_TABLES)
 #: tables with no rows when the connector starts: Debezium creates each one's topic only with
@@ -43,18 +44,9 @@ def _where(thread: threading.Thread) -> str:
     return "".join(traceback.format_stack(frame)[-10:]) if frame else "(not running)"
 
 
-def _wait(check: Callable[[], list[str]], timeout: float, what: str, applier: Applier,
-          thread: threading.Thread, spec_members: Callable[[], int]) -> None:
-    deadline = time.monotonic() + timeout
-    left: list[str] = []
-    while time.monotonic() < deadline:
-        left = check()
-        if not left:
-            return
-        time.sleep(1.5)
-    raise AssertionError(
-        f"{what}: still different after {timeout:.0f}s: {left}; group members "
-        f"{spec_members()}, applier batches {applier.stats.batches}, at:\n{_where(thread)}")
+def _state(applier: Applier, thread: threading.Thread, members: Callable[[], int]) -> str:
+    return (f"; group members {members()}, applier batches {applier.stats.batches}, "
+            f"at:\n{_where(thread)}")
 
 
 def test_rebalances_while_applying_leave_no_applier_out_of_its_group(
@@ -109,15 +101,16 @@ def test_rebalances_while_applying_leave_no_applier_out_of_its_group(
             for table in LATE:
                 conn.execute(sql.SQL("UPDATE {} SET note = 'last' WHERE id = 1").format(
                     sql.Identifier(*table.split("."))))
-        _wait(lambda: pg_differences(source_db, target_db, tables), 90,
-              "target vs source", applier, main, members)
+        state = functools.partial(_state, applier, main, members)
+        wait_until(lambda: pg_differences(source_db, target_db, tables), 90,
+                   "target vs source", state)
         assert main.is_alive(), "the applier stopped by itself"
         assert members() >= 1
         # the group's committed offsets caught up too: consumer lag is measured from them
         table_topics = [names.table_topic(migration_id, t) for t in tables]
-        _wait(lambda: [f"{p.topic}: {p.lag}" for p in group_lag(
+        wait_until(lambda: [f"{p.topic}: {p.lag}" for p in group_lag(
             spec.kafka.bootstrap_servers, group, table_topics).partitions if p.lag],
-            30, "consumer lag", applier, main, members)
+            30, "consumer lag", state)
     finally:
         applier.stop()
         if second is not None:

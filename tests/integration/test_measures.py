@@ -47,6 +47,16 @@ def kafka_names(stack: Stack, migration_id: str) -> Iterator[tuple[str, str]]:
     admin.close()
 
 
+def joined(boot: str, group: str, topic: str) -> KafkaConsumer:
+    """A member of `group` with `topic`'s partitions assigned, to commit offsets as the group."""
+    consumer = KafkaConsumer(bootstrap_servers=boot, group_id=group, enable_auto_commit=False)
+    consumer.subscribe([topic])
+    deadline = time.monotonic() + 30
+    while not consumer.assignment() and time.monotonic() < deadline:
+        consumer.poll(timeout_ms=500)
+    return consumer
+
+
 def test_consumer_lag_of_a_group_we_drive(stack: Stack, kafka_names: tuple[str, str],
                                           migration_id: str) -> None:
     topic, group = kafka_names
@@ -56,11 +66,7 @@ def test_consumer_lag_of_a_group_we_drive(stack: Stack, kafka_names: tuple[str, 
         producer.send(topic, b"x", partition=0 if i < 20 else 1)
     producer.flush()
     producer.close()
-    consumer = KafkaConsumer(bootstrap_servers=boot, group_id=group, enable_auto_commit=False)
-    consumer.subscribe([topic])
-    deadline = time.monotonic() + 30
-    while not consumer.assignment() and time.monotonic() < deadline:
-        consumer.poll(timeout_ms=500)
+    consumer = joined(boot, group, topic)
     consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(5, "", -1)})
     absent = names.table_topic(migration_id, "public.absent")
 
@@ -97,11 +103,7 @@ def test_the_oldest_unapplied_event_dates_a_backlog(stack: Stack, kafka_names: t
         "op": "u", "source": {"ts_ms": now_ms - 5000}}}), partition=1)
     producer.flush()
     producer.close()
-    consumer = KafkaConsumer(bootstrap_servers=boot, group_id=group, enable_auto_commit=False)
-    consumer.subscribe([topic])
-    deadline = time.monotonic() + 30
-    while not consumer.assignment() and time.monotonic() < deadline:
-        consumer.poll(timeout_ms=500)
+    consumer = joined(boot, group, topic)
     consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(2, "", -1)})  # 2 applied
     consumer.close()
 

@@ -23,7 +23,7 @@ import pytest
 from psycopg import sql
 from pymongo import MongoClient
 
-from migwatch import capture, names, processes, workload
+from migwatch import capture, names, positions, processes, workload
 from migwatch.applier import Applier
 from migwatch.config import MigrationSpec, mongodb_uri
 from migwatch.metrics import REGISTRY
@@ -60,16 +60,7 @@ def record_applied(target_db: PgDatabase, migration_id: str, lsn: int,
     """What the applier writes after a batch: the newest source LSN it applied, per table and
     for all tables ('*')."""
     with target_db.connect() as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-            sql.Identifier(names.POSITION_SCHEMA)))
-        conn.execute(sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (migration_id text NOT NULL, table_name text NOT NULL,"
-            " source_ts_ms bigint, lsn bigint, events bigint NOT NULL DEFAULT 0,"
-            " snapshot_rows bigint NOT NULL DEFAULT 0,"
-            " snapshot_done boolean NOT NULL DEFAULT false,"
-            " dlq_events bigint NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL DEFAULT now(),"
-            " PRIMARY KEY (migration_id, table_name))").format(
-            sql.Identifier(names.POSITION_SCHEMA, names.POSITION_TABLE)))
+        positions.ensure_table_pg(conn)
         for table in tables:
             conn.execute(sql.SQL(
                 "INSERT INTO {} (migration_id, table_name, lsn) VALUES (%s, %s, %s) "
