@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from migwatch import names
-from migwatch.config import MigrationSpec
+from migwatch.config import MigrationSpec, StackSettings
 from migwatch.connectors import kafka as kafka_conn
 from migwatch.errors import MigwatchError, TransientError
 from migwatch.runs import run_dir
@@ -104,6 +104,17 @@ def start_monitor(spec_path: str | os.PathLike[str], migration_id: str) -> int:
 
 def stop_monitor(migration_id: str, timeout: float = 30) -> bool:
     return _stop(migration_id, "monitor", timeout)
+
+
+def stop_all(timeout: float = 60) -> list[str]:
+    """Stop every local applier and monitor still running (by the pid files in the runs folder),
+    e.g. before the stack they work against goes away; return "<kind> <migration_id>" of each."""
+    stopped = []
+    for pid_file in sorted((StackSettings().state_dir / "runs").glob("*/*.pid")):
+        kind, migration_id = pid_file.stem, pid_file.parent.name
+        if kind in ("monitor", "applier") and _stop(migration_id, kind, timeout):
+            stopped.append(f"{kind} {migration_id}")
+    return stopped
 
 
 def applier_members(spec: MigrationSpec, migration_id: str) -> int:

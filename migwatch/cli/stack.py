@@ -48,6 +48,9 @@ def stack_status() -> None:
 @stack_app.command("down")
 @handle_errors
 def stack_down() -> None:
-    """Stop the processes `stack up` started (and nothing else)."""
-    stopped = _stack().down()
+    """Stop the processes `stack up` started, after the local appliers and monitors that work
+    against them (each finishes its batch and commits first)."""
+    from migwatch import processes
+
+    stopped = processes.stop_all() + _stack().down()
     out.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
