@@ -51,12 +51,19 @@ def format_value(value: float, unit: str) -> str:
     if unit == "ratio":
         return f"{value * 100:.0f}%"
     if unit == "per_second":
-        return f"{value:.3g}/s"
-    if abs(value) >= 1_000_000:
+        return f"{_count(value, 3)}/s"
+    return _count(value, 4)
+
+
+def _count(value: float, digits: int) -> str:
+    """1234 → 1234, 12345 → 12.3k, 1234567 → 1.23M: never an exponent on an axis."""
+    if abs(value) >= 999_500:
         return f"{value / 1_000_000:.3g}M"
-    if abs(value) >= 10_000:
+    if abs(value) >= 9_999.5:
         return f"{value / 1000:.3g}k"
-    return f"{value:.4g}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.{digits}g}"
 
 
 def downsample(
