@@ -348,6 +348,12 @@ def test_failed_expectations_make_a_table_different_unless_only_the_count_moves(
     assert nulls.status == DIFFERENT
     res = ValidationResult("m", "s", "t", "now", tables=[nulls])
     assert failed_names(res) == ["public.t: expect_column_values_to_not_be_null(email)"]
+    moving.expectations = count
+    res = ValidationResult("m", "s", "t", "now", tables=[moving, nulls])
+    assert failed_names(res) == ["public.t: expect_table_row_count_to_equal",
+                                 "public.t: expect_column_values_to_not_be_null(email)"]
+    assert failed_names(res, moving_counts=False) == [  # what blocks, for the logs
+        "public.t: expect_column_values_to_not_be_null(email)"]
 
 
 def test_scrub_removes_passwords_from_urls() -> None:
