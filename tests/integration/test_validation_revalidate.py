@@ -14,6 +14,7 @@ Two kinds of tests:
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -391,7 +392,11 @@ def test_cdc_resolves_late_rows_while_the_source_keeps_writing_and_a_hand_edit_i
         real = applied_lsn(pipe.spec, migration_id)
         assert real is not None
         record_applied(target_db, migration_id, CAUGHT_UP)
-        revalidate(pipe.spec, migration_id, result, apply_wait_seconds=2)
+        # only orders: for the tables the writer touches, this made-up position also claims
+        # changes Debezium has not even sent to Kafka yet — no topic shows them unapplied, and
+        # their rows would be (rightly, given the lie) judged mismatched
+        revalidate(pipe.spec, migration_id, dataclasses.replace(result, tables=[orders]),
+                   apply_wait_seconds=2)
         assert state_of(orders, {"id": 5}) == RANGE_PENDING
         assert all("of the table not applied yet" in c.note for c in orders.ranges)
         record_applied(target_db, migration_id, real)
