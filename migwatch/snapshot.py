@@ -198,7 +198,8 @@ class RateWindow:
 @dataclass
 class _TableState:
     rate: RateWindow
-    started_at: float | None  # its load began after this (None: unknown, before following)
+    #: times it was seen not loading yet (`since` first): its load began after one of them
+    empty_at: list[float]
     done_at: float | None = None
     seconds: float | None = None
 
@@ -220,7 +221,9 @@ class SnapshotTracker:
     connector or started the applier); None when it found both already there. A table's load
     starts after the last reading that saw it without rows, and not before `since`; it ends at
     the commit of the batch that completed it — its position row's `updated_at`, as long as no
-    later change moved that row, and never after the reading that saw it done. A table completed
+    later change moved that row, and never after the reading that saw it done. A reading can see
+    a table empty while the batch that loads it is still uncommitted: only readings before that
+    batch's `updated_at` bound the start. A table completed
     before `since` (or, without `since`, before any reading saw it loading) has no seconds: an
     earlier run loaded it.
     """
@@ -251,13 +254,15 @@ class SnapshotTracker:
             done = got.done or (all_done and table in consumed)
             state = self._tables.get(table)
             if state is None:
-                state = self._tables[table] = _TableState(RateWindow(self.window), self.since)
+                state = self._tables[table] = _TableState(
+                    RateWindow(self.window), [] if self.since is None else [self.since])
             if not done and got.rows == 0:
-                state.started_at = at  # not loading yet: it starts after this reading
+                state.empty_at.append(at)  # not loading yet, or its first batch uncommitted
             if done and state.done_at is None:
                 stamp = got.updated_at if got.done else None
                 state.done_at = at if stamp is None else min(at, stamp)
-                state.seconds = load_seconds(state.started_at, state.done_at, got.rows)
+                before = [t for t in state.empty_at if t <= state.done_at]
+                state.seconds = load_seconds(max(before, default=None), state.done_at, got.rows)
             state.rate.add(at, got.rows)
             rate = None if done else state.rate.rate()
             out.append(TableProgress(

@@ -106,6 +106,17 @@ def test_a_fast_load_done_before_the_first_reading_is_timed_from_since() -> None
     assert p.elapsed_seconds == 2.5 and p.rows_per_second == 404.0
 
 
+def test_a_reading_during_the_uncommitted_batch_that_loads_a_table_does_not_hide_its_time(
+) -> None:
+    """Seen empty at 20.0 while the batch that loads B (begun at 18.5) was not yet committed:
+    B's load is timed from the reading before that batch, not left without seconds."""
+    t = SnapshotTracker("m1", {A: 10, B: 10}, since=5.0)
+    t.observe(10.0, {})
+    t.observe(20.0, {A: Applied(10, True, 15.0)})
+    p = t.observe(21.0, {A: Applied(10, True, 15.0), B: Applied(10, True, 18.5)})
+    assert [x.seconds for x in p.tables] == [5.0, 8.5]
+
+
 def test_a_commit_stamp_ahead_of_the_reading_is_capped_at_the_reading() -> None:
     t = SnapshotTracker("m1", {A: 5}, since=10.0)
     p = t.observe(12.0, {A: Applied(5, True, 99.0)})  # the target's clock runs ahead
