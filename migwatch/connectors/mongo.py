@@ -45,33 +45,50 @@ def database(endpoint: Endpoint, field: str = "target", **options: Any) -> Itera
         c.close()
 
 
-def translate(exc: BaseException, what: str) -> MigwatchError:
+_AUTH_CODES = {13, 18}  # Unauthorized, AuthenticationFailed
+
+
+def translate(exc: BaseException, what: str, detail: bool = False) -> MigwatchError:
+    """pymongo's exceptions → the migwatch tree: network trouble and timeouts are transient,
+    the rest permanent. `detail` adds the first line of the server's message (for errors of
+    user code, e.g. a migration's duplicate key); pymongo's messages carry no credentials."""
     from pymongo.errors import (
         AutoReconnect,
         ConnectionFailure,
         ExecutionTimeout,
         OperationFailure,
         ServerSelectionTimeoutError,
+        WaitQueueTimeoutError,
+        WTimeoutError,
     )
 
     if isinstance(exc, MigwatchError):
         return exc
     name = type(exc).__name__
+    text = str(exc).strip()
+    more = f": {text.splitlines()[0]}" if detail and text else ""
     if isinstance(exc, AutoReconnect | ConnectionFailure | ServerSelectionTimeoutError
-                  | ExecutionTimeout):
-        return TransientError(f"{what}: unreachable ({name})")
+                  | ExecutionTimeout | WTimeoutError | WaitQueueTimeoutError):
+        return TransientError(f"{what}: unreachable ({name}){more}")
     if isinstance(exc, OperationFailure):
+        if exc.code in _AUTH_CODES:
+            return PermanentError(f"{what}: not authorised ({name}){more}")
         code = (exc.details or {}).get("codeName") or f"code {exc.code}"
-        return PermanentError(f"{what}: {name} ({code})")
-    return PermanentError(f"{what}: {name}")
+        return PermanentError(f"{what}: {name} ({code}){more}")
+    return PermanentError(f"{what}: {name}{more}")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` is network trouble or a timeout (worth a retry)."""
+    return isinstance(translate(exc, ""), TransientError)
 
 
 @contextmanager
-def translated(what: str) -> Iterator[None]:
+def translated(what: str, detail: bool = False) -> Iterator[None]:
     """pymongo errors → TransientError (unreachable, timeouts) or PermanentError (the rest)."""
     from pymongo.errors import PyMongoError
 
     try:
         yield
     except PyMongoError as exc:
-        raise translate(exc, what) from exc
+        raise translate(exc, what, detail) from exc

@@ -14,8 +14,7 @@ part of the step applied — the failed row then blocks `up` until someone looks
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -27,7 +26,6 @@ from pymongo.database import Database
 
 from migwatch.config import Endpoint
 from migwatch.connectors import mongo
-from migwatch.errors import MigwatchError, PermanentError, TransientError
 from migwatch.migrations._model import HistoryRow, Kind, RepairPlan, Step
 from migwatch.migrations._runner import LockAttempt, LockInfo, Progress, ScriptFailed
 
@@ -35,27 +33,9 @@ HISTORY_COLLECTION = "migwatch_schema_history"
 LOCK_COLLECTION = "migwatch_schema_lock"
 LOCK_ID = "migrations"
 
-_TRANSIENT = (mongoerr.ConnectionFailure, mongoerr.ExecutionTimeout, mongoerr.WTimeoutError,
-              mongoerr.WaitQueueTimeoutError)
-_AUTH_CODES = {13, 18}  # Unauthorized, AuthenticationFailed
-
-
-def _translate(exc: mongoerr.PyMongoError, what: str) -> MigwatchError:
-    """pymongo's exceptions → the migwatch tree (network and timeouts are transient)."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if isinstance(exc, _TRANSIENT):
-        return TransientError(f"{what}: unreachable: {first}")
-    if isinstance(exc, mongoerr.OperationFailure) and exc.code in _AUTH_CODES:
-        return PermanentError(f"{what}: not authorised: {first}")
-    return PermanentError(f"{what}: {type(exc).__name__}: {first}")
-
-
-@contextmanager
-def _translated(what: str) -> Iterator[None]:
-    try:
-        yield
-    except mongoerr.PyMongoError as exc:
-        raise _translate(exc, what) from exc
+def _translated(what: str) -> Any:
+    """Errors of migrations (user code) keep the server's first line: it says what went wrong."""
+    return mongo.translated(what, detail=True)
 
 
 def supports_transactions(client: MongoClient) -> bool:
@@ -178,7 +158,7 @@ class MongoBackend:
             progress.discard()
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise ScriptFailed(type(exc).__name__, first,
-                               transient=isinstance(exc, _TRANSIENT),
+                               transient=mongo.is_transient(exc),
                                in_transaction=in_tx) from exc
         progress.commit()
         return in_tx
