@@ -30,7 +30,6 @@ from migwatch import names, positions
 from migwatch.config import MigrationSpec
 from migwatch.connectors import mongo
 from migwatch.connectors import postgres as pg
-from migwatch.connectors.mongo import translated as mongo_translated
 from migwatch.validation.base import Digest, Key, KeyRange, Side
 from migwatch.validation.compare import CompareOptions, TableComparer, digest_of
 from migwatch.validation.model import (
@@ -250,7 +249,7 @@ class TableRecheck:
         if isinstance(self.target, PostgresSide):
             return self.target.count()
         assert isinstance(self.target, MongoSide)
-        with mongo_translated(self.target.what):
+        with mongo.translated(self.target.what):
             return int(self.target.coll.count_documents({}))
 
     # --- deciding --------------------------------------------------------------------------

@@ -5,7 +5,6 @@ documents must reach the server in smaller commands, or the server waits forever
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +16,7 @@ from migwatch.applier import FERRETDB_WRITE_CHUNK, Applier
 from migwatch.config import MigrationSpec
 from migwatch.stack import Stack
 from tests.conftest import PgDatabase, make_spec, mongo_endpoint
+from tests.integration.monitor_helpers import wait_for
 
 ROWS = 300  # several times the server's pool, in one source transaction
 
@@ -34,15 +34,6 @@ def spec(stack: Stack, source_db: PgDatabase, mongo_db: str,
     capture.ensure_connector(s, migration_id, timeout=120)
     yield s
     capture.teardown(s, migration_id, delete_topics=True, timeout=90)
-
-
-def wait_for(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
 def test_hundreds_of_updates_in_one_batch_reach_ferretdb(
