@@ -406,6 +406,13 @@ class StackSettings(BaseSettings):
     ferretdb_version: str = "v1.24.2"
     log4j_version: str = "2.25.2"
 
+    @field_validator("state_dir", "cache_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        """Absolute, so a folder passed to a command (pg_ctl -D, initdb) never reads as an
+        option, whatever name the user gave it."""
+        return value.expanduser().absolute()
+
     @property
     def file_sd_dir(self) -> Path:
         return self.state_dir / "prometheus" / "targets"

@@ -82,6 +82,12 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
+
+def new_kafka_cluster_id() -> str:
+    """A random KRaft cluster id: a UUID in URL-safe base64, as Kafka writes them (it may begin
+    with `-`, so it is only ever passed as `--cluster-id=<id>`)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
 class Stack:
     """The local stack described by `settings`; every method is safe to call twice."""
 
@@ -456,11 +462,17 @@ class Stack:
         props = home / "server.properties"
         props.write_text(templates.kafka_server_properties(self.s, data))
         if not (data / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            cmd = [*self._java("256m", log4j), "kafka.tools.StorageTool", "format",
-                   "--standalone", "-t", cluster_id, "-c", str(props)]
-            self._run_logged("kafka", cmd, "kafka-format.log")
+            self.format_kafka_storage(props, log4j, new_kafka_cluster_id())
         self._spawn("kafka", [*self._java(self.s.kafka_heap, log4j), "kafka.Kafka", str(props)])
+
+    def format_kafka_storage(self, props: Path, log4j: Path, cluster_id: str) -> None:
+        """Format the KRaft log directories of `props` for a new single-node cluster.
+
+        Every value goes in `--name=value` form: a generated id may begin with `-` (URL-safe
+        base64), and a separate argument starting with `-` is read as an option."""
+        cmd = [*self._java("256m", log4j), "kafka.tools.StorageTool", "format",
+               "--standalone", f"--cluster-id={cluster_id}", f"--config={props}"]
+        self._run_logged("kafka", cmd, "kafka-format.log")
 
     def _start_kafka_connect(self) -> None:
         home = self.state / "connect"

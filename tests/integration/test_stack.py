@@ -75,3 +75,22 @@ def test_prometheus_pushgateway_alertmanager_ready(stack: Stack) -> None:
 def test_prefect_server_health(stack: Stack) -> None:
     r = requests.get(stack.address("prefect-server") + "/health", timeout=5)
     assert r.status_code == 200 and r.json() is True
+
+
+def test_kafka_storage_format_takes_a_cluster_id_that_begins_with_a_dash(
+        stack: Stack, tmp_path) -> None:
+    """URL-safe base64 ids begin with `-` about once in 64; Kafka's own StorageTool must take it."""
+    import base64
+
+    from migwatch.stack import templates
+
+    cluster_id = base64.urlsafe_b64encode(b"\xf8" + uuid.uuid4().bytes[1:]).decode().rstrip("=")
+    assert cluster_id.startswith("-")
+    data = tmp_path / "data"
+    props = tmp_path / "server.properties"
+    props.write_text(templates.kafka_server_properties(stack.s, data))
+    log4j = tmp_path / "log4j2.properties"
+    log4j.write_text(templates.LOG4J2)
+    stack.format_kafka_storage(props, log4j, cluster_id)
+    meta = (data / "meta.properties").read_text()
+    assert f"cluster.id={cluster_id}" in meta

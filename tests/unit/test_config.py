@@ -96,3 +96,13 @@ def test_the_example_spec_in_deployments_is_valid() -> None:
     assert [t.source for t in spec.tables][-1] == "public.ProductReviews"
     assert spec.source.password is not None and spec.source.password.env
     assert Path(spec.migrations.folder).is_dir()
+
+
+def test_stack_folders_are_absolute_so_no_command_reads_them_as_options(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from migwatch.config import StackSettings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MIGWATCH_STATE_DIR", "-state")
+    s = StackSettings()
+    assert s.state_dir == tmp_path / "-state" and s.state_dir.is_absolute()
