@@ -3,7 +3,8 @@
     MigwatchError                 root: everything migwatch raises on purpose
     ├── ConfigError               bad spec or setting; names the field (never retried)
     ├── TransientError            a server is unreachable or timed out (retried with backoff)
-    │   └── MigrationLocked       another run held the migrations lock past the wait; names it
+    │   ├── MigrationLocked       another run held the migrations lock past the wait; names it
+    │   └── ApplierExited         a local applier exited before it joined; its cause and log tail
     ├── PermanentError            auth, missing table, schema mismatch (never retried)
     │   ├── PreflightError        a pre-flight check failed; lists every failed check
     │   ├── ConnectorFailed       the Debezium connector or its task is FAILED; carries the trace
@@ -41,6 +42,38 @@ class ConfigError(MigwatchError):
 
 class TransientError(MigwatchError):
     """A server was unreachable or timed out; the same call may succeed later."""
+
+
+class ApplierExited(TransientError):
+    """A local applier process exited before it joined its consumer group.
+
+    The first line names the cause (the last error line of its log), because a run record or a
+    report keeps only that line; the rest is the log tail. Transient: a broker or target that was
+    briefly away also makes it exit, and a retry starts it again."""
+
+    def __init__(self, migration_id: str, pid: int, log_tail: str) -> None:
+        self.migration_id = migration_id
+        self.pid = pid
+        self.log_tail = log_tail
+        lines = [ln.rstrip() for ln in log_tail.splitlines() if ln.strip()]
+        self.cause = _last_error_line(lines) or "its log is empty"
+        text = (f"applier for {migration_id} (pid {pid}) exited before it joined its consumer "
+                f"group: {self.cause}")
+        if lines:
+            text += "\n  log tail:\n    " + "\n    ".join(lines[-20:])
+        super().__init__(text)
+
+
+def _last_error_line(lines: list[str]) -> str:
+    """What says best why a process ended, as one line: from the last `SomeError: ...` line (a
+    Python traceback's end, or migwatch's own `error:` line) to the end of the log — an error's
+    message may span lines (pydantic names the field on the next one) — else the last line."""
+    for i in range(len(lines) - 1, -1, -1):
+        text = lines[i].strip()
+        head = text.split(":", 1)[0]
+        if head.endswith(("Error", "Exception", "error")):
+            return " ".join(ln.strip() for ln in lines[i:i + 6])[:300]
+    return lines[-1].strip()[:300] if lines else ""
 
 
 class PermanentError(MigwatchError):

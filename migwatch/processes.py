@@ -17,7 +17,7 @@ from pathlib import Path
 from migwatch import names
 from migwatch.config import MigrationSpec, StackSettings
 from migwatch.connectors import kafka as kafka_conn
-from migwatch.errors import MigwatchError, TransientError
+from migwatch.errors import ApplierExited, MigwatchError, TransientError
 from migwatch.runs import run_dir
 
 
@@ -153,8 +153,7 @@ def wait_applier_running(spec: MigrationSpec, migration_id: str, timeout: float 
         if members:
             return members
         if pid is not None and not _alive(pid):
-            raise TransientError(f"applier for {migration_id} (pid {pid}) exited before it "
-                                 f"joined its consumer group; log tail:\n{log_tail(migration_id)}")
+            raise ApplierExited(migration_id, pid, log_tail(migration_id))
         if time.monotonic() >= deadline:
             tail = log_tail(migration_id) if pid is not None else ""
             raise TransientError(f"applier for {migration_id} did not join its consumer group "

@@ -23,10 +23,19 @@ def apply(
     from migwatch.config import check_migration_id, load_spec
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    check_migration_id(migration_id)
-    s = load_spec(spec)
-    stats = serve(s, migration_id, metrics_port=metrics_port,
-                  on_ready=lambda port: console.print(
-                      f"applier {migration_id}: metrics on 127.0.0.1:{port}"))
+    log = logging.getLogger("migwatch.apply")
+    try:
+        check_migration_id(migration_id)
+        s = load_spec(spec)
+        stats = serve(s, migration_id, metrics_port=metrics_port,
+                      on_ready=lambda port: console.print(
+                          f"applier {migration_id}: metrics on 127.0.0.1:{port}"))
+    except Exception as exc:
+        # the reason goes to the log before the process ends: whoever started it reads it there
+        from migwatch.report import scrub
+
+        reason = " ".join(ln.strip() for ln in str(exc).strip().splitlines())
+        log.error("applier %s failed: %s: %s", migration_id, type(exc).__name__, scrub(reason))
+        raise
     console.print(f"applier {migration_id}: stopped after {stats.events} events "
                   f"in {stats.batches} batches, {stats.dlq} dead-lettered")

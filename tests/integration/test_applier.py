@@ -22,7 +22,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from psycopg import sql
 from pymongo import MongoClient
 
-from migwatch import capture, metrics, names, processes, workload
+from migwatch import capture, metrics, names, processes, runs, workload
 from migwatch.applier import Applier
 from migwatch.config import MigrationSpec
 from migwatch.connectors import postgres as pg
@@ -286,3 +286,29 @@ def test_applier_killed_mid_stream_resumes_without_loss_or_duplicates(
         committed = consumer.committed(TopicPartition(topic, 0))
         assert committed == offset, topic
     consumer.close()
+
+
+def test_an_applier_that_fails_at_start_names_its_cause_and_log_tail(
+        stack: Stack, source_db: PgDatabase, target_db: PgDatabase, migration_id: str,
+        tmp_path: Path) -> None:
+    """The error (and the one line a run record keeps of it) carries the applier's own reason —
+    here a Python ValueError from a setting it cannot read — never an empty tail."""
+    from migwatch.errors import ApplierExited
+
+    spec = make_spec(source_db, target_db, ["public.customers"], stack)
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(orjson.loads(spec.model_dump_json(exclude_none=True))))
+    pid = processes.start_applier(spec_file, migration_id,
+                                  extra_env={"MIGWATCH_PROMETHEUS_PORT": "not-a-port"})
+    with pytest.raises(ApplierExited) as caught:
+        processes.wait_applier_running(spec, migration_id, timeout=60, pid=pid)
+    err = caught.value
+    first = str(err).splitlines()[0]
+    assert "prometheus_port" in first and "ValidationError" in first, first
+    assert "prometheus_port" in err.log_tail and "not-a-port" in err.log_tail
+    log = (processes.run_dir(migration_id) / "applier.log").read_text()
+    assert f"applier {migration_id} failed: ValidationError" in log  # said before it exited
+    record = runs.RunRecord(migration_id=migration_id, spec_path=str(spec_file),
+                            started_at=dt.datetime.now(dt.UTC))
+    record.end("migrate", error=err)
+    assert "prometheus_port" in (record.stages["migrate"].message or "")
