@@ -63,7 +63,7 @@ def report(spec_path: str, migration_id: str,
         )
         paths = write_report(built)
         keys = publish_artifacts(built, paths["html"])
-        extras = _best_effort(log, "metrics push",
+        pushed = _best_effort(log, "metrics push",
                               lambda: push_metrics(built, spec.metrics.pushgateway_url))
         board = _best_effort(log, "dashboard", lambda: publish_dashboard(spec, migration_id))
     verdict = built["verdict"]
@@ -73,7 +73,7 @@ def report(spec_path: str, migration_id: str,
             "warnings": verdict["warnings"],
             "failed_checks": [c["name"] for c in verdict["checks"] if not c["passed"]],
             "paths": paths, "artifacts": keys,
-            "dashboard": board or {}, "pushed": extras is not None}
+            "dashboard": board or {}, "pushed": pushed is True}
 
 
 def _revalidated(spec: MigrationSpec, migration_id: str,

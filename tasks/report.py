@@ -181,29 +181,15 @@ def publish_artifacts(report: Mapping[str, Any], html_path: str | None = None) -
 
 
 @task(name="report-push-metrics", timeout_seconds=60, **_RETRIES)
-def push_metrics(report: Mapping[str, Any], pushgateway_url: str) -> None:
+def push_metrics(report: Mapping[str, Any], pushgateway_url: str) -> bool:
     """Record the verdict and push this migration's metrics under its grouping key, so the
-    batch stages stay visible to Prometheus after the process exits."""
+    batch stages stay visible to Prometheus after the process exits. True once pushed (a
+    failure raises: the flow decides whether it may go on without)."""
     rep = core.Report.model_validate(report)
     metrics.VERDICT.labels(rep.migration_id).set(1 if rep.verdict.go else 0)
     metrics.push(pushgateway_url, rep.migration_id)
     get_run_logger().info("metrics of %s pushed to %s", rep.migration_id, pushgateway_url)
-
-
-@task(name="report-dashboard", timeout_seconds=120, **_RETRIES)
-def write_dashboard(
-    spec: MigrationSpec, migration_id: str, install_rules: bool = False
-) -> dict[str, str]:
-    """The Grafana dashboard and this migration's alert rules under the run's folder; with
-    `install_rules`, loaded into the local stack's Prometheus too."""
-    from migwatch import alerts, dashboard
-
-    paths = dashboard.write_bundle(run_dir(migration_id) / "grafana", spec, migration_id)
-    out = {k: str(p) for k, p in paths.items()}
-    if install_rules:
-        installed = alerts.install_rules(paths["rules"].read_text(), paths["rules"].name)
-        out["installed_rules"] = str(installed)
-    return out
+    return True
 
 
 @task(name="report-dashboard", timeout_seconds=120, **_RETRIES)

@@ -124,6 +124,14 @@ def test_a_run_with_a_moving_source_is_go_with_the_right_figures(
     keys = artifact_keys(f"report-{migration_id}%")
     assert {f"report-{migration_id}", f"report-{migration_id}-tables"} <= keys
 
+    # the report's metrics reached the Pushgateway, and the summary says so
+    assert summary["pushed"] is True
+    groups = requests.get(spec.metrics.pushgateway_url.rstrip("/") + "/api/v1/metrics",
+                          timeout=10).json()["data"]
+    verdicts = [g for g in groups if g["labels"].get("migration_id") == migration_id
+                and "migwatch_verdict_go" in g]
+    assert verdicts, f"no group of {migration_id} with the verdict on the Pushgateway"
+
     page = render(Path(summary["paths"]["html"]), f"pipeline-{migration_id}.png")
     assert page["verdict"].startswith("GO")
     assert [t["table"] for t in page["tables"]] == SHOP
