@@ -59,7 +59,10 @@ def test_every_condition_has_a_rule_with_severity_and_migration_id() -> None:
 
 def test_rules_name_only_metrics_migwatch_exports() -> None:
     exported = promql.exported_names()
-    for r in rules_by_name(alerts.alert_rules()).values():
+    assert {"migration_data_lag_seconds", "migwatch_dlq_events_total"} <= exported
+    rules = rules_by_name(alerts.alert_rules())
+    assert {"MigrationLagCritical", "MigrationStalled", "MigrationDeadLetters"} <= set(rules)
+    for r in rules.values():
         names = promql.metric_names(r["expr"])
         assert names and names <= exported, (r["alert"], names - exported)
 

@@ -61,7 +61,10 @@ def test_each_required_panel_is_there_with_its_metric() -> None:
 
 def test_panel_queries_name_only_exported_metrics() -> None:
     exported = promql.exported_names()
-    for q in dashboard.panel_exprs(board()):
+    assert {"migration_data_lag_seconds", "migwatch_dlq_events_total"} <= exported
+    queries = dashboard.panel_exprs(board())
+    assert {"Data lag", "Dead-lettered events"} <= {q.title for q in queries}
+    for q in queries:
         names = promql.metric_names(q.expr)
         assert names and names <= exported, (q.title, names - exported)
 
