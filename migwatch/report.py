@@ -88,6 +88,17 @@ class TableFigures(_Model):
     #: Great Expectations expectations the target table failed, e.g. `..._not_be_null(email)`
     failed_expectations: list[str] = Field(default_factory=list)
     note: str | None = None
+    #: source WAL position both counts stand for (revalidation counted the source there and the
+    #: target once its applier had passed it); None: counted at two moments while comparing
+    counts_lsn: str | None = None
+
+    @property
+    def counted_at(self) -> str:
+        """Says when the two counts were taken, so unequal counts of an equal table read right."""
+        if self.counts_lsn:
+            return f"at LSN {self.counts_lsn}"
+        return "while comparing" if self.rows_source == self.rows_target else \
+            "at two moments while comparing (source moving)"
 
     @field_validator("note")
     @classmethod
@@ -449,6 +460,7 @@ def table_figures(
             differing_keys_truncated=bool(v.get("sample_truncated")),
             failed_expectations=_failed_expectations(gx),
             note=note,
+            counts_lsn=v.get("counts_lsn") or None,
         ))
     return out
 
@@ -620,6 +632,7 @@ def table_rows(report: Report) -> list[dict[str, Any]]:
             "target table": t.target_table,
             "rows on source": t.rows_source,
             "rows on target": t.rows_target,
+            "rows counted": t.counted_at,
             "rows loaded by snapshot": t.rows_snapshot,
             "changes applied": t.changes_applied,
             "event-time lag (s)": None
@@ -665,13 +678,15 @@ def render_markdown(report: Report, html_path: str | None = None) -> str:
     ]
     lines += [
         "",
-        "| table | rows source | rows target | snapshot rows | changes | lag | validation |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| table | rows source | rows target | counted | snapshot rows | changes | lag | "
+        "validation |",
+        "|---|---:|---:|---|---:|---:|---:|---|",
     ]
     for t in report.tables:
         state = t.validation + (f" ({t.mismatched_rows})" if t.mismatched_rows else "")
         lines.append(
             f"| {_md(t.target_table)} | {_n(t.rows_source)} | {_n(t.rows_target)} | "
+            f"{_md(t.counted_at)} | "
             f"{_n(t.rows_snapshot)} | {_n(t.changes_applied)} | "
             f"{_n(t.event_time_lag_seconds, 'seconds')} | {state} |"
         )
@@ -827,7 +842,8 @@ def render_html(report: Report) -> str:
         rows.append(
             f'<tr data-table="{e(t.target_table)}"><td>{e(t.source_table)}<br>'
             f"→ {e(t.target_table)}</td><td class=n>{_n(t.rows_source)}</td>"
-            f"<td class=n>{_n(t.rows_target)}</td><td class=n>{_n(t.rows_snapshot)}</td>"
+            f"<td class=n>{_n(t.rows_target)}</td><td>{e(t.counted_at)}</td>"
+            f"<td class=n>{_n(t.rows_snapshot)}</td>"
             f"<td class=n>{_n(t.changes_applied)}</td>"
             f"<td class=n>{e(_n(t.event_time_lag_seconds, 'seconds'))}</td>"
             f'<td><span class="badge {t.validation}">{t.validation.replace("_", " ")}</span>'
@@ -838,7 +854,7 @@ def render_html(report: Report) -> str:
         )
     tables = (
         '<h2>Tables</h2><table id="tables"><tr><th>table</th><th>rows on source</th>'
-        "<th>rows on target</th><th>loaded by snapshot</th><th>changes applied</th>"
+        "<th>rows on target</th><th>counted</th><th>loaded by snapshot</th><th>changes applied</th>"
         "<th>event-time lag</th><th>validation</th></tr>" + "".join(rows) + "</table>"
     )
     lag = ""

@@ -282,7 +282,7 @@ def test_markdown_opens_with_the_verdict_and_lists_tables_and_link() -> None:
     first = md.splitlines()[0]
     assert first.startswith("# ") and "NO-GO" in first and "rep-1" in first
     assert "- 2 event(s) went to the dead-letter topic" in md
-    assert "| public.orders | 100 | 100 | 90 | 12 | 0.4 s | equal |" in md
+    assert "| public.orders | 100 | 100 | while comparing | 90 | 12 | 0.4 s | equal |" in md
     assert "[HTML report](file:///tmp/report.html)" in md
 
 
@@ -414,3 +414,22 @@ def test_run_notes_are_said_once_in_every_rendering() -> None:
     assert R.render_html(rep).count(note) == 1
     assert R.render_markdown(rep).count(note) == 1
     assert R.load_json(R.render_json(rep)).notes == rep.notes
+
+
+def test_counts_of_an_equal_table_on_a_moving_source_say_when_they_were_taken() -> None:
+    """Unequal counts beside "equal" read as a contradiction unless the report says when each
+    count was taken: at one LSN (revalidation) or at two moments of the comparison."""
+    at_lsn = table("public.orders", rows_source=1204, rows_target=1204, counts_lsn="0/1A2B3C4")
+    moving = table("public.customers", rows_source=510, rows_target=507)
+    rep = sample_report(tables=[at_lsn.model_dump(), moving.model_dump()])
+    md, html = R.render_markdown(rep), R.render_html(rep)
+    for text in (md, html):
+        assert "at LSN 0/1A2B3C4" in text
+        assert "at two moments while comparing (source moving)" in text
+    rows = {r["source table"]: r for r in R.table_rows(rep)}
+    assert rows["public.orders"]["rows counted"] == "at LSN 0/1A2B3C4"
+    figures = R.table_figures(
+        spec_with_secret_env(),
+        {"tables": [{"table": "public.orders", "status": "equal", "source_rows": 3,
+                     "target_rows": 3, "counts_lsn": "0/FF"}]})
+    assert next(f for f in figures if f.source_table == "public.orders").counts_lsn == "0/FF"
