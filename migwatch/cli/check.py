@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from migwatch.cli._app import app, handle_errors
+from migwatch.cli._app import app, handle_errors, print_json_doc
 
 
 @app.command("check")
@@ -24,6 +24,9 @@ def check(
         300, min=1, help="Pushed values older than this many seconds count as 'cannot tell'."
     ),
     error_window: str = typer.Option("5m", help="Errors counted over this PromQL window."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the answer as one JSON document instead of the line; "
+                              "same exit codes."),
 ) -> None:
     """The CI gate: is the migration's data lag under --max-lag right now?
 
@@ -42,7 +45,11 @@ def check(
         status = gate_check.check(
             client, migration_id, max_lag, freshness=freshness, error_window=error_window
         )
-    typer.echo(f"{status.label}: {status.reason}")
+    if as_json:
+        print_json_doc({"migration_id": migration_id, "max_lag_seconds": max_lag,
+                        "status": status.label, "code": status.code, "reason": status.reason})
+    else:
+        typer.echo(f"{status.label}: {status.reason}")
     raise typer.Exit(status.code)
 
 

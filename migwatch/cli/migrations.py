@@ -7,7 +7,6 @@ the run was refused (`status`: some version is failed or changed); 2 bad input (
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC
 from functools import wraps
@@ -18,7 +17,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from migwatch.cli._app import app, console, out
+from migwatch.cli._app import app, console, out, print_json_doc, print_table
 from migwatch.errors import ConfigError, MigrationChanged, MigrationFailed, MigwatchError
 
 migrations_app = typer.Typer(
@@ -88,7 +87,9 @@ def _header(s: Any, what: str) -> None:
 @_exit_codes
 def status(
     spec: Path = SPEC_ARG,
-    as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the status as one JSON document on stdout; same exit "
+                              "codes."),
 ) -> None:
     """Show each version: applied, pending, failed, changed or missing.
 
@@ -101,10 +102,10 @@ def status(
     s = _load(spec)
     report = run_status(s)
     if as_json:
-        out.print_json(json.dumps(report.to_dict()))
+        print_json_doc(report.to_dict())
     else:
         _header(s, "on")
-        out.print(_status_table(report.rows))
+        print_table(_status_table(report.rows))
         counts: dict[str, int] = {}
         for row in report.rows:
             counts[row.state.value] = counts.get(row.state.value, 0) + 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from migwatch.cli._app import app, console, handle_errors, out
+from migwatch.cli._app import app, console, handle_errors, out, print_json_doc, print_table
 
 _STATE_STYLE = {"caught up": "green", "behind": "cyan", "unknown": "dim", "warn": "yellow",
                 "critical": "bold red"}
@@ -31,6 +32,9 @@ def monitor(
     keep_running: bool = typer.Option(
         False, help="Keep watching (and exporting every lag to Prometheus) after the gate "
                     "passes or fails, until SIGTERM; what `migwatch start` runs for the CI gate."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print JSON Lines on stdout instead of tables: one line per poll, "
+                              "then one with the result; same exit codes."),
 ) -> None:
     """Poll every lag (consumer, event-time, end-to-end, slot WAL) at the spec's interval and
     show measure, value, threshold, state and ETA. Exits 0 once every lag stayed under its
@@ -51,21 +55,27 @@ def monitor(
             send(notice, s.notifications)
 
     stop = _stop_on_sigterm() if keep_running else None
-    view = _View(migration_id, live=out.is_terminal and not keep_running)
+    view = _View(migration_id, live=out.is_terminal and not keep_running and not as_json,
+                 as_json=as_json)
     try:
         result = watch(s, migration_id, notify_fn=notify_fn, on_poll=view.update, stop=stop)
     finally:
         view.stop()
     path = save_samples(result)
-    if result.evaluations:
-        out.print(_table(migration_id, result.evaluations[-1], None))
-    out.print(f"samples: {path}")
+    if as_json:
+        print_json_doc(result_doc(result, path))
+        console.print(f"samples: {path}", highlight=False)
+    else:
+        if result.evaluations:
+            print_table(_table(migration_id, result.evaluations[-1], None))
+        out.print(f"samples: {path}")
     if not result.passed:
         console.print(f"[bold red]gate failed:[/] {escape(result.reason or '')}",
                       highlight=False, soft_wrap=True)  # one line a CI log keeps whole
         raise typer.Exit(1)
-    out.print(f"[green]caught up[/] after {result.polls} polls ({result.seconds:.0f} s)",
-              highlight=False)
+    if not as_json:
+        out.print(f"[green]caught up[/] after {result.polls} polls ({result.seconds:.0f} s)",
+                  highlight=False)
 
 
 def _stop_on_sigterm() -> threading.Event:
@@ -80,11 +90,24 @@ def _stop_on_sigterm() -> threading.Event:
     return stop
 
 
-class _View:
-    """A live table on a terminal; one line per poll otherwise (logs, CI)."""
+def poll_doc(p: Any) -> dict[str, Any]:
+    """`--json`: one poll — the sample and evaluation as the samples file keeps them, the gate."""
+    return {"kind": "poll", "poll": p.number, "verdict": p.evaluation.verdict.value,
+            "caught_up": p.evaluation.caught_up, "gate": asdict(p.gate),
+            "sample": p.sample.to_dict(), "evaluation": p.evaluation.to_dict()}
 
-    def __init__(self, migration_id: str, live: bool) -> None:
+
+def result_doc(result: Any, samples_path: Path) -> dict[str, Any]:
+    """`--json`: the last line — the WatchResult (`passed`, `verdict`, `reason`, the series)."""
+    return {"kind": "result", **result.to_dict(), "samples_path": str(samples_path)}
+
+
+class _View:
+    """A live table on a terminal; one line per poll otherwise (logs, CI), or a JSON line."""
+
+    def __init__(self, migration_id: str, live: bool, as_json: bool = False) -> None:
         self.migration_id = migration_id
+        self.as_json = as_json
         self.live: Any = None
         if live:
             from rich.live import Live
@@ -97,6 +120,8 @@ class _View:
 
         if self.live is not None:
             self.live.update(_table(self.migration_id, p.evaluation, p))
+        elif self.as_json:
+            print_json_doc(poll_doc(p))
         else:
             out.print(f"poll {p.number}: {one_line(p.evaluation, p.gate)}", highlight=False)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from migwatch.cli._app import app, console, handle_errors, out
+from migwatch.cli._app import app, console, handle_errors, out, print_json_doc
 from migwatch.errors import MigwatchError
 
 
@@ -97,6 +97,9 @@ def report(
     migration_id: str = typer.Option(..., help="The migration run to report on."),
     spec: Path = typer.Option(
         None, help="Migration spec; default: the one the run was started with."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the verdict as one JSON document on stdout (the report "
+                              "flow's summary); same exit codes."),
 ) -> None:
     """Rebuild the report of a run (verdict, JSON, HTML, artifacts, dashboard) from what the run
     left in its folder and the live state of source, target and Kafka. Exit 0 go, 1 no-go."""
@@ -109,6 +112,9 @@ def report(
     from flows.report import report as report_flow
 
     summary = report_flow(spec_path, migration_id)
+    if as_json:
+        print_json_doc(summary)
+        raise typer.Exit(0 if summary["go"] else 1)
     if summary["go"]:
         print_summary(summary)
         return

@@ -7,7 +7,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from migwatch.cli._app import app, console, handle_errors, out
+from migwatch.cli._app import app, console, handle_errors, out, print_table
 
 stack_app = typer.Typer(help="Run the local stack (PostgreSQL, Kafka, Connect, FerretDB, "
                         "Prometheus, Prefect) on 127.0.0.1.", no_args_is_help=True)
@@ -26,7 +26,7 @@ def _print_status(rows: list[Any]) -> None:
     for r in rows:
         table.add_row(r.name, r.address, "[green]yes[/]" if r.healthy else "[red]no[/]",
                       str(r.pid or "-"))
-    out.print(table)
+    print_table(table)
 
 
 @stack_app.command("up")

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from migwatch.cli._app import app, console, handle_errors, out
+from migwatch.cli._app import app, console, handle_errors, out, print_json_doc, print_table
 
 _STATUS_STYLE = {"equal": "green", "pending": "yellow", "different": "bold red",
                  "error": "bold red"}
@@ -43,6 +43,9 @@ def validate(
         None, min=1, max=64, help="Tables compared at once (default: the spec's "
                                   "validation.workers)."),
     output: Path | None = typer.Option(None, help="Also write the result as JSON to this file."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the result as one JSON document on stdout (progress goes "
+                              "to stderr); same exit codes."),
 ) -> None:
     """Compare every table of the spec, source against target: row counts, checksums over
     primary-key ranges computed inside PostgreSQL, differing ranges narrowed down to the rows —
@@ -77,12 +80,16 @@ def validate(
 
             with console.status("running Great Expectations suites"):
                 run_expectations(s, result)
-    _print(result)
+    if as_json:
+        print_json_doc(result.to_dict())  # as saved for --revalidate, `status` included
+    else:
+        _print(result)
+    said = console if as_json else out  # stdout holds only the document in JSON mode
     if migration_id is not None:
-        out.print(f"result: {run.save_result(result)}", highlight=False)
+        said.print(f"result: {run.save_result(result)}", highlight=False)
     if output is not None:
         result.save(output)
-        out.print(f"result: {output}", highlight=False)
+        said.print(f"result: {output}", highlight=False)
     raise typer.Exit(result.exit_code)
 
 
@@ -144,7 +151,7 @@ def _print(result: Any) -> None:
         table.add_row(escape(t.table), f"[{style}]{t.status}[/]", f"{t.source_rows:,}",
                       f"{t.target_rows:,}", str(t.missing), str(t.extra), str(t.changed),
                       str(t.ranges_checked), f"{t.seconds:.1f}")
-    out.print(table)
+    print_table(table)
     for t in result.tables:
         if t.error:
             out.print(f"[bold red]{escape(t.table)}[/]: could not compare: {escape(t.error)}",

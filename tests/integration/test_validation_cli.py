@@ -97,3 +97,18 @@ def test_pending_then_revalidated(spec_path: Path, target_db: PgDatabase, migrat
     assert res.exit_code == 0, res.output
     assert json.loads(saved.read_text())["status"] == "equal"
     assert cli(str(spec_path), "--revalidate").exit_code == 2  # needs --migration-id
+
+
+def test_json_is_one_document_on_stdout_with_the_same_exit_code(
+        spec_path: Path, target_db: PgDatabase) -> None:
+    run_sql(target_db, "DELETE FROM public.customers WHERE id = 12")
+    res = cli(str(spec_path), "--json", "--workers", "1")  # with the expectations' output
+    assert res.exit_code == 1, res.output
+    lines = res.stdout.splitlines()
+    assert len(lines) == 1, res.stdout  # progress and the expectations went to stderr
+    doc = json.loads(lines[0])
+    assert doc["schema_version"] == 1 and doc["status"] == "different"
+    tables = {t["table"]: t for t in doc["tables"]}
+    assert tables["public.customers"]["missing"] == 1
+    assert tables["public.orders"]["status"] == "equal"
+    assert tables["public.orders"]["expectations"]["success"]
