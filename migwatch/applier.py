@@ -19,8 +19,6 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import logging
 import signal
 import sys
@@ -29,11 +27,9 @@ import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import orjson
 from kafka import TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -44,13 +40,14 @@ from migwatch.config import MigrationSpec, StackSettings, TableSpec
 from migwatch.connectors import kafka as kafka_conn
 from migwatch.connectors import mongo
 from migwatch.connectors import postgres as pg
+from migwatch.decoding import UNCHANGED, ColumnDecoder, SkipEvent, load_value
 from migwatch.errors import MigwatchError, PermanentError, TransientError
 from migwatch.mapping import key_to_id, row_to_document, supports_decimal128
 
 log = logging.getLogger("migwatch.applier")
 
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-EPOCH_DATE = dt.date(1970, 1, 1)
+
+
 SNAPSHOT_LAST = {"last", "last_in_data_collection"}
 # kafka-python fetch sizes: 1 MiB per partition (Kafka's default) reads and decodes 1.3-1.8×
 # faster than 16 MiB (bench/applier.py, 3.2 kB events), whose large responses the client
@@ -58,35 +55,31 @@ SNAPSHOT_LAST = {"last", "last_in_data_collection"}
 FETCH_SIZES: dict[str, int] = {"fetch_max_bytes": 64 << 20, "max_partition_fetch_bytes": 1 << 20}
 
 
-class SkipEvent(Exception):
-    """An event that cannot be applied; `reason` is a bounded class for metrics."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}")
-
-
 @dataclass
 class Change:
-    """One decoded change: `row` is None for a delete; `key` is the primary-key tuple."""
+    """One decoded change: `row` is None for a delete; `key` is the row's key tuple (None for a
+    table without a key, whose update or delete finds its row by the `before` image)."""
 
     table: TableSpec
     op: str  # r c u d t (truncate)
-    key: tuple[Any, ...]
+    key: tuple[Any, ...] | None
     row: dict[str, Any] | None
     source_ts_ms: int
     lsn: int | None
     snapshot: str
+    before: dict[str, Any] | None = None
 
 
 @dataclass
 class Batch:
-    """Changes collapsed per table and key, plus what the position rows need."""
+    """Changes collapsed per table and key (in order, for tables without a key), plus what the
+    position rows need."""
 
     upserts: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = field(default_factory=dict)
     deletes: dict[str, set[tuple[Any, ...]]] = field(default_factory=dict)
     truncates: set[str] = field(default_factory=set)
+    #: tables without a key: every change in source order (duplicates are rows of their own)
+    ordered: dict[str, list[Change]] = field(default_factory=dict)
     events: dict[tuple[str, str], int] = field(default_factory=dict)  # (table, op) -> count
     max_ts: dict[str, int] = field(default_factory=dict)
     max_lsn: dict[str, int] = field(default_factory=dict)
@@ -94,24 +87,36 @@ class Batch:
     snapshot_done: set[str] = field(default_factory=set)
     dlq: dict[str, int] = field(default_factory=dict)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to read
+    #: first offset of each partition in the batch: the target refuses a batch that starts at
+    #: or below what it already applied (a rebalance rewound the consumer)
+    first_offsets: dict[TopicPartition, int] = field(default_factory=dict)
 
     def add(self, ch: Change) -> None:
         t = ch.table.source
-        ups = self.upserts.setdefault(t, {})
-        dels = self.deletes.setdefault(t, set())
-        if ch.op == "t":
-            ups.clear()
-            dels.clear()
+        if ch.key is None and ch.op != "t":
+            self.ordered.setdefault(t, []).append(ch)
+        elif ch.op == "t":
+            self.upserts.setdefault(t, {}).clear()
+            self.deletes.setdefault(t, set()).clear()
+            self.ordered.pop(t, None)
+            self.ordered.setdefault(t, [])
             self.truncates.add(t)
         elif ch.op == "d":
-            ups.pop(ch.key, None)
-            dels.add(ch.key)
+            assert ch.key is not None
+            self.upserts.setdefault(t, {}).pop(ch.key, None)
+            self.deletes.setdefault(t, set()).add(ch.key)
         else:
-            dels.discard(ch.key)
-            assert ch.row is not None
-            ups[ch.key] = ch.row
-            if ch.op == "r":
-                self.snapshot_rows[t] = self.snapshot_rows.get(t, 0) + 1
+            assert ch.row is not None and ch.key is not None
+            ups = self.upserts.setdefault(t, {})
+            self.deletes.setdefault(t, set()).discard(ch.key)
+            row = ch.row
+            earlier = ups.get(ch.key)
+            if earlier is not None and any(v is UNCHANGED for v in row.values()):
+                # an unchanged TOASTed column keeps what an earlier change of this batch wrote
+                row = {k: earlier.get(k, v) if v is UNCHANGED else v for k, v in row.items()}
+            ups[ch.key] = row
+        if ch.op == "r":
+            self.snapshot_rows[t] = self.snapshot_rows.get(t, 0) + 1
         self.events[(t, ch.op)] = self.events.get((t, ch.op), 0) + 1
         self.note_position(t, ch.source_ts_ms, ch.lsn)
         if ch.snapshot in SNAPSHOT_LAST:
@@ -126,169 +131,49 @@ class Batch:
             if lsn is not None:
                 self.max_lsn[key] = max(self.max_lsn.get(key, 0), lsn)
 
+    def note_offset(self, rec: Any) -> None:
+        tp = TopicPartition(rec.topic, rec.partition)
+        self.offsets[tp] = max(self.offsets.get(tp, 0), rec.offset + 1)
+        self.first_offsets[tp] = min(self.first_offsets.get(tp, rec.offset), rec.offset)
+
+    @property
+    def tables(self) -> list[str]:
+        return sorted(set(self.upserts) | set(self.deletes) | self.truncates | set(self.ordered))
+
     @property
     def event_count(self) -> int:
         return sum(self.events.values())
 
 
-# ------------------------------------------------------------------------------ decoding
-def _micros_to_datetime(v: int) -> dt.datetime:
-    return (EPOCH + dt.timedelta(microseconds=v)).replace(tzinfo=None)
+class StaleBatch(Exception):
+    """The target already applied part of a batch (a rebalance rewound the consumer to its
+    stored offsets while records were gathered): `stored` are the target's next offsets."""
 
-
-def _parse_ts(v: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
-
-
-class ColumnDecoder:
-    """Turns Debezium JSON values (schemas on or off) into Python values of the column's type.
-
-    Expects the connector settings capture.py sets: decimal.handling.mode=string,
-    binary.handling.mode=base64, time.precision.mode=adaptive_time_microseconds; with schemas on
-    it also decodes Connect's Decimal bytes using the scale in the schema.
-    """
-
-    def __init__(self, columns: Iterable[pg.Column], json_as_text: bool = False) -> None:
-        self.json_as_text = json_as_text
-        self.kinds: dict[str, str] = {}
-        #: per numeric column, from the embedded schema: the Decimal scale when Connect sent the
-        #: value as bytes (decimal.handling.mode=precise), None when it sent text; kept with the
-        #: size of the schema it came from, so a changed schema is read again
-        self._decimal_bytes: dict[str, tuple[int, int | None]] = {}
-        for c in columns:
-            t = c.type.lower()
-            if t.endswith("[]"):
-                kind = "array"
-            elif t.startswith(("numeric", "decimal", "money")):
-                kind = "numeric"
-            elif t in ("json", "jsonb"):
-                kind = "json"
-            elif t == "bytea":
-                kind = "bytea"
-            elif t.startswith("timestamp") and "with time zone" in t:
-                kind = "timestamptz"
-            elif t.startswith("timestamp"):
-                kind = "timestamp"
-            elif t == "date":
-                kind = "date"
-            elif t.startswith("time") and "with time zone" not in t:
-                kind = "time"
-            else:
-                kind = "plain"
-            self.kinds[c.name] = kind
-
-    def decode(self, row: dict[str, Any], schema: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, value in row.items():
-            kind = self.kinds.get(name)
-            if kind is None:
-                raise SkipEvent("unknown_column", f"column {name!r} is not in the table")
-            out[name] = None if value is None else self._one(kind, name, value, schema)
-        return out
-
-    def _bytes_scale(self, name: str, schema: Any) -> int | None:
-        size = len(schema) if isinstance(schema, msgspec.Raw) else len(str(schema))
-        known = self._decimal_bytes.get(name)
-        if known is None or known[0] != size:
-            known = (size, _schema_decimal_scale(schema, name))
-            self._decimal_bytes[name] = known
-        return known[1]
-
-    def _one(self, kind: str, name: str, v: Any, schema: Any) -> Any:
-        try:
-            if kind == "numeric":
-                if isinstance(v, dict) and "value" in v:  # variable scale decimal
-                    raw = int.from_bytes(base64.b64decode(v["value"]), "big", signed=True)
-                    return Decimal(raw).scaleb(-int(v["scale"]))
-                if isinstance(v, str):
-                    # text, unless the schema says Connect's Decimal bytes (base64 text can
-                    # look like a number: "1234" is both)
-                    scale = self._bytes_scale(name, schema) if schema is not None else None
-                    if scale is None:
-                        return Decimal(v)
-                    raw = int.from_bytes(base64.b64decode(v), "big", signed=True)
-                    return Decimal(raw).scaleb(-scale)
-                return Decimal(str(v))
-            if kind == "json":
-                if self.json_as_text:
-                    return v if isinstance(v, str) else orjson.dumps(v).decode()
-                return orjson.loads(v) if isinstance(v, str) else v
-            if kind == "bytea":
-                return base64.b64decode(v) if isinstance(v, str) else bytes(v)
-            if kind == "timestamptz":
-                return _parse_ts(v) if isinstance(v, str) else EPOCH + dt.timedelta(milliseconds=v)
-            if kind == "timestamp":
-                if isinstance(v, str):
-                    return dt.datetime.fromisoformat(v)
-                return _micros_to_datetime(v) if abs(v) > 10**13 else _micros_to_datetime(v * 1000)
-            if kind == "date":
-                if isinstance(v, int):
-                    return EPOCH_DATE + dt.timedelta(days=v)
-                return dt.date.fromisoformat(v)
-            if kind == "time":
-                if isinstance(v, int):
-                    return (dt.datetime.min + dt.timedelta(microseconds=v)).time()
-                return dt.time.fromisoformat(v)
-            return v
-        except (ValueError, TypeError, ArithmeticError) as exc:
-            raise SkipEvent("bad_value", f"column {name!r}: {type(exc).__name__}") from exc
-
-
-class _WithSchema(msgspec.Struct):
-    """JsonConverter's schemas-on form; the schema stays raw bytes until a value needs it."""
-
-    schema: msgspec.Raw
-    payload: Any
-
-
-_WITH_SCHEMA = msgspec.json.Decoder(_WithSchema)
-
-
-def _load_value(raw: bytes) -> tuple[Any, Any]:
-    """(payload, schema or None) of a record value, for both JsonConverter forms.
-
-    The schemas-on form is about three quarters schema, read only for Connect Decimal bytes:
-    msgspec skips it unparsed (2.6× faster than parsing it, bench/applier.py). Anything else —
-    schemas off, or a value msgspec refuses — goes through orjson as before.
-    """
-    if raw.startswith(b'{"schema":'):
-        try:
-            env = _WITH_SCHEMA.decode(raw)
-            return env.payload, env.schema
-        except msgspec.DecodeError:
-            pass  # orjson below names what is wrong with it
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise SkipEvent("invalid_json", f"not JSON: {exc.msg}") from exc
-    if isinstance(value, dict) and "payload" in value and "schema" in value:
-        return value["payload"], value["schema"]
-    return value, None
-
-
-def _schema_decimal_scale(schema: dict[str, Any] | msgspec.Raw, column: str) -> int | None:
-    """The column's scale when the envelope's schema types it as Connect's Decimal (bytes),
-    None when it is text (decimal.handling.mode=string)."""
-    parsed = orjson.loads(bytes(schema)) if isinstance(schema, msgspec.Raw) else schema
-    for f in (parsed or {}).get("fields", []):
-        if f.get("field") in ("after", "before"):
-            for col in f.get("fields", []):
-                if col.get("field") == column:
-                    if col.get("type") == "bytes":
-                        return int((col.get("parameters") or {}).get("scale", 0))
-                    return None
-    raise SkipEvent("bad_value", f"column {column!r} is not in the event's schema")
+    def __init__(self, stored: dict[TopicPartition, int]) -> None:
+        self.stored = stored
+        super().__init__(f"batch overlaps applied offsets: {stored}")
 
 
 # ------------------------------------------------------------------------------ target writers
 class PostgresWriter:
-    """Applies batches to a PostgreSQL target in one transaction each, with position and offsets."""
+    """Applies batches to a PostgreSQL target in one transaction each, with position and offsets.
+
+    Tables with a key: one COPY into a staging table, one upsert, one delete. A row whose
+    unchanged TOASTed columns the event did not carry updates only the columns it carries.
+    Tables without a key (REPLICA IDENTITY FULL): each change in source order, an update or
+    delete touching exactly one row that equals its before image (by ctid), duplicates included.
+    """
+
+    #: the staging table's extra column: names of the columns a row does not carry
+    UNCHANGED_COLUMN = "migwatch unchanged columns"
 
     def __init__(self, spec: MigrationSpec, migration_id: str,
-                 infos: dict[str, pg.TableInfo], tables: list[TableSpec]) -> None:
+                 infos: dict[str, pg.TableInfo], tables: list[TableSpec],
+                 keyless: set[str] | None = None) -> None:
         self.spec = spec
         self.mid = migration_id
         self.infos = infos
+        self.keyless = keyless or set()
         self.tables = {t.source: t for t in tables}
         self._table_index = {t.source: i for i, t in enumerate(tables)}
         self.conn = pg.connect_endpoint(spec.target, "target", application="migwatch-applier")
@@ -299,15 +184,18 @@ class PostgresWriter:
                 "CREATE TABLE IF NOT EXISTS {} (migration_id text NOT NULL, topic text NOT NULL,"
                 " partition integer NOT NULL, next_offset bigint NOT NULL,"
                 " PRIMARY KEY (migration_id, topic, partition))"
-            ).format(sql.Identifier(names.POSITION_SCHEMA, "applied_offsets")))
+            ).format(self._offsets_table))
+
+    @property
+    def _offsets_table(self) -> sql.Identifier:
+        return sql.Identifier(names.POSITION_SCHEMA, "applied_offsets")
 
     def stored_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         wanted = {(tp.topic, tp.partition): tp for tp in partitions}
         with pg.translated("target: read offsets"):
             rows = self.conn.execute(sql.SQL(
                 "SELECT topic, partition, next_offset FROM {} WHERE migration_id = %s"
-            ).format(sql.Identifier(names.POSITION_SCHEMA, "applied_offsets")),
-                [self.mid]).fetchall()
+            ).format(self._offsets_table), [self.mid]).fetchall()
             self.conn.commit()
         return {wanted[(t, p)]: o for t, p, o in rows if (t, p) in wanted}
 
@@ -320,6 +208,8 @@ class PostgresWriter:
             self.conn.execute(sql.SQL(
                 "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS"
             ).format(ident, sql.Identifier(*self._target_name(table))))
+            self.conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} text[]").format(
+                ident, sql.Identifier(self.UNCHANGED_COLUMN)))
             self._stage[table] = ident
         return ident
 
@@ -330,16 +220,32 @@ class PostgresWriter:
     def apply(self, batch: Batch) -> None:
         try:
             with pg.translated("target: apply batch"), self.conn.transaction():
-                for table in sorted(set(batch.upserts) | set(batch.deletes) | batch.truncates):
-                    self._apply_table(table, batch)
+                self._refuse_stale(batch)
+                for table in batch.tables:
+                    if table in self.keyless:
+                        self._apply_in_order(table, batch)
+                    else:
+                        self._apply_table(table, batch)
                 self._record(batch)
-        except MigwatchError:
+        except (MigwatchError, StaleBatch):
             self._stage.clear()  # staging tables created in the rolled-back transaction are gone
             raise
 
     def apply_one(self, batch: Batch) -> None:
         """Apply a single-change batch inside a savepoint-free transaction (DLQ fallback path)."""
         self.apply(batch)
+
+    def _refuse_stale(self, batch: Batch) -> None:
+        """Inside the batch's transaction, with the offset rows locked: the batch must start
+        past what the target applied, else StaleBatch (nothing written)."""
+        if not batch.first_offsets:
+            return
+        rows = self.conn.execute(sql.SQL(
+            "SELECT topic, partition, next_offset FROM {} WHERE migration_id = %s FOR UPDATE"
+        ).format(self._offsets_table), [self.mid]).fetchall()
+        stored = {TopicPartition(t, p): o for t, p, o in rows}
+        if any(first < stored.get(tp, 0) for tp, first in batch.first_offsets.items()):
+            raise StaleBatch(stored)
 
     def _apply_table(self, table: str, batch: Batch) -> None:
         info = self.infos[table]
@@ -361,11 +267,17 @@ class PostgresWriter:
             return
         stage = self._staging(table)
         names_ = [c.name for c in info.columns]
+        marker = sql.Identifier(self.UNCHANGED_COLUMN)
         col_ids = sql.SQL(", ").join(sql.Identifier(n) for n in names_)
+        partial = False
         with self.conn.cursor() as cur:
-            with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, col_ids)) as copy:
+            with cur.copy(sql.SQL("COPY {} ({}, {}) FROM STDIN").format(
+                    stage, col_ids, marker)) as copy:
                 for row in ups.values():
-                    copy.write_row([_pg_value(row.get(n)) for n in names_])
+                    kept = [n for n in names_ if row.get(n) is UNCHANGED]
+                    partial = partial or bool(kept)
+                    copy.write_row([None if n in kept else _pg_value(row.get(n)) for n in names_]
+                                   + [kept or None])
             non_key = [n for n in names_ if n not in pk]
             conflict = sql.SQL(", ").join(sql.Identifier(k) for k in pk)
             action: sql.Composable
@@ -375,8 +287,66 @@ class PostgresWriter:
                     for n in non_key))
             else:
                 action = sql.SQL("DO NOTHING")
-            cur.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
-                target, col_ids, col_ids, stage, conflict, action))
+            cur.execute(sql.SQL(
+                "INSERT INTO {} ({}) SELECT {} FROM {} WHERE {} IS NULL ON CONFLICT ({}) {}"
+            ).format(target, col_ids, col_ids, stage, marker, conflict, action))
+            if partial:
+                self._apply_partial(cur, target, stage, names_, pk)
+
+    def _apply_partial(self, cur: Any, target: sql.Identifier, stage: sql.Identifier,
+                       names_: list[str], pk: tuple[str, ...]) -> None:
+        """Rows whose event left out unchanged TOASTed columns: the target keeps those."""
+        marker = sql.Identifier(self.UNCHANGED_COLUMN)
+        keep = sql.SQL(", ").join(
+            sql.SQL("{0} = CASE WHEN {1} = ANY(s.{2}) THEN t.{0} ELSE s.{0} END").format(
+                sql.Identifier(n), sql.Literal(n), marker)
+            for n in names_ if n not in pk)
+        match = sql.SQL(" AND ").join(
+            sql.SQL("t.{0} = s.{0}").format(sql.Identifier(k)) for k in pk)
+        cur.execute(sql.SQL("UPDATE {} AS t SET {} FROM {} AS s WHERE s.{} IS NOT NULL AND {}")
+                    .format(target, keep, stage, marker, match))
+        # a row the target lacks cannot take its old values: inserted as carried (the columns
+        # the event left out are NULL), and validation names the difference
+        col_ids = sql.SQL(", ").join(sql.Identifier(n) for n in names_)
+        cur.execute(sql.SQL(
+            "INSERT INTO {} ({}) SELECT {} FROM {} WHERE {} IS NOT NULL ON CONFLICT DO NOTHING"
+        ).format(target, col_ids, col_ids, stage, marker))
+        if cur.rowcount:
+            log.warning("applier %s: %d row(s) updated without their unchanged TOASTed columns "
+                        "were missing on the target", self.mid, cur.rowcount)
+
+    def _apply_in_order(self, table: str, batch: Batch) -> None:
+        """A table without a key: each change in order, an update or delete touching exactly one
+        row equal to its before image (compared by the type's text form, NULL-safe)."""
+        info = self.infos[table]
+        target = sql.Identifier(*self._target_name(table))
+        names_ = [c.name for c in info.columns]
+        col_ids = sql.SQL(", ").join(sql.Identifier(n) for n in names_)
+        values = sql.SQL(", ").join(
+            sql.SQL("CAST(%s AS {})").format(sql.SQL(c.type)) for c in info.columns)
+        one_row = sql.SQL("(SELECT ctid FROM {} WHERE {} LIMIT 1)").format(
+            target, sql.SQL(" AND ").join(
+                sql.SQL("{}::text IS NOT DISTINCT FROM CAST(%s AS {})::text").format(
+                    sql.Identifier(c.name), sql.SQL(c.type)) for c in info.columns))
+        insert = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(target, col_ids, values)
+        update = sql.SQL("UPDATE {} SET ({}) = ROW({}) WHERE ctid = {}").format(
+            target, col_ids, values, one_row)
+        delete = sql.SQL("DELETE FROM {} WHERE ctid = {}").format(target, one_row)
+        if table in batch.truncates:
+            self.conn.execute(sql.SQL("TRUNCATE {}").format(target))
+        with self.conn.cursor() as cur:
+            for ch in batch.ordered.get(table) or ():
+                new = [_pg_value((ch.row or {}).get(n)) for n in names_]
+                old = [_pg_value((ch.before or {}).get(n)) for n in names_]
+                if ch.op in ("r", "c"):
+                    cur.execute(insert, new)
+                elif ch.op == "u":
+                    cur.execute(update, new + old)
+                elif ch.op == "d":
+                    cur.execute(delete, old)
+                if ch.op in ("u", "d") and cur.rowcount != 1:
+                    log.warning("applier %s: %s of %s matched no row on the target",
+                                self.mid, "update" if ch.op == "u" else "delete", table)
 
     def _record(self, batch: Batch) -> None:
         tables = set(batch.max_ts) | set(batch.max_lsn) | set(batch.dlq) | batch.snapshot_done
@@ -407,11 +377,11 @@ class PostgresWriter:
         if batch.offsets:
             with self.conn.cursor() as cur:
                 cur.executemany(sql.SQL(
-                    "INSERT INTO {} (migration_id, topic, partition, next_offset)"
+                    "INSERT INTO {} AS p (migration_id, topic, partition, next_offset)"
                     " VALUES (%s,%s,%s,%s)"
-                    " ON CONFLICT (migration_id, topic, partition)"
-                    " DO UPDATE SET next_offset = EXCLUDED.next_offset"
-                ).format(sql.Identifier(names.POSITION_SCHEMA, "applied_offsets")),
+                    " ON CONFLICT (migration_id, topic, partition) DO UPDATE SET"
+                    " next_offset = greatest(p.next_offset, EXCLUDED.next_offset)"
+                ).format(self._offsets_table),
                     [(self.mid, tp.topic, tp.partition, o) for tp, o in batch.offsets.items()])
 
     def close(self) -> None:
@@ -465,15 +435,14 @@ class MongoWriter:
         from pymongo import DeleteMany, DeleteOne, ReplaceOne, UpdateOne
 
         try:
-            for table in sorted(set(batch.upserts) | set(batch.deletes) | batch.truncates):
+            self._refuse_stale(batch)
+            for table in batch.tables:
                 spec = self.tables[table]
                 pk = list(self.infos[table].primary_key)
                 coll = self.db[spec.target_table]
                 gone = [key_to_id(list(key), pk, decimal128=self.decimal128)
                         for key in batch.deletes.get(table) or ()]
-                docs = [row_to_document(row, pk, spec.json_string_columns,
-                                        decimal128=self.decimal128)
-                        for row in (batch.upserts.get(table) or {}).values()]
+                docs = self._documents(coll, table, batch)
                 if self.chunk is not None:
                     self._replace_by_delete_and_insert(coll, table in batch.truncates, gone, docs)
                     continue
@@ -518,6 +487,35 @@ class MongoWriter:
 
     def apply_one(self, batch: Batch) -> None:
         self.apply(batch)
+
+    def _refuse_stale(self, batch: Batch) -> None:
+        """The batch must start past what the target applied (no transaction here: the offsets
+        are read first; one applier owns a partition at a time)."""
+        if not batch.first_offsets:
+            return
+        stored = self.stored_offsets(batch.first_offsets)
+        if any(first < stored.get(tp, 0) for tp, first in batch.first_offsets.items()):
+            raise StaleBatch(stored)
+
+    def _documents(self, coll: Any, table: str, batch: Batch) -> list[dict[str, Any]]:
+        """The batch's rows as documents; a row whose event left out unchanged TOASTed columns
+        takes those fields from the document the target holds."""
+        spec = self.tables[table]
+        pk = list(self.infos[table].primary_key)
+        docs, partial = [], []
+        for row in (batch.upserts.get(table) or {}).values():
+            carried = {k: v for k, v in row.items() if v is not UNCHANGED}
+            doc = row_to_document(carried, pk, spec.json_string_columns,
+                                  decimal128=self.decimal128)
+            docs.append(doc)
+            if len(carried) < len(row):
+                partial.append(doc)
+        if partial:
+            held = {d["_id"]: d for d in coll.find({"_id": {"$in": [d["_id"] for d in partial]}})}
+            for doc in partial:
+                for k, v in (held.get(doc["_id"]) or {}).items():
+                    doc.setdefault(k, v)
+        return docs
 
     def _bulk(self, coll: Any, ops: list[Any]) -> None:
         """Ordered writes, in commands FerretDB can finish (see FERRETDB_WRITE_CHUNK)."""
@@ -567,14 +565,16 @@ class Applier:
         self.max_wait_ms = max_wait_ms
         self.stats = ApplierStats()
         self._stop = threading.Event()
-        self.by_topic: dict[str, TableSpec] = {
-            names.table_topic(migration_id, t.source): t for t in self.spec.tables
-        }
         self.heartbeat = self._heartbeat_table()
-        if self.heartbeat is not None:
-            self.by_topic[names.table_topic(migration_id, self.heartbeat.source)] = self.heartbeat
+        #: events are routed by their `source.schema` and `source.table`, never by topic name:
+        #: Debezium's topic names are sanitised and two tables can share one (`a b`, `a_b`)
+        self.by_source: dict[tuple[str, str], TableSpec] = {
+            (t.schema_name, t.name): t for t in self.tables}
+        self.topics = sorted({names.table_topic(migration_id, t.source) for t in self.tables})
         self.infos: dict[str, pg.TableInfo] = {}
         self.decoders: dict[str, ColumnDecoder] = {}
+        #: tables without a key (REPLICA IDENTITY FULL) on a PostgreSQL target: applied in order
+        self.keyless: set[str] = set()
         #: since when the consumer has not been a stable group member (None: it is)
         self._unstable_since: float | None = None
 
@@ -602,33 +602,48 @@ class Applier:
                     log.warning("table %s is missing on the source", t.source)
                     continue
                 if not info.primary_key:
-                    # replica identity full: the whole row is the key
-                    info = pg.TableInfo(info.schema, info.name, info.columns,
-                                        tuple(c.name for c in info.columns), info.replica_identity)
+                    if self.spec.target.kind == "postgres":
+                        self.keyless.add(t.source)
+                    else:  # replica identity full: the whole row is the document's key
+                        info = pg.TableInfo(info.schema, info.name, info.columns,
+                                            tuple(c.name for c in info.columns),
+                                            info.replica_identity)
                 self.infos[t.source] = info
                 self.decoders[t.source] = ColumnDecoder(
-                    info.columns, json_as_text=self.spec.target.kind == "postgres")
+                    info.columns,
+                    target="postgres" if self.spec.target.kind == "postgres" else "mongodb")
 
     def _writer(self) -> PostgresWriter | MongoWriter:
         if self.spec.target.kind == "postgres":
-            return PostgresWriter(self.spec, self.mid, self.infos, self.tables)
+            return PostgresWriter(self.spec, self.mid, self.infos, self.tables, self.keyless)
         return MongoWriter(self.spec, self.mid, self.infos, self.tables)
 
     # -------------------------------------------------------------- decoding one record
     def decode(self, record: Any) -> Change | None:
-        """A Change, None for a tombstone/heartbeat (position only), or SkipEvent."""
-        table = self.by_topic.get(record.topic)
+        """A Change, None for a tombstone (the delete before it applied), or SkipEvent."""
         if record.value is None:
-            return None  # tombstone after a delete: the delete already applied
-        value, schema = _load_value(record.value)
+            return None
+        value, schema = load_value(record.value)
         if not isinstance(value, dict):
             raise SkipEvent("invalid_envelope", "value is not an object")
+        source = value.get("source")
+        if not isinstance(source, dict):
+            raise SkipEvent("invalid_envelope", "no source block")
+        table = self.by_source.get((str(source.get("schema")), str(source.get("table"))))
         if table is None:
-            raise SkipEvent("unknown_table", f"topic {record.topic!r} is not in the spec")
+            raise SkipEvent("unknown_table", f"table {source.get('schema')!r}."
+                                             f"{source.get('table')!r} is not in the spec")
+        try:
+            return self._change(table, value, source, schema)
+        except SkipEvent as exc:
+            exc.table = table.source
+            raise
+
+    def _change(self, table: TableSpec, value: dict[str, Any], source: dict[str, Any],
+                schema: Any) -> Change:
         if table.source not in self.infos:
             raise SkipEvent("unknown_table", f"table {table.source!r} not found on the source")
         op = value.get("op")
-        source = value.get("source") or {}
         if op not in ("r", "c", "u", "d", "t"):
             raise SkipEvent("invalid_envelope", f"unknown op {op!r}")
         info = self.infos[table.source]
@@ -642,10 +657,19 @@ class Applier:
         if not isinstance(image, dict):
             raise SkipEvent("invalid_envelope", f"op {op!r} without a row image")
         row = decoder.decode(image, schema)
+        if table.source in self.keyless:
+            before = value.get("before")
+            if op in ("u", "d") and not isinstance(before, dict):
+                raise SkipEvent("invalid_envelope", f"op {op!r} of a table without a key "
+                                                    "carries no before image")
+            old = decoder.decode(before, schema) if op == "u" else row if op == "d" else None
+            return Change(table, op, None, None if op == "d" else row, ts, lsn, snap, old)
         try:
             key = tuple(row[k] for k in info.primary_key)
         except KeyError as exc:
             raise SkipEvent("invalid_envelope", f"primary key column {exc} missing") from exc
+        if any(k is UNCHANGED for k in key):
+            raise SkipEvent("invalid_envelope", "a key column's value is not in the event")
         return Change(table, op, key, None if op == "d" else row, ts, lsn, snap)
 
     # -------------------------------------------------------------- main loop
@@ -663,7 +687,7 @@ class Applier:
                                        # it within seconds, not the 5-minute default
                                        metadata_max_age_ms=5000)
         dlq = kafka_conn.producer(boot)
-        topics = [*self.by_topic, names.heartbeat_topic(self.mid)]
+        topics = [*self.topics, names.heartbeat_topic(self.mid)]
         listener = _SeekToStored(consumer, writer)
         with kafka_conn.translated("subscribe"):
             consumer.subscribe(topics=topics, listener=listener)
@@ -772,14 +796,38 @@ class Applier:
 
     def _process(self, records: list[Any], writer: PostgresWriter | MongoWriter,
                  dlq: Any) -> Batch:
+        """Apply one gathered batch. Records read twice (a rebalance rewound the consumer while
+        polls were gathered) count once, in offset order; records the target already applied are
+        dropped inside the apply transaction, so an older image never wins over a newer one."""
         start = time.perf_counter()
+        records = _in_offset_order(records)
+        while True:
+            try:
+                batch = self._apply_records(records, writer, dlq)
+                break
+            except StaleBatch as stale:
+                kept = [r for r in records
+                        if r.offset >= stale.stored.get(TopicPartition(r.topic, r.partition), 0)]
+                log.info("applier %s: %d record(s) of the batch were applied already (a "
+                         "rebalance rewound the consumer); dropped", self.mid,
+                         len(records) - len(kept))
+                if len(kept) == len(records):
+                    raise TransientError(f"applier {self.mid}: the target refused a batch as "
+                                         "already applied, but no record is") from stale
+                records = kept
+                if not records:
+                    return Batch()
+        self._count(batch, time.perf_counter() - start)
+        return batch
+
+    def _apply_records(self, records: list[Any], writer: PostgresWriter | MongoWriter,
+                       dlq: Any) -> Batch:
         batch = Batch()
         bad: list[tuple[Any, SkipEvent]] = []
         changes: list[tuple[Any, Change]] = []
         hb_topic = names.heartbeat_topic(self.mid)
         for rec in records:
-            tp = TopicPartition(rec.topic, rec.partition)
-            batch.offsets[tp] = max(batch.offsets.get(tp, 0), rec.offset + 1)
+            batch.note_offset(rec)
             if rec.topic == hb_topic:
                 ts = _heartbeat_ts(rec.value)
                 if ts is not None:
@@ -794,38 +842,43 @@ class Applier:
                 changes.append((rec, ch))
                 batch.add(ch)
         batch.dlq = self._dlq_counts(bad)  # recorded with the batch, in its transaction
+        if bad:
+            # dead letters are acknowledged by Kafka before the target stores the offsets past
+            # them; a batch the target applied already sends none
+            if isinstance(writer, PostgresWriter):
+                writer.stored_offsets([])  # nothing: ends any open read transaction
+            stored = writer.stored_offsets(batch.first_offsets)
+            if any(first < stored.get(tp, 0) for tp, first in batch.first_offsets.items()):
+                raise StaleBatch(stored)
+            self._send_dead_letters(dlq, bad)
         try:
             writer.apply(batch)
         except PermanentError:
             # one change poisons the batch: apply one by one, dead-letter the ones that fail
-            batch = self._apply_singly(changes, records, writer, bad)
-        for rec, skip in bad:
-            self._dead_letter(dlq, rec, skip)
-        if bad:
-            with kafka_conn.translated("flush dead-letter topic"):
-                dlq.flush(timeout=30)
-        self._count(batch, time.perf_counter() - start)
+            batch = self._apply_singly(changes, records, writer, bad, dlq)
         return batch
 
     def _apply_singly(self, changes: list[tuple[Any, Change]], records: list[Any],
                       writer: PostgresWriter | MongoWriter,
-                      bad: list[tuple[Any, SkipEvent]]) -> Batch:
+                      bad: list[tuple[Any, SkipEvent]], dlq: Any) -> Batch:
         if isinstance(writer, PostgresWriter):
             writer.conn.rollback()
         total = Batch()
+        failed: list[tuple[Any, SkipEvent]] = []
         for rec, ch in changes:
             one = Batch()
             one.add(ch)
             try:
                 writer.apply_one(one)
             except PermanentError as exc:
-                bad.append((rec, SkipEvent("apply_failed", str(exc)[:500])))
+                failed.append((rec, SkipEvent("apply_failed", str(exc)[:500])))
                 continue
             total.add(ch)
+        self._send_dead_letters(dlq, failed)
+        bad.extend(failed)
         # position and offsets of everything (good and dead-lettered) in one last write
         for rec in records:
-            tp = TopicPartition(rec.topic, rec.partition)
-            total.offsets[tp] = max(total.offsets.get(tp, 0), rec.offset + 1)
+            total.note_offset(rec)
         marker = Batch(offsets=total.offsets, max_ts=dict(total.max_ts),
                        max_lsn=dict(total.max_lsn), dlq=self._dlq_counts(bad))
         # a snapshot's end marks count even on a dead-lettered record: the snapshot was read to
@@ -839,32 +892,39 @@ class Applier:
         total.dlq = dict(marker.dlq)
         total.upserts.clear()
         total.deletes.clear()
+        total.ordered.clear()
         return total
 
     def _dlq_counts(self, bad: list[tuple[Any, SkipEvent]]) -> dict[str, int]:
-        """Dead-lettered events per source table (`*` for a topic not in the spec)."""
+        """Dead-lettered events per source table (`*` when the table is not known), each
+        (topic, partition, offset) once."""
         counts: dict[str, int] = {}
-        for rec, _ in bad:
-            table = self.by_topic.get(rec.topic)
-            key = table.source if table else names.ALL_TABLES
+        seen: set[tuple[str, int, int]] = set()
+        for rec, exc in bad:
+            where = (rec.topic, rec.partition, rec.offset)
+            if where in seen:
+                continue
+            seen.add(where)
+            key = exc.table or names.ALL_TABLES
             counts[key] = counts.get(key, 0) + 1
         return counts
 
-    def _dead_letter(self, dlq: Any, rec: Any, exc: SkipEvent) -> None:
-        headers = [
-            ("migwatch.reason", exc.reason.encode()),
-            ("migwatch.error", exc.detail[:1000].encode()),
-            ("migwatch.topic", rec.topic.encode()),
-            ("migwatch.partition", str(rec.partition).encode()),
-            ("migwatch.offset", str(rec.offset).encode()),
-        ]
+    def _send_dead_letters(self, dlq: Any, bad: list[tuple[Any, SkipEvent]]) -> None:
+        """Send every dead letter and wait until Kafka has acknowledged each one."""
+        if not bad:
+            return
         with kafka_conn.translated("dead-letter"):
-            dlq.send(self.spec.dlq_topic(self.mid), value=rec.value, key=rec.key, headers=headers)
-        log.warning("dead-lettered %s[%d]@%d: %s %s", rec.topic, rec.partition, rec.offset,
-                    exc.reason, exc.detail[:300])
-        self.stats.dlq += 1
-        if self.metrics_enabled:
-            metrics.DLQ_EVENTS.labels(self.mid, exc.reason).inc()
+            sent = [dlq.send(self.spec.dlq_topic(self.mid), value=rec.value, key=rec.key,
+                             headers=_dlq_headers(rec, exc)) for rec, exc in bad]
+            dlq.flush(timeout=30)
+            for future in sent:
+                future.get(timeout=30)
+        for rec, exc in bad:
+            log.warning("dead-lettered %s[%d]@%d: %s %s", rec.topic, rec.partition, rec.offset,
+                        exc.reason, exc.detail[:300])
+            self.stats.dlq += 1
+            if self.metrics_enabled:
+                metrics.DLQ_EVENTS.labels(self.mid, exc.reason).inc()
 
     def _count(self, batch: Batch, seconds: float) -> None:
         self.stats.batches += 1
@@ -887,6 +947,22 @@ class Applier:
             metrics.APPLIED_SOURCE_TS.labels(self.mid).set(batch.max_ts[names.ALL_TABLES] / 1000)
             metrics.EVENT_TIME_LAG.labels(self.mid).set(
                 max(0.0, (now_ms - batch.max_ts[names.ALL_TABLES]) / 1000))
+
+
+def _in_offset_order(records: list[Any]) -> list[Any]:
+    """Each (topic, partition, offset) once, in offset order per partition."""
+    unique = {(r.topic, r.partition, r.offset): r for r in records}
+    return [unique[k] for k in sorted(unique)]
+
+
+def _dlq_headers(rec: Any, exc: SkipEvent) -> list[tuple[str, bytes]]:
+    return [
+        ("migwatch.reason", exc.reason.encode()),
+        ("migwatch.error", exc.detail[:1000].encode()),
+        ("migwatch.topic", rec.topic.encode()),
+        ("migwatch.partition", str(rec.partition).encode()),
+        ("migwatch.offset", str(rec.offset).encode()),
+    ]
 
 
 def _first_offsets(records: list[Any]) -> dict[TopicPartition, int]:

@@ -179,7 +179,9 @@ def connector_config(spec: MigrationSpec, migration_id: str) -> dict[str, str]:
         "heartbeat.action.query": heartbeat_query(spec, migration_id),
         "skipped.operations": "none",
         "decimal.handling.mode": "string",
-        "binary.handling.mode": "base64",
+        # bytes (base64 text under JsonConverter): only this mode marks an unchanged TOASTed
+        # bytea with the placeholder; base64 mode sends it as NULL, a value it never had
+        "binary.handling.mode": "bytes",
         "interval.handling.mode": "string",
         "hstore.handling.mode": "json",
         "time.precision.mode": "adaptive_time_microseconds",

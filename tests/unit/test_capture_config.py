@@ -79,7 +79,7 @@ def test_names_and_defaults_come_from_the_spec_and_the_migration_id() -> None:
     assert config["heartbeat.interval.ms"] == "1500"
     assert config["skipped.operations"] == "none"
     assert config["decimal.handling.mode"] == "string"
-    assert config["binary.handling.mode"] == "base64"
+    assert config["binary.handling.mode"] == "bytes"  # the only mode that marks unchanged bytea
     assert config["tombstones.on.delete"] == "true"
     assert config["value.converter.schemas.enable"] == "false"
     assert all(isinstance(v, str) for v in config.values())

@@ -11,8 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
-from migwatch.applier import ColumnDecoder, SkipEvent, _load_value
 from migwatch.connectors.postgres import Column
+from migwatch.decoding import ColumnDecoder, SkipEvent
+from migwatch.decoding import load_value as _load_value
 
 COLUMNS = [Column("id", "bigint", True), Column("price", "numeric(12,2)", True)]
 
@@ -63,3 +64,68 @@ def test_schemas_off_text_numeric_and_an_unknown_column() -> None:
     assert dec.decode({"id": 1, "price": "0.10"}, None)["price"] == Decimal("0.10")
     with pytest.raises(SkipEvent, match="'nope' is not in the table"):
         dec.decode({"id": 1, "nope": 1}, None)
+
+
+# --------------------------------------------------------------- by the catalog's declared type
+# (the encodings asserted here were observed from Debezium 3.6 on the real stack)
+TYPED = [Column("ts0", "timestamp(0) without time zone", False),
+         Column("ts3", "timestamp(3) without time zone", False),
+         Column("ts6", "timestamp without time zone", False),
+         Column("tz", "timestamp with time zone", False), Column("d", "date", False),
+         Column("t", "time without time zone", False), Column("b3", "bit(3)", False),
+         Column("hs", "hstore", False), Column("pt", "point", False),
+         Column("tsa", "timestamp without time zone[]", False),
+         Column("big", "text", False), Column("bb", "bytea", False),
+         Column("ia", "integer[]", False), Column("ua", "uuid[]", False),
+         Column("f", "double precision", False)]
+
+
+def pg(row: dict[str, Any]) -> dict[str, Any]:
+    return ColumnDecoder(TYPED, target="postgres").decode(row)
+
+
+def test_timestamp_units_come_from_the_declared_precision_not_the_magnitude() -> None:
+    # 9999-12-31 23:59:59.999 in a timestamp(3) is milliseconds: it used to land in 1978
+    assert pg({"ts3": 253402300799999})["ts3"] == "9999-12-31 23:59:59.999000"
+    assert pg({"ts6": 253402300799999999})["ts6"] == "9999-12-31 23:59:59.999999"
+    assert pg({"ts0": 0})["ts0"] == "1970-01-01 00:00:00.000000"
+    assert pg({"tsa": [1577836800500000, None]})["tsa"] == ["2020-01-01 00:00:00.500000", None]
+
+
+def test_infinity_and_bc_values_arrive_as_postgres_text() -> None:
+    assert pg({"ts0": 9223372036825200, "ts3": -9223372036832400}) == {
+        "ts0": "infinity", "ts3": "-infinity"}
+    assert pg({"ts6": 9223372036825200000})["ts6"] == "infinity"
+    assert pg({"tz": "infinity"})["tz"] == "infinity"
+    # snapshot and stream send different day numbers for a date's ±infinity
+    assert [pg({"d": v})["d"] for v in (-622191234, -625821272, -2147472692, -2147472691)] == [
+        "infinity", "-infinity", "infinity", "-infinity"]
+    assert pg({"ts6": -62167219200000000})["ts6"] == "0001-01-01 00:00:00.000000 BC"
+    assert pg({"tz": "-0043-03-15T12:00:00.000000Z"})["tz"] == "0044-03-15 12:00:00.000000+00 BC"
+    assert pg({"d": -719528})["d"] == "0001-01-01 BC"
+    assert pg({"t": 86400000000})["t"] == "24:00:00.000000"
+
+
+def test_bits_hstore_point() -> None:
+    assert pg({"b3": "BQ=="})["b3"] == "101"
+    assert pg({"hs": '{"a":"1","b c":null,"q\\"x":"y"}'})["hs"] == \
+        '"a"=>"1", "b c"=>NULL, "q\\"x"=>"y"'
+    assert pg({"pt": {"x": 1.5, "y": 2.0, "wkb": "AQ", "srid": None}})["pt"] == "(1.5,2.0)"
+
+
+def test_unchanged_toasted_values_are_marked_in_every_encoding() -> None:
+    from migwatch.decoding import PLACEHOLDER, UNCHANGED
+
+    got = pg({"big": PLACEHOLDER, "bb": base64.b64encode(PLACEHOLDER.encode()).decode(),
+              "ia": list(PLACEHOLDER.encode()), "ua": ["b68a35a7-17ad-35b3-af2a-ae46edb4545a"],
+              "tsa": [PLACEHOLDER]})
+    assert all(v is UNCHANGED for v in got.values()), got
+    # a real NULL stays NULL
+    assert pg({"bb": None, "big": "x"}) == {"bb": None, "big": "x"}
+
+
+def test_a_mongodb_target_refuses_infinity_naming_the_column() -> None:
+    dec = ColumnDecoder(TYPED, target="mongodb")
+    with pytest.raises(SkipEvent, match="'tz'"):
+        dec.decode({"tz": "infinity"})
+    assert dec.decode({"f": "-Infinity"})["f"] == float("-inf")
