@@ -33,8 +33,21 @@ def topic_prefix(migration_id: str) -> str:
 
 
 def table_topic(migration_id: str, qualified_table: str) -> str:
-    """Topic of `schema.table` (case kept, as Debezium names it)."""
-    return f"{topic_prefix(migration_id)}.{qualified_table}"
+    """Topic of `schema.table` as Debezium names it: case kept, every character outside Kafka's
+    topic charset `[A-Za-z0-9._-]` replaced by `_` — one per UTF-16 code unit, as Java counts
+    characters. Sanitised names can collide (`a b`, `a_b`): events are routed by their source
+    schema and table, never by topic."""
+    return sanitized_topic(f"{topic_prefix(migration_id)}.{qualified_table}")
+
+
+def sanitized_topic(name: str) -> str:
+    out = []
+    for ch in name:
+        if ch in "._-" or ("A" <= ch <= "Z") or ("a" <= ch <= "z") or ("0" <= ch <= "9"):
+            out.append(ch)
+        else:
+            out.append("__" if ord(ch) > 0xFFFF else "_")
+    return "".join(out)
 
 
 def heartbeat_topic(migration_id: str) -> str:
