@@ -7,12 +7,17 @@ table's snapshot is done, events dead-lettered, and when the row was written (th
 clock). PostgreSQL keeps them in `migwatch.applied_position`, MongoDB in the collection
 `migwatch_applied_position`. The monitor, the snapshot follower, revalidation and the report all
 read them through `read` (or `read_pg` / `read_mongo` on a connection they hold).
+
+`AppliedThrough` owns the one question revalidation, the cutover's drain, the health check and
+scale-out ask: has the target applied every change of a table up to source position L?
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,3 +120,154 @@ def _epoch(value: Any) -> float | None:
     if isinstance(value, dt.datetime):
         return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
     return None
+
+
+# ----------------------------------------------------------------------------- applied through L
+def lsn_text(lsn: int) -> str:
+    """A numeric LSN as PostgreSQL prints it (`16/B374D848`)."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def handed_over_lsn(offsets: Sequence[dict[str, Any]]) -> int | None:
+    """The source LSN up to which Debezium's changes are in Kafka, from Connect's committed
+    source offsets: the last processed event's LSN, or the last fully processed transaction's
+    commit. Transactions are decoded in commit order, so every change committed before it is
+    in Kafka too (Connect commits an offset only once every record before it is acknowledged)."""
+    found = [int(o["offset"][k]) for o in offsets if isinstance(o.get("offset"), dict)
+             for k in ("lsn_proc", "lsn_commit", "lsn") if o["offset"].get(k) is not None]
+    return max(found) if found else None
+
+
+@dataclass(frozen=True)
+class Through:
+    """The answer for one table: applied through L, or why not (and whether nobody knows)."""
+
+    done: bool
+    why: str | None = None
+    unknown: bool = False
+
+
+class AppliedThrough:
+    """Has the target applied every change of a table up to source LSN `lsn`? (`check`)
+
+    1. Debezium has handed every change up to `lsn` to Kafka: the connector's committed source
+       offset is past it — else a change can still sit in Connect's producer while every topic
+       reads as applied. (With no connector to ask, this step is skipped and step 2 needs the
+       all-tables position past `lsn` too.)
+    2. The table's own applied position is at or past `lsn` — or, for a table with no event
+       after `lsn`, every partition of its topic is applied to its end (the target's stored
+       offsets against Kafka's end offsets, read after step 1).
+    One connection each to the target and Connect for the life of a `with` block."""
+
+    def __init__(self, spec: MigrationSpec, migration_id: str,
+                 clock: Callable[[], float] = time.monotonic, poll_seconds: float = 0.25,
+                 application: str = "migwatch") -> None:
+        self.spec = spec
+        self.migration_id = migration_id
+        self.clock = clock
+        self.poll_seconds = poll_seconds
+        self.application = application
+        self._conn: Any = None
+        self._client: Any = None
+        self._connect: Any = None
+
+    def __enter__(self) -> AppliedThrough:
+        from migwatch.connectors.connect import ConnectClient
+
+        if self.spec.target.kind == "postgres":
+            self._conn = pg.connect_endpoint(self.spec.target, "target", autocommit=True,
+                                             application=self.application)
+        else:
+            self._client = mongo.client(self.spec.target, appname=self.application,
+                                        tz_aware=False)
+        self._connect = ConnectClient(self.spec.connect.url, timeout=10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for closer in (self._conn, self._client, self._connect):
+            if closer is not None:
+                with suppress(Exception):
+                    closer.close()
+
+    # --- what it reads -----------------------------------------------------------------------
+    def positions(self, table: str) -> tuple[int | None, int | None]:
+        """(LSN of the table's newest applied event, LSN of the newest of any table)."""
+        wanted = [table, names.ALL_TABLES]
+        if self._conn is not None:
+            found = read_pg(self._conn, self.migration_id, wanted)
+        else:
+            found = read_mongo(self._client[self.spec.target.database], self.migration_id,
+                               wanted)
+        tbl, every = found.get(table), found.get(names.ALL_TABLES)
+        return (None if tbl is None else tbl.lsn), (None if every is None else every.lsn)
+
+    def handed_over(self) -> int | None:
+        """Connect's committed source LSN; None when there is no connector to ask."""
+        from migwatch.errors import MigwatchError
+
+        try:
+            offsets = self._connect.source_offsets(names.connector_name(self.migration_id))
+        except MigwatchError:
+            return None
+        return None if offsets is None else handed_over_lsn(offsets)
+
+    def unapplied(self, table: str) -> int:
+        """Messages of the table's topic past what the target has applied (its stored offsets
+        against Kafka's end offsets)."""
+        from migwatch.measures import group_lag
+
+        topic = names.table_topic(self.migration_id, table)
+        lag = group_lag(self.spec.kafka.bootstrap_servers,
+                        names.consumer_group(self.migration_id), [topic])
+        stored = self._stored_offsets(topic)
+        return sum(max(0, p.end_offset - stored[p.partition]) if p.partition in stored
+                   else p.lag for p in lag.partitions)
+
+    def _stored_offsets(self, topic: str) -> dict[int, int]:
+        if self._conn is not None:
+            with pg.translated("target: read applied offsets"):
+                if not pg.table_exists(self._conn, names.POSITION_SCHEMA, "applied_offsets"):
+                    return {}
+                rows = self._conn.execute(sql.SQL(
+                    "SELECT partition, next_offset FROM {} WHERE migration_id = %s AND topic = %s"
+                ).format(sql.Identifier(names.POSITION_SCHEMA, "applied_offsets")),
+                    [self.migration_id, topic]).fetchall()
+            return {int(p): int(o) for p, o in rows}
+        db = self._client[self.spec.target.database]
+        with mongo.translated("target: read applied offsets"):
+            docs = db["migwatch_applied_offsets"].find(
+                {"_id.migration_id": self.migration_id, "_id.topic": topic})
+            return {int(d["_id"]["partition"]): int(d["next_offset"]) for d in docs}
+
+    # --- the answer --------------------------------------------------------------------------
+    def check(self, table: str, lsn: int) -> Through:
+        own, every = self.positions(table)
+        handed = self.handed_over()
+        if handed is not None and handed < lsn:
+            return Through(False, f"Debezium has handed changes to Kafka up to "
+                                  f"{lsn_text(handed)}, not yet past {lsn_text(lsn)}")
+        if own is not None and own >= lsn:
+            return Through(True)
+        if handed is None:
+            if every is None:
+                return Through(False, "applier position unknown", unknown=True)
+            if every < lsn:
+                return Through(False, f"the applier is at {lsn_text(every)}, not yet past "
+                                      f"{lsn_text(lsn)}")
+        pending = self.unapplied(table)
+        if pending == 0:
+            return Through(True)
+        return Through(False, f"{pending} message(s) of the table not applied yet")
+
+    def wait(self, table: str, lsn: int, seconds: float,
+             unknown_seconds: float) -> tuple[str | None, bool]:
+        """Wait until `check` holds: (None, _) once it does, else (why not, whether the applier's
+        position is unknown) after `seconds` — or `unknown_seconds` while it is unknown."""
+        started = self.clock()
+        while True:
+            through = self.check(table, lsn)
+            if through.done:
+                return None, False
+            if self.clock() - started >= (unknown_seconds if through.unknown else seconds):
+                return through.why, through.unknown
+            time.sleep(self.poll_seconds)

@@ -107,6 +107,16 @@ class ConnectClient:
                                  what=f"reset offsets of connector {name!r}")
         return response is not None
 
+    def source_offsets(self, name: str) -> list[dict[str, Any]] | None:
+        """The connector's committed source offsets (each `{"partition", "offset"}`), written
+        only once every record before them was acknowledged by Kafka; None if it is absent."""
+        response = self._request("GET", f"/connectors/{_seg(name)}/offsets", missing_ok=True,
+                                 what=f"offsets of connector {name!r}")
+        if response is None:
+            return None
+        offsets: list[dict[str, Any]] = response.json().get("offsets") or []
+        return offsets
+
     def restart(self, name: str, include_tasks: bool = True, only_failed: bool = True) -> bool:
         """Restart `name` (and by default its failed tasks); True if it existed."""
         params = {"includeTasks": str(include_tasks).lower(),

@@ -3,10 +3,10 @@
 One attempt on a set of keys K of one table:
   1. source: the rows K — each row's version (`xmin`) and hash — then, in the same snapshot,
      the WAL insert position L1: every change visible in that snapshot lies before L1;
-  2. wait (bounded) until the applier has applied this table up to L1: its own position row
-     has passed L1, or the table's topic has nothing unapplied and the all-tables row (which
-     heartbeats keep moving) has passed L1 — an idle table's own LSN stays old although it is
-     fully caught up (DESIGN.md's per-table lag rule);
+  2. wait (bounded) until the target has applied this table up to L1 (`AppliedThrough`:
+     Debezium has handed everything up to L1 to Kafka, and the table's own position passed L1
+     or its topic has nothing unapplied — an idle table's own LSN stays old although it is
+     fully caught up);
   3. target: the rows K, read after that;
   4. source: the rows K again, and L2.
 A key whose source row kept its version from 1 to 4 was not written while the target caught up
@@ -20,16 +20,12 @@ changing is located again and continues as keys once its differing rows fit the 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from migwatch import names, positions
-from migwatch.config import MigrationSpec
 from migwatch.connectors import mongo
-from migwatch.connectors import postgres as pg
+from migwatch.positions import AppliedThrough
 from migwatch.validation.base import Digest, Key, KeyRange, Side
 from migwatch.validation.compare import CompareOptions, TableComparer, digest_of
 from migwatch.validation.model import (
@@ -46,87 +42,8 @@ from migwatch.validation.model import (
 from migwatch.validation.mongo import MongoSide
 from migwatch.validation.postgres import PostgresSide
 
-APPLICATION = "migwatch-validate"
 MISSING, EXTRA, CHANGED = "missing", "extra", "changed"
 STILL_CHANGING = "still changing on the source"
-
-
-def lsn_text(lsn: int) -> str:
-    """A numeric LSN as PostgreSQL prints it (`16/B374D848`)."""
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
-
-
-# ----------------------------------------------------------------------------- applier position
-class AppliedPosition:
-    """How far the CDC applier got, read from the target (its position rows) and Kafka (the
-    table topic's unapplied messages); one connection for the life of a `with` block."""
-
-    def __init__(self, spec: MigrationSpec, migration_id: str,
-                 clock: Callable[[], float] = time.monotonic, poll_seconds: float = 0.25) -> None:
-        self.spec = spec
-        self.migration_id = migration_id
-        self.clock = clock
-        self.poll_seconds = poll_seconds
-        self._conn: Any = None
-        self._client: Any = None
-
-    def __enter__(self) -> AppliedPosition:
-        if self.spec.target.kind == "postgres":
-            self._conn = pg.connect_endpoint(self.spec.target, "target", autocommit=True,
-                                             application=APPLICATION)
-        else:
-            self._client = mongo.client(self.spec.target, appname=APPLICATION, tz_aware=False)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for closer in (self._conn, self._client):
-            if closer is not None:
-                with suppress(Exception):
-                    closer.close()
-
-    def positions(self, table: str) -> tuple[int | None, int | None]:
-        """(LSN of the table's newest applied event, LSN of the newest of any table)."""
-        wanted = [table, names.ALL_TABLES]
-        if self._conn is not None:
-            found = positions.read_pg(self._conn, self.migration_id, wanted)
-        else:
-            found = positions.read_mongo(self._client[self.spec.target.database],
-                                         self.migration_id, wanted)
-        tbl, every = found.get(table), found.get(names.ALL_TABLES)
-        return (None if tbl is None else tbl.lsn), (None if every is None else every.lsn)
-
-    def unapplied(self, table: str) -> int:
-        """Messages of the table's topic the applier's group has not committed yet."""
-        from migwatch.measures import group_lag
-
-        topic = names.table_topic(self.migration_id, table)
-        lag = group_lag(self.spec.kafka.bootstrap_servers,
-                        names.consumer_group(self.migration_id), [topic])
-        return lag.of_topic(topic)
-
-    def wait_past(self, table: str, lsn: int, seconds: float,
-                  unknown_seconds: float) -> tuple[str | None, bool]:
-        """Wait until everything of `table` up to `lsn` is applied: (None, _) once it is, else
-        (why not, whether the applier's position is unknown) after `seconds` — or after
-        `unknown_seconds` while no applier has recorded any position at all."""
-        started = self.clock()
-        while True:
-            own, every = self.positions(table)
-            if own is not None and own >= lsn:
-                return None, False
-            if every is None:
-                why, unknown = "applier position unknown", True
-            elif every < lsn:
-                why, unknown = (f"the applier is at {lsn_text(every)}, not yet past "
-                                f"{lsn_text(lsn)}"), False
-            else:
-                pending = self.unapplied(table)
-                if pending == 0:
-                    return None, False
-                why, unknown = f"{pending} message(s) of the table not applied yet", False
-            if self.clock() - started >= (unknown_seconds if unknown else seconds):
-                return why, unknown
-            time.sleep(self.poll_seconds)
 
 
 # ----------------------------------------------------------------------------- one table
@@ -159,7 +76,7 @@ class TableRecheck:
 
     def __init__(self, source: PostgresSide, target: Side, result: TableResult,
                  options: CompareOptions, key_kinds: Sequence[str], whole_table: bool,
-                 applied: AppliedPosition) -> None:
+                 applied: AppliedThrough) -> None:
         self.source = source
         self.target = target
         self.result = result
@@ -188,7 +105,7 @@ class TableRecheck:
         lsn1, lsn1_num = self.source.insert_lsn()
         self.source.new_snapshot()
         # 2. the applier past L1 for this table
-        why, unknown = self.applied.wait_past(self.result.table, lsn1_num, wait_seconds,
+        why, unknown = self.applied.wait(self.result.table, lsn1_num, wait_seconds,
                                               unknown_seconds)
         if why is not None:
             out.not_rechecked, out.position_unknown = why, unknown
