@@ -29,6 +29,7 @@ from migwatch.config import (
 from migwatch.connectors import mongo
 from migwatch.connectors import postgres as pg
 from migwatch.errors import ConfigError, MigwatchError, PermanentError, TransientError
+from migwatch.positions import AppliedThrough
 from migwatch.validation.base import Side
 from migwatch.validation.canonical import MICROSECONDS, MILLISECONDS, column_kind
 from migwatch.validation.compare import CompareOptions, ProgressFn, TableComparer
@@ -48,7 +49,7 @@ from migwatch.validation.postgres import (
     PostgresSide,
     open_connection,
 )
-from migwatch.validation.recheck import STILL_CHANGING, AppliedPosition, RoundOutcome, TableRecheck
+from migwatch.validation.recheck import STILL_CHANGING, RoundOutcome, TableRecheck
 
 ADHOC = "adhoc"  # metrics label when no migration id is given
 APPLICATION = "migwatch-validate"
@@ -403,7 +404,7 @@ def _recheck_table(spec: MigrationSpec, table: TableSpec, result: TableResult,
         return RoundOutcome(not_rechecked=str(exc))
     due = result.pending_ranges()
     try:
-        with AppliedPosition(spec, migration_id) as applied:
+        with AppliedThrough(spec, migration_id, application=APPLICATION) as applied:
             recheck = TableRecheck(opened.source, opened.target, result, options,
                                    opened.key_kinds, opened.whole_table, applied)
             try:
