@@ -214,8 +214,7 @@ class PostgresWriter:
         return ident
 
     def _target_name(self, table: str) -> tuple[str, str]:
-        schema, name = self.tables[table].target_name.split(".")
-        return schema, name
+        return self.tables[table].target_parts
 
     def apply(self, batch: Batch) -> None:
         try:

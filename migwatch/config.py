@@ -117,6 +117,57 @@ class Endpoint(_Model):
         return f"{self.kind}://{who}{self.host}:{self.port}/{self.database}"
 
 
+def split_qualified(text: str) -> tuple[str, str]:
+    """(schema, table) of `schema.table` or `table` (schema `public`). A part holding a dot or
+    a double quote is written in double quotes, PostgreSQL's way (`"a.b".orders`, a quote
+    inside doubled);
+    anything else PostgreSQL accepts — spaces, mixed case, non-ASCII — needs none."""
+    parts: list[str] = []
+    i, n = 0, len(text)
+    while True:
+        if i < n and text[i] == '"':
+            j, part = i + 1, []
+            while True:
+                k = text.find('"', j)
+                if k < 0:
+                    raise ValueError(f"{text!r}: a double quote is not closed")
+                part.append(text[j:k])
+                if k + 1 < n and text[k + 1] == '"':
+                    part.append('"')
+                    j = k + 2
+                    continue
+                i = k + 1
+                break
+            parts.append("".join(part))
+        else:
+            k = text.find(".", i)
+            k = n if k < 0 else k
+            piece = text[i:k]
+            if '"' in piece:
+                raise ValueError(f"{text!r}: quote the whole name that holds a double quote")
+            parts.append(piece)
+            i = k
+        if i == n:
+            break
+        if text[i] != ".":
+            raise ValueError(f"{text!r}: a quoted name must be followed by '.' or end")
+        i += 1
+    if len(parts) > 2 or not all(parts):
+        raise ValueError(f"{text!r} must be 'table' or 'schema.table' (quote a name that "
+                         "holds a dot: '\"my.schema\".orders')")
+    return (parts[0], parts[1]) if len(parts) == 2 else ("public", parts[0])
+
+
+def qualified(schema: str, table: str) -> str:
+    """The one text form of a table everywhere (positions, metrics, reports): `schema.table`,
+    each part double-quoted only when it holds a dot or a double quote."""
+
+    def part(p: str) -> str:
+        return '"' + p.replace('"', '""') + '"' if "." in p or '"' in p else p
+
+    return f"{part(schema)}.{part(table)}"
+
+
 class TableSpec(_Model):
     """One table to move; `source` is `schema.table` (case kept), `target` defaults to the same."""
 
@@ -130,27 +181,29 @@ class TableSpec(_Model):
     def _qualified(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        parts = value.split(".")
-        if len(parts) > 2 or not all(parts):
-            raise ValueError(f"{value!r} must be 'table' or 'schema.table'")
-        return value if len(parts) == 2 else f"public.{value}"
+        return qualified(*split_qualified(value))
 
     @property
     def schema_name(self) -> str:
-        return self.source.split(".")[0]
+        return split_qualified(self.source)[0]
 
     @property
     def name(self) -> str:
-        return self.source.split(".")[1]
+        return split_qualified(self.source)[1]
 
     @property
     def target_name(self) -> str:
         return self.target or self.source
 
     @property
+    def target_parts(self) -> tuple[str, str]:
+        """(schema, table) on the target."""
+        return split_qualified(self.target_name)
+
+    @property
     def target_table(self) -> str:
         """The table's name on the target without schema (a MongoDB collection name)."""
-        return self.target_name.split(".")[1]
+        return self.target_parts[1]
 
 
 class MigrationsSpec(_Model):

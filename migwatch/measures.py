@@ -182,7 +182,7 @@ def target_heartbeat(spec: MigrationSpec, migration_id: str) -> float | None:
     """`beat_at` (epoch seconds) of this migration's heartbeat row on the target, if there."""
     beat = _heartbeat_spec(spec)
     if spec.target.kind == "postgres":
-        schema, table = beat.target_name.split(".")
+        schema, table = beat.target_parts
         with pg.connect_endpoint(spec.target, "target", autocommit=True,
                                  application="migwatch-monitor") as conn, \
                 pg.translated("target: read heartbeat"):

@@ -16,7 +16,7 @@ one row per (migration_id, table_name), plus `table_name = '*'` for the newest e
 
 from __future__ import annotations
 
-from migwatch.config import check_migration_id, pg_name
+from migwatch.config import check_migration_id, pg_name, split_qualified
 
 POSITION_SCHEMA = "migwatch"
 POSITION_TABLE = "applied_position"
@@ -37,7 +37,8 @@ def table_topic(migration_id: str, qualified_table: str) -> str:
     topic charset `[A-Za-z0-9._-]` replaced by `_` — one per UTF-16 code unit, as Java counts
     characters. Sanitised names can collide (`a b`, `a_b`): events are routed by their source
     schema and table, never by topic."""
-    return sanitized_topic(f"{topic_prefix(migration_id)}.{qualified_table}")
+    schema, table = split_qualified(qualified_table)
+    return sanitized_topic(f"{topic_prefix(migration_id)}.{schema}.{table}")
 
 
 def sanitized_topic(name: str) -> str:

@@ -109,7 +109,7 @@ def gather_facts(spec: MigrationSpec, results: dict[str, TableResult],
                     row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
                         info.ident)).fetchone()
                     count = int(row[0]) if row else 0
-            schema, name = t.target_name.split(".")
+            schema, name = t.target_parts
             facts.append(TableFacts(
                 table=t.source, schema=schema, name=name,
                 columns=[c.name for c in info.columns], primary_key=list(info.primary_key),

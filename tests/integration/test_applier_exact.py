@@ -21,7 +21,7 @@ from psycopg import sql
 
 from migwatch import capture, names
 from migwatch.applier import Applier, Batch, PostgresWriter, StaleBatch
-from migwatch.config import MigrationSpec
+from migwatch.config import MigrationSpec, qualified
 from migwatch.stack import Stack
 from tests.conftest import PgDatabase, make_spec
 
@@ -158,17 +158,18 @@ def test_names_outside_the_topic_charset_and_colliding_topics_land_in_their_own_
         streaming: Callable[..., MigrationSpec], source_db: PgDatabase,
         target_db: PgDatabase) -> None:
     tables = [("we ird", "Tä b"), ("we ird", "a b"), ("we ird", "a_b"), ("we_ird", "a b"),
-              ("public", 'sel"ect')]
+              ("public", 'sel"ect'), ("we.ird", "x.y"), ("public", "表😀")]
     with source_db.connect() as conn:
         conn.execute('CREATE SCHEMA "we ird"')
         conn.execute("CREATE SCHEMA we_ird")
+        conn.execute('CREATE SCHEMA "we.ird"')
         for schema, table in tables:
             conn.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, v text)").format(
                 sql.Identifier(schema, table)))
             conn.execute(sql.SQL("INSERT INTO {} VALUES (1, %s)").format(
                 sql.Identifier(schema, table)), [f"{schema}/{table}"])
-    assert len({names.table_topic("x", f"{s}.{t}") for s, t in tables}) < len(tables)
-    streaming([{"source": f"{s}.{t}"} for s, t in tables])
+    assert len({names.table_topic("x", qualified(s, t)) for s, t in tables}) < len(tables)
+    streaming([{"source": qualified(s, t)} for s, t in tables])
     with source_db.connect() as conn:
         for i, (schema, table) in enumerate(tables):
             conn.execute(sql.SQL("INSERT INTO {} VALUES (2, %s)").format(

@@ -106,3 +106,27 @@ def test_stack_folders_are_absolute_so_no_command_reads_them_as_options(
     monkeypatch.setenv("MIGWATCH_STATE_DIR", "-state")
     s = StackSettings()
     assert s.state_dir == tmp_path / "-state" and s.state_dir.is_absolute()
+
+
+@pytest.mark.parametrize(("text", "schema", "table", "canonical"), [
+    ("orders", "public", "orders", "public.orders"),
+    ("Sales Dept.Tä b", "Sales Dept", "Tä b", "Sales Dept.Tä b"),
+    ('"my.schema"."a ""quoted"" name"', "my.schema", 'a "quoted" name', None),
+    ('"x.y"', "public", "x.y", 'public."x.y"'),
+])
+def test_any_name_postgres_accepts_can_be_named_in_the_spec(
+        text: str, schema: str, table: str, canonical: str | None) -> None:
+    from migwatch.config import TableSpec
+
+    t = TableSpec(source=text)
+    assert (t.schema_name, t.name) == (schema, table)
+    assert t.source == (canonical or text)
+    assert TableSpec(source=t.source).source == t.source  # the canonical form reads back
+
+
+@pytest.mark.parametrize("text", ["a.b.c", '"open', "a.", 'a"b.c', ""])
+def test_a_malformed_table_name_is_refused_naming_it(text: str) -> None:
+    from migwatch.config import TableSpec
+
+    with pytest.raises(ValueError):
+        TableSpec(source=text)
