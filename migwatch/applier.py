@@ -20,6 +20,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import logging
+import random
 import signal
 import sys
 import threading
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka import TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from psycopg import sql
 
@@ -178,6 +179,28 @@ class PostgresWriter:
         self._table_index = {t.source: i for i, t in enumerate(tables)}
         self.conn = pg.connect_endpoint(spec.target, "target", application="migwatch-applier")
         self._stage: dict[str, sql.Identifier] = {}
+        self._prepare()
+
+    def _live(self) -> None:
+        """A connection the target dropped (restart, failover) is opened again: TransientError
+        while the target is still away, for the applier to wait out."""
+        if not (self.conn.closed or self.conn.broken):
+            return
+        try:
+            self.conn.close()
+        except Exception:  # noqa: BLE001 - it is broken already
+            log.debug("closing a broken connection failed", exc_info=True)
+        self._stage.clear()  # temp tables went with the session
+        self.conn = pg.connect_endpoint(self.spec.target, "target",
+                                        application="migwatch-applier")
+        log.warning("applier %s: reconnected to the target", self.mid)
+
+    @property
+    def broken(self) -> bool:
+        """The connection is gone: a failure seen on it says nothing about the data."""
+        return bool(self.conn.closed or self.conn.broken)
+
+    def _prepare(self) -> None:
         with pg.translated("target: prepare position tables"), self.conn.transaction():
             positions.ensure_table_pg(self.conn)
             self.conn.execute(sql.SQL(
@@ -193,6 +216,7 @@ class PostgresWriter:
     def stored_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         wanted = {(tp.topic, tp.partition): tp for tp in partitions}
         with pg.translated("target: read offsets"):
+            self._live()
             rows = self.conn.execute(sql.SQL(
                 "SELECT topic, partition, next_offset FROM {} WHERE migration_id = %s"
             ).format(self._offsets_table), [self.mid]).fetchall()
@@ -217,6 +241,8 @@ class PostgresWriter:
         return self.tables[table].target_parts
 
     def apply(self, batch: Batch) -> None:
+        with pg.translated("target: reconnect"):
+            self._live()
         try:
             with pg.translated("target: apply batch"), self.conn.transaction():
                 self._refuse_stale(batch)
@@ -487,6 +513,9 @@ class MongoWriter:
     def apply_one(self, batch: Batch) -> None:
         self.apply(batch)
 
+    #: pymongo reconnects by itself; its connection failures are TransientErrors already
+    broken = False
+
     def _refuse_stale(self, batch: Batch) -> None:
         """The batch must start past what the target applied (no transaction here: the offsets
         are read first; one applier owns a partition at a time)."""
@@ -564,6 +593,7 @@ class Applier:
         self.max_wait_ms = max_wait_ms
         self.stats = ApplierStats()
         self._stop = threading.Event()
+        self._outage = _Outage(migration_id, self._stop, metrics_enabled)
         self.heartbeat = self._heartbeat_table()
         #: events are routed by their `source.schema` and `source.table`, never by topic name:
         #: Debezium's topic names are sanitised and two tables can share one (`a b`, `a_b`)
@@ -674,27 +704,36 @@ class Applier:
     # -------------------------------------------------------------- main loop
     def run(self, on_batch: Callable[[Batch], None] | None = None,
             idle_exit_seconds: float | None = None) -> ApplierStats:
-        """Consume and apply until stopped (or idle for `idle_exit_seconds`, for benchmarks)."""
-        self._load_tables()
-        writer = self._writer()
-        boot = self.spec.kafka.bootstrap_servers
-        consumer = kafka_conn.consumer(boot, names.consumer_group(self.mid),
-                                       max_poll_records=self.batch_size,
-                                       **FETCH_SIZES,
-                                       session_timeout_ms=10000, heartbeat_interval_ms=2000,
-                                       # a table's topic appears with its first change: notice
-                                       # it within seconds, not the 5-minute default
-                                       metadata_max_age_ms=5000)
-        dlq = kafka_conn.producer(boot)
-        topics = [*self.topics, names.heartbeat_topic(self.mid)]
-        listener = _SeekToStored(consumer, writer)
-        with kafka_conn.translated("subscribe"):
-            consumer.subscribe(topics=topics, listener=listener)
-        idle_since = time.monotonic()
+        """Consume and apply until stopped (or idle for `idle_exit_seconds`, for benchmarks).
+
+        Rides through outages: a source, target or broker that is away is waited for, with
+        backoff and jitter, for as long as it takes — the batch in hand is rewound and applied
+        again once it is back; nothing is lost or applied twice (offsets live on the target)."""
         try:
+            self._until_ready("source", self._load_tables)
+            writer = self._until_ready("target", self._writer)
+        except _Stopped:
+            return self.stats
+        boot = self.spec.kafka.bootstrap_servers
+        dlq: Any = None
+        consumer: Any = None
+        try:
+            dlq = self._until_ready("kafka", lambda: kafka_conn.producer(boot))
+            consumer, listener = self._until_ready("kafka", lambda: self._subscribe(writer))
+            idle_since = time.monotonic()
             while not self._stop.is_set():
-                records = self._poll(consumer)
-                self._commit_owed(consumer, listener)
+                try:
+                    records = self._poll(consumer)
+                    self._commit_owed(consumer, listener)
+                except _StuckConsumer as exc:
+                    log.error("%s; replacing the Kafka consumer", exc)
+                    _close_quietly(consumer)
+                    consumer, listener = self._until_ready(
+                        "kafka", lambda: self._subscribe(writer))
+                    continue
+                except TransientError as exc:
+                    self._outage.wait("kafka", exc)
+                    continue
                 if not records:
                     if idle_exit_seconds is not None and \
                             time.monotonic() - idle_since > idle_exit_seconds:
@@ -704,22 +743,59 @@ class Applier:
                 try:
                     batch = self._process(records, writer, dlq)
                 except TransientError as exc:
-                    # target or broker blipped: rewind to the batch start and try again
-                    log.warning("transient error, retrying the batch: %s", exc)
+                    # target or broker away: rewind to the batch start, wait, try again
                     for tp, first in _first_offsets(records).items():
                         consumer.seek(tp, first)
-                    self._stop.wait(min(30.0, 1.0 + self.stats.batches % 5))
+                    self._outage.wait(_dependency(exc), exc)
                     continue
-                self._commit(consumer, batch.offsets)
+                self._outage.ok()
+                self._commit(consumer, batch.offsets, listener)
                 if on_batch:
                     on_batch(batch)
+        except _Stopped:
+            pass
         finally:
-            consumer.close(autocommit=False)
-            dlq.close()
+            for closer in (consumer, dlq):
+                if closer is not None:
+                    _close_quietly(closer)
             writer.close()
         return self.stats
 
-    def _commit(self, consumer: Any, offsets: dict[TopicPartition, int]) -> bool:
+    def _subscribe(self, writer: PostgresWriter | MongoWriter) -> tuple[Any, _SeekToStored]:
+        consumer = kafka_conn.consumer(self.spec.kafka.bootstrap_servers,
+                                       names.consumer_group(self.mid),
+                                       max_poll_records=self.batch_size,
+                                       **FETCH_SIZES,
+                                       session_timeout_ms=10000, heartbeat_interval_ms=2000,
+                                       # a table's topic appears with its first change: notice
+                                       # it within seconds, not the 5-minute default
+                                       metadata_max_age_ms=5000)
+        listener = _SeekToStored(consumer, writer)
+        try:
+            with kafka_conn.translated("subscribe"):
+                consumer.subscribe(topics=[*self.topics, names.heartbeat_topic(self.mid)],
+                                   listener=listener)
+        except MigwatchError:
+            _close_quietly(consumer)
+            raise
+        self._unstable_since = None
+        return consumer, listener
+
+    def _until_ready(self, dependency: str, make: Callable[[], Any]) -> Any:
+        """`make()` once the dependency it needs answers; waits out TransientErrors."""
+        while True:
+            if self._stop.is_set():
+                raise _Stopped
+            try:
+                out = make()
+            except TransientError as exc:
+                self._outage.wait(dependency, exc)
+                continue
+            self._outage.ok()
+            return out
+
+    def _commit(self, consumer: Any, offsets: dict[TopicPartition, int],
+                listener: _SeekToStored | None = None) -> bool:
         """Kafka offsets, after the target transaction that stored them; False when refused.
 
         A commit the group refuses because it is rebalancing (or has dropped this member) is no
@@ -727,13 +803,21 @@ class Applier:
         next seeks to them, and the assignment brings them to Kafka too (`_commit_owed`)."""
         from kafka.structs import OffsetAndMetadata
 
-        with kafka_conn.translated("commit offsets"):
-            try:
-                consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
-            except kafka_conn.REBALANCED as exc:
-                log.info("applier %s: Kafka commit refused by a rebalance (%s); the offsets are "
-                         "on the target", self.mid, type(exc).__name__)
-                return False
+        try:
+            with kafka_conn.translated("commit offsets"):
+                try:
+                    consumer.commit({tp: OffsetAndMetadata(o, "", -1)
+                                     for tp, o in offsets.items()})
+                except kafka_conn.REBALANCED as exc:
+                    log.info("applier %s: Kafka commit refused by a rebalance (%s); the offsets "
+                             "are on the target", self.mid, type(exc).__name__)
+                    return False
+        except TransientError as exc:
+            # never fatal: the offsets are on the target; Kafka gets them with a later commit
+            log.warning("applier %s: Kafka commit failed (%s); retried later", self.mid, exc)
+            if listener is not None:
+                listener.owed = {**offsets, **listener.owed}
+            return False
         return True
 
     def _commit_owed(self, consumer: Any, listener: _SeekToStored) -> None:
@@ -746,7 +830,8 @@ class Applier:
             return
         assigned = consumer.assignment()
         owed = {tp: o for tp, o in owed.items() if tp in assigned}
-        if owed and not (kafka_conn.stable_member(consumer) and self._commit(consumer, owed)):
+        if owed and not (kafka_conn.stable_member(consumer)
+                         and self._commit(consumer, owed, listener)):
             listener.owed = {**owed, **listener.owed}  # the next assignment reads them again
 
     def _poll(self, consumer: Any) -> list[Any]:
@@ -788,7 +873,7 @@ class Applier:
             stacks = _thread_stacks()
             log.error("applier %s: not a stable member of its consumer group for %.0f s; "
                       "threads:\n%s", self.mid, now - self._unstable_since, stacks)
-            raise TransientError(
+            raise _StuckConsumer(
                 f"applier {self.mid}: not a stable member of consumer group "
                 f"{names.consumer_group(self.mid)} for {now - self._unstable_since:.0f} s "
                 f"(bound {bound:.0f} s): the Kafka client is stuck; restart the applier")
@@ -852,7 +937,9 @@ class Applier:
             self._send_dead_letters(dlq, bad)
         try:
             writer.apply(batch)
-        except PermanentError:
+        except PermanentError as exc:
+            if writer.broken:  # the target went away mid-batch: nothing is wrong with the data
+                raise TransientError(f"target: connection lost: {exc}") from exc
             # one change poisons the batch: apply one by one, dead-letter the ones that fail
             batch = self._apply_singly(changes, records, writer, bad, dlq)
         return batch
@@ -870,6 +957,8 @@ class Applier:
             try:
                 writer.apply_one(one)
             except PermanentError as exc:
+                if writer.broken:
+                    raise TransientError(f"target: connection lost: {exc}") from exc
                 failed.append((rec, SkipEvent("apply_failed", str(exc)[:500])))
                 continue
             total.add(ch)
@@ -997,6 +1086,70 @@ def _thread_stacks() -> str:
     names_ = {t.ident: t.name for t in threading.enumerate()}
     return "\n".join(f"--- {names_.get(ident, ident)}\n" + "".join(traceback.format_stack(frame))
                      for ident, frame in sys._current_frames().items())
+
+
+class _Stopped(Exception):
+    """The applier was stopped while it waited for a dependency."""
+
+
+class _StuckConsumer(TransientError):
+    """The Kafka client stayed outside its group longer than any rebalance may take."""
+
+
+def _dependency(exc: BaseException) -> str:
+    """Which dependency a TransientError of a batch is about (for the log and the metric)."""
+    text = str(exc).lower()
+    return "target" if text.startswith("target") else "kafka"
+
+
+def _close_quietly(closer: Any) -> None:
+    try:
+        if isinstance(closer, KafkaConsumer):
+            closer.close(autocommit=False)
+        else:
+            closer.close()
+    except Exception:  # noqa: BLE001 - closing what an outage already broke
+        log.debug("close failed", exc_info=True)
+
+
+class _Outage:
+    """Waiting for a dependency that is away: backoff with jitter (0.5 s doubling to 30 s), the
+    state said once per change in the log and in `migwatch_applier_waiting`."""
+
+    def __init__(self, migration_id: str, stop: threading.Event, metrics_enabled: bool) -> None:
+        self.mid = migration_id
+        self.stop = stop
+        self.metrics_enabled = metrics_enabled
+        self.dependency: str | None = None
+        self.since = 0.0
+        self.attempt = 0
+
+    def wait(self, dependency: str, exc: BaseException) -> None:
+        if dependency != self.dependency:
+            if self.dependency is not None:
+                self._gauge(self.dependency, 0)
+            log.warning("applier %s: waiting for %s: %s", self.mid, dependency, exc)
+            self.dependency, self.since, self.attempt = dependency, time.monotonic(), 0
+            self._gauge(dependency, 1)
+            if self.metrics_enabled:
+                metrics.APPLIER_OUTAGES.labels(self.mid, dependency).inc()
+        self.attempt += 1
+        delay = min(30.0, 0.5 * 2 ** min(self.attempt, 6)) * random.uniform(0.5, 1.0)
+        self.stop.wait(delay)
+        if self.stop.is_set():
+            raise _Stopped
+
+    def ok(self) -> None:
+        if self.dependency is None:
+            return
+        log.warning("applier %s: %s is back after %.1f s", self.mid, self.dependency,
+                    time.monotonic() - self.since)
+        self._gauge(self.dependency, 0)
+        self.dependency = None
+
+    def _gauge(self, dependency: str, value: int) -> None:
+        if self.metrics_enabled:
+            metrics.APPLIER_WAITING.labels(self.mid, dependency).set(value)
 
 
 class _SeekToStored(ConsumerRebalanceListener):

@@ -85,6 +85,16 @@ DLQ_EVENTS = Counter(
     "migwatch_dlq_events_total", "Events sent to the dead-letter topic, by reason class.",
     ["migration_id", "reason"], registry=REGISTRY,
 )
+APPLIER_WAITING = Gauge(
+    "migwatch_applier_waiting",
+    "1 while the applier waits for a dependency (source, target, kafka) to come back.",
+    ["migration_id", "dependency"], registry=REGISTRY,
+)
+APPLIER_OUTAGES = Counter(
+    "migwatch_applier_outages_total",
+    "Times the applier lost a dependency (source, target, kafka) and waited for it.",
+    ["migration_id", "dependency"], registry=REGISTRY,
+)
 APPLIER_REJOINS = Counter(
     "migwatch_applier_rejoins_total",
     "Consumer-group joins the Kafka client left half done and the applier re-armed.",
