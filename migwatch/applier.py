@@ -50,10 +50,17 @@ log = logging.getLogger("migwatch.applier")
 
 
 SNAPSHOT_LAST = {"last", "last_in_data_collection"}
+#: on the create event of an UPDATE that changed the key: the row's key before it
+OLD_KEY_HEADER = "__debezium.oldkey"
 # kafka-python fetch sizes: 1 MiB per partition (Kafka's default) reads and decodes 1.3-1.8×
 # faster than 16 MiB (bench/applier.py, 3.2 kB events), whose large responses the client
 # buffers slowly
 FETCH_SIZES: dict[str, int] = {"fetch_max_bytes": 64 << 20, "max_partition_fetch_bytes": 1 << 20}
+
+
+#: (table, key, columns, as text) → the source's current values of those columns, None if the
+#: row is gone
+SourceRows = Callable[[str, tuple[Any, ...], list[str], bool], "dict[str, Any] | None"]
 
 
 @dataclass
@@ -69,6 +76,8 @@ class Change:
     lsn: int | None
     snapshot: str
     before: dict[str, Any] | None = None
+    #: the key the row had before an UPDATE changed its key (Debezium's `__debezium.oldkey`)
+    old_key: tuple[Any, ...] | None = None
 
 
 @dataclass
@@ -91,6 +100,12 @@ class Batch:
     #: first offset of each partition in the batch: the target refuses a batch that starts at
     #: or below what it already applied (a rebalance rewound the consumer)
     first_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    #: rows this batch deleted, by table and key: a key change's new row takes the values of
+    #: its unchanged TOASTed columns from them
+    removed: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = field(default_factory=dict)
+    #: rows still missing unchanged TOASTed values, by table: new key → old key (the writer
+    #: reads them from the target's old row before deleting it)
+    moved: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = field(default_factory=dict)
 
     def add(self, ch: Change) -> None:
         t = ch.table.source
@@ -104,17 +119,25 @@ class Batch:
             self.truncates.add(t)
         elif ch.op == "d":
             assert ch.key is not None
-            self.upserts.setdefault(t, {}).pop(ch.key, None)
+            gone = self.upserts.setdefault(t, {}).pop(ch.key, None)
+            if gone is not None:
+                self.removed.setdefault(t, {})[ch.key] = gone
             self.deletes.setdefault(t, set()).add(ch.key)
         else:
             assert ch.row is not None and ch.key is not None
             ups = self.upserts.setdefault(t, {})
             self.deletes.setdefault(t, set()).discard(ch.key)
             row = ch.row
-            earlier = ups.get(ch.key)
-            if earlier is not None and any(v is UNCHANGED for v in row.values()):
-                # an unchanged TOASTed column keeps what an earlier change of this batch wrote
-                row = {k: earlier.get(k, v) if v is UNCHANGED else v for k, v in row.items()}
+            if any(v is UNCHANGED for v in row.values()):
+                # an unchanged TOASTed column keeps what an earlier change of this batch wrote —
+                # under this key, or under the key the row had before this change
+                earlier = ups.get(ch.key)
+                if earlier is None and ch.old_key is not None:
+                    earlier = self.removed.get(t, {}).get(ch.old_key)
+                if earlier is not None:
+                    row = {k: earlier.get(k, v) if v is UNCHANGED else v for k, v in row.items()}
+                if ch.old_key is not None and any(v is UNCHANGED for v in row.values()):
+                    self.moved.setdefault(t, {})[ch.key] = ch.old_key
             ups[ch.key] = row
         if ch.op == "r":
             self.snapshot_rows[t] = self.snapshot_rows.get(t, 0) + 1
@@ -170,11 +193,13 @@ class PostgresWriter:
 
     def __init__(self, spec: MigrationSpec, migration_id: str,
                  infos: dict[str, pg.TableInfo], tables: list[TableSpec],
-                 keyless: set[str] | None = None) -> None:
+                 keyless: set[str] | None = None,
+                 source_rows: SourceRows | None = None) -> None:
         self.spec = spec
         self.mid = migration_id
         self.infos = infos
         self.keyless = keyless or set()
+        self.source_rows = source_rows
         self.tables = {t.source: t for t in tables}
         self._table_index = {t.source: i for i, t in enumerate(tables)}
         self.conn = pg.connect_endpoint(spec.target, "target", application="migwatch-applier")
@@ -278,6 +303,7 @@ class PostgresWriter:
         pk = info.primary_key
         if table in batch.truncates:
             self.conn.execute(sql.SQL("TRUNCATE {}").format(target))
+        self._fill_unchanged(table, target, pk, batch)
         dels = batch.deletes.get(table) or set()
         if dels:
             cols = sql.SQL(", ").join(sql.Identifier(k) for k in pk)
@@ -317,6 +343,39 @@ class PostgresWriter:
             ).format(target, col_ids, col_ids, stage, marker, conflict, action))
             if partial:
                 self._apply_partial(cur, target, stage, names_, pk)
+
+    def _fill_unchanged(self, table: str, target: sql.Identifier, pk: tuple[str, ...],
+                        batch: Batch) -> None:
+        """Rows that left out unchanged TOASTed columns and whose key the target does not hold
+        (a key change, possibly split over two batches): take the values from the target's row
+        under the old key, read before this batch deletes it — else from the source's current
+        row (any later change of the column arrives as its own event, so the end state is
+        exact)."""
+        ups = batch.upserts.get(table) or {}
+        partial = {k: r for k, r in ups.items() if any(v is UNCHANGED for v in r.values())}
+        if not partial:
+            return
+        cols = sql.SQL(", ").join(sql.Identifier(k) for k in pk)
+        one = sql.SQL(", ").join(sql.Placeholder() * len(pk))
+        for key, row in partial.items():
+            if self.conn.execute(sql.SQL("SELECT 1 FROM {} WHERE ({}) = ({})").format(
+                    target, cols, one), list(key)).fetchone() is not None:
+                continue  # the target's row keeps its values (see _apply_partial)
+            wanted = [k for k, v in row.items() if v is UNCHANGED]
+            old_key = (batch.moved.get(table) or {}).get(key)
+            found = None
+            # both read as PostgreSQL's text of each value: COPY takes it back exactly (json
+            # keeps its spacing, arrays their bounds)
+            if old_key is not None:
+                found = self.conn.execute(sql.SQL("SELECT {} FROM {} WHERE ({}) = ({})").format(
+                    sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k))
+                                       for k in wanted), target, cols, one),
+                    list(old_key)).fetchone()
+            if found is None and self.source_rows is not None:
+                current = self.source_rows(table, key, wanted, True)
+                found = None if current is None else tuple(current[k] for k in wanted)
+            row.update(zip(wanted, found if found is not None else [None] * len(wanted),
+                           strict=True))
 
     def _apply_partial(self, cur: Any, target: sql.Identifier, stage: sql.Identifier,
                        names_: list[str], pk: tuple[str, ...]) -> None:
@@ -425,10 +484,12 @@ class MongoWriter:
     """Applies batches to a MongoDB target with ordered bulk writes keyed by `_id`."""
 
     def __init__(self, spec: MigrationSpec, migration_id: str,
-                 infos: dict[str, pg.TableInfo], tables: list[TableSpec]) -> None:
+                 infos: dict[str, pg.TableInfo], tables: list[TableSpec],
+                 source_rows: SourceRows | None = None) -> None:
         from pymongo.errors import PyMongoError
 
         self._errors = PyMongoError
+        self.source_rows = source_rows
         self.spec = spec
         self.mid = migration_id
         self.infos = infos
@@ -530,20 +591,42 @@ class MongoWriter:
         takes those fields from the document the target holds."""
         spec = self.tables[table]
         pk = list(self.infos[table].primary_key)
+        moved = batch.moved.get(table) or {}
         docs, partial = [], []
-        for row in (batch.upserts.get(table) or {}).values():
+        for key, row in (batch.upserts.get(table) or {}).items():
             carried = {k: v for k, v in row.items() if v is not UNCHANGED}
             doc = row_to_document(carried, pk, spec.json_string_columns,
                                   decimal128=self.decimal128)
             docs.append(doc)
             if len(carried) < len(row):
-                partial.append(doc)
+                # where the held values are: this key's document, or the old key's (key change)
+                old = moved.get(key)
+                source_id = doc["_id"] if old is None else \
+                    key_to_id(list(old), pk, decimal128=self.decimal128)
+                partial.append((doc, source_id))
         if partial:
-            held = {d["_id"]: d for d in coll.find({"_id": {"$in": [d["_id"] for d in partial]}})}
-            for doc in partial:
-                for k, v in (held.get(doc["_id"]) or {}).items():
-                    doc.setdefault(k, v)
+            ids = [source_id for _, source_id in partial]
+            held = {_id_key(d["_id"]): d for d in coll.find({"_id": {"$in": ids}})}
+            for doc, source_id in partial:
+                got = held.get(_id_key(source_id))
+                if got is None:
+                    got = self._from_source(table, doc, pk)
+                for k, v in (got or {}).items():
+                    if k != "_id":
+                        doc.setdefault(k, v)
         return docs
+
+    def _from_source(self, table: str, doc: dict[str, Any], pk: list[str]) -> dict[str, Any]:
+        """The document of the source's current row, for fields the target does not hold."""
+        if self.source_rows is None:
+            return {}
+        key = tuple(doc["_id"][k] for k in pk) if len(pk) > 1 else (doc["_id"],)
+        columns = [c.name for c in self.infos[table].columns]
+        current = self.source_rows(table, key, columns, False)
+        if current is None:
+            return {}
+        return row_to_document(current, pk, self.tables[table].json_string_columns,
+                               decimal128=self.decimal128)
 
     def _bulk(self, coll: Any, ops: list[Any]) -> None:
         """Ordered writes, in commands FerretDB can finish (see FERRETDB_WRITE_CHUNK)."""
@@ -604,6 +687,7 @@ class Applier:
         self.decoders: dict[str, ColumnDecoder] = {}
         #: tables without a key (REPLICA IDENTITY FULL) on a PostgreSQL target: applied in order
         self.keyless: set[str] = set()
+        self._source: Any = None
         #: since when the consumer has not been a stable group member (None: it is)
         self._unstable_since: float | None = None
 
@@ -644,8 +728,29 @@ class Applier:
 
     def _writer(self) -> PostgresWriter | MongoWriter:
         if self.spec.target.kind == "postgres":
-            return PostgresWriter(self.spec, self.mid, self.infos, self.tables, self.keyless)
-        return MongoWriter(self.spec, self.mid, self.infos, self.tables)
+            return PostgresWriter(self.spec, self.mid, self.infos, self.tables, self.keyless,
+                                  source_rows=self.source_row)
+        return MongoWriter(self.spec, self.mid, self.infos, self.tables,
+                           source_rows=self.source_row)
+
+    def source_row(self, table: str, key: tuple[Any, ...], columns: list[str],
+                   as_text: bool) -> dict[str, Any] | None:
+        """The source's current values of `columns` of the row `key` (None: no such row) —
+        for an unchanged TOASTed value the target cannot keep — as PostgreSQL's text of each
+        value, or as Python values. One connection, opened on first use."""
+        info = self.infos[table]
+        spec = next(t for t in self.tables if t.source == table)
+        with pg.translated(f"source: read {table}"):
+            if self._source is None or self._source.closed or self._source.broken:
+                self._source = pg.connect_endpoint(self.spec.source, "source", autocommit=True,
+                                                   application="migwatch-applier")
+            found = self._source.execute(sql.SQL("SELECT {} FROM {} WHERE ({}) = ({})").format(
+                sql.SQL(", ").join(sql.SQL("{}::text" if as_text else "{}").format(
+                    sql.Identifier(c)) for c in columns),
+                sql.Identifier(spec.schema_name, spec.name),
+                sql.SQL(", ").join(sql.Identifier(k) for k in info.primary_key),
+                sql.SQL(", ").join(sql.Placeholder() * len(key))), list(key)).fetchone()
+        return None if found is None else dict(zip(columns, found, strict=True))
 
     # -------------------------------------------------------------- decoding one record
     def decode(self, record: Any) -> Change | None:
@@ -663,13 +768,13 @@ class Applier:
             raise SkipEvent("unknown_table", f"table {source.get('schema')!r}."
                                              f"{source.get('table')!r} is not in the spec")
         try:
-            return self._change(table, value, source, schema)
+            return self._change(table, value, source, schema, record.headers)
         except SkipEvent as exc:
             exc.table = table.source
             raise
 
     def _change(self, table: TableSpec, value: dict[str, Any], source: dict[str, Any],
-                schema: Any) -> Change:
+                schema: Any, headers: Any = None) -> Change:
         if table.source not in self.infos:
             raise SkipEvent("unknown_table", f"table {table.source!r} not found on the source")
         op = value.get("op")
@@ -699,7 +804,14 @@ class Applier:
             raise SkipEvent("invalid_envelope", f"primary key column {exc} missing") from exc
         if any(k is UNCHANGED for k in key):
             raise SkipEvent("invalid_envelope", "a key column's value is not in the event")
-        return Change(table, op, key, None if op == "d" else row, ts, lsn, snap)
+        old_key = None
+        if op == "c" and headers:
+            raw = dict(headers).get(OLD_KEY_HEADER)
+            if raw:
+                old = decoder.decode(orjson.loads(raw))
+                old_key = tuple(old.get(k) for k in info.primary_key)
+        return Change(table, op, key, None if op == "d" else row, ts, lsn, snap,
+                      old_key=old_key)
 
     # -------------------------------------------------------------- main loop
     def run(self, on_batch: Callable[[Batch], None] | None = None,
@@ -755,7 +867,7 @@ class Applier:
         except _Stopped:
             pass
         finally:
-            for closer in (consumer, dlq):
+            for closer in (consumer, dlq, self._source):
                 if closer is not None:
                     _close_quietly(closer)
             writer.close()
@@ -1035,6 +1147,11 @@ class Applier:
             metrics.APPLIED_SOURCE_TS.labels(self.mid).set(batch.max_ts[names.ALL_TABLES] / 1000)
             metrics.EVENT_TIME_LAG.labels(self.mid).set(
                 max(0.0, (now_ms - batch.max_ts[names.ALL_TABLES]) / 1000))
+
+
+def _id_key(value: Any) -> Any:
+    """A hashable form of an `_id` (compound keys are documents)."""
+    return tuple(sorted(value.items())) if isinstance(value, dict) else value
 
 
 def _in_offset_order(records: list[Any]) -> list[Any]:

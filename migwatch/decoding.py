@@ -79,6 +79,8 @@ _TS_INFINITY_US = {9223372036825200000: "infinity", -9223372036832400000: "-infi
 _DATE_INFINITY = {-622191234: "infinity", -625821272: "-infinity",
                   -2147472692: "infinity", -2147472691: "-infinity"}
 _DATE_MIN_DAYS, _DATE_MAX_DAYS = -2440588, 2145031948
+_NUMERIC_INFINITY = {"POSITIVE_INFINITY": Decimal("Infinity"),
+                     "NEGATIVE_INFINITY": Decimal("-Infinity")}
 
 Target = Literal["postgres", "mongodb"]
 _PRECISION = re.compile(r"\((\d+)\)")
@@ -248,6 +250,8 @@ class ColumnDecoder:
             if isinstance(v, dict) and "value" in v:  # variable scale decimal
                 raw = int.from_bytes(base64.b64decode(v["value"]), "big", signed=True)
                 return Decimal(raw).scaleb(-int(v["scale"]))
+            if v in _NUMERIC_INFINITY:
+                return _NUMERIC_INFINITY[v]
             if isinstance(v, str) and self._schema is not None:
                 # text, unless the schema says Connect's Decimal bytes (base64 text can look
                 # like a number: "1234" is both)

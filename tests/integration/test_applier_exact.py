@@ -48,10 +48,10 @@ def wait_equal(source: PgDatabase, target: PgDatabase, tables: list[tuple[str, s
         time.sleep(1)
         left = differing(source, target, tables)
     if left:
-        s, t = left[0].split(".", 1) if "." in left[0] else ("public", left[0])
-        detail = {"source": rows_text(source.dsn, *tables[0]),
-                  "target": rows_text(target.dsn, *tables[0])}
-        raise AssertionError(f"still different: {left}; first table: {detail}")
+        src, tgt = (set(rows_text(db.dsn, *tables[0])) for db in (source, target))
+        cut = [r[:160] for r in sorted(src - tgt)[:3]], [r[:160] for r in sorted(tgt - src)[:3]]
+        raise AssertionError(f"still different: {left}; first table, only on the source / "
+                             f"only on the target (first 160 characters): {cut}")
 
 
 @pytest.fixture
@@ -123,6 +123,11 @@ def test_an_update_that_leaves_toasted_columns_untouched_keeps_their_values(
         conn.execute("UPDATE doc SET n = n + 1, blob = NULL WHERE id = 2")  # a real NULL
         conn.execute("UPDATE doc SET body = 'short now' WHERE id = 3")
         conn.execute("UPDATE doc SET n = 9 WHERE id = 3")  # same batch: keeps 'short now'
+        conn.execute("UPDATE doc SET id = 40 WHERE id = 4")  # a key change: TOAST untouched
+    wait_equal(source_db, target_db, [("public", "doc")])
+    with source_db.connect() as conn:
+        conn.execute("UPDATE doc SET n = 5 WHERE id = 5")  # in one batch with the key change
+        conn.execute("UPDATE doc SET id = 50 WHERE id = 5")
     wait_equal(source_db, target_db, [("public", "doc")])
     with target_db.connect() as conn:
         placeholders = conn.execute(
@@ -183,7 +188,7 @@ def record(topic: str, offset: int, key: int, value: str, schema: str = "public"
     event = {"op": "u", "before": None, "after": {"id": key, "v": value},
              "source": {"schema": schema, "table": table, "ts_ms": 1, "lsn": 100 + offset,
                         "snapshot": "false"}}
-    return SimpleNamespace(topic=topic, partition=0, offset=offset, key=None,
+    return SimpleNamespace(topic=topic, partition=0, offset=offset, key=None, headers=[],
                            value=orjson.dumps(event))
 
 

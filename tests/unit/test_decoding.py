@@ -129,3 +129,9 @@ def test_a_mongodb_target_refuses_infinity_naming_the_column() -> None:
     with pytest.raises(SkipEvent, match="'tz'"):
         dec.decode({"tz": "infinity"})
     assert dec.decode({"f": "-Infinity"})["f"] == float("-inf")
+
+
+def test_numeric_infinity_as_debezium_names_it() -> None:
+    dec = ColumnDecoder([Column("n", "numeric", False)])
+    assert dec.decode({"n": "POSITIVE_INFINITY"})["n"] == Decimal("Infinity")
+    assert dec.decode({"n": "NEGATIVE_INFINITY"})["n"] == Decimal("-Infinity")
