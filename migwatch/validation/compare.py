@@ -6,25 +6,39 @@
        steps of an integer key; every n-th key otherwise) and digest every range on both sides
        at once (`width_bucket` groups, `segment_ranges` ranges per query);
     2. all differing ranges of one level are cut again together — one query per side per level
-       (integer keys cut arithmetically, others at every n-th key) — until a range holds at most
-       `leaf_rows` rows or is missing/extra entirely on one side;
+       (integer keys cut arithmetically over the span of BOTH sides' keys, others at every n-th
+       key of the side holding more rows) — until a range holds at most `leaf_rows` rows or is
+       missing/extra entirely on one side;
     3. leaf ranges are compared row by row (key → row hash), again in batches: missing on target,
        extra on target, changed — and for a sample of changed rows, column by column;
+    3'. a range that bisection cannot narrow down is instead *merged*: both sides stream its rows
+       in key order (server-side cursors, a batch at a time) and migwatch compares row hashes
+       while merging, in bounded memory. That is a range whose cut stopped shrinking it (keys
+       one side does not have, e.g. beyond the other side's largest key), one past `max_depth`
+       levels, a sub-range of a range whose sub-ranges mostly differ (dense differences: one
+       read beats further levels), and the leaves past `locate_limit` rows;
     4. every differing leaf becomes a `RangeCheck`, pending (moving source) with the source LSN
        read after the comparison, for `revalidate` to re-check later: with the keys of its
        differing rows (up to `pending_keys` per table), else with its range only.
+Every level reads at most each side's table once and levels are bounded, so a comparison ends
+in bounded time whatever the differences. Keys order bytewise on both sides (`postgres.py`).
 A MongoDB side cannot digest sub-ranges cheaply, so steps 0 and 2 are skipped: it keeps the rows
 of the differing ranges in one more pass and step 3 runs on them, confirming every hash
-difference value by value (rows mapped exactly as the applier maps them).
+difference value by value (rows mapped exactly as the applier maps them) — two passes and one
+source query per differing range, without recursion.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextvars
+import functools
 import math
+import operator
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,11 +83,17 @@ class CompareOptions:
     leaf_rows: int = 1024
     fanout: int = 64
     segment_ranges: int = 100
+    #: rows located by fetching leaves whole (key → hash maps); past it, leaves are merged
     locate_limit: int = 200_000
     whole_first_rows: int = 10_000_000
     batch_rows: int = 50_000  # rows of leaf ranges fetched per query
     #: differing rows of a table recorded (and re-checked) by key; past it, by leaf range
     pending_keys: int = 10_000
+    #: bisection levels below the top ranges before the ranges still differing are merged
+    max_depth: int = 12
+    #: a range with at least this share of its sub-ranges differing has its sub-ranges merged
+    dense_fraction: float = 0.5
+    merge_batch: int = 10_000  # rows per fetch of a merge's server-side cursors
 
 
 @dataclass
@@ -87,6 +107,7 @@ class Leaf:
     changed: list[Key] = field(default_factory=list)
     missing_count: int = 0
     extra_count: int = 0
+    changed_count: int = 0  # the lists hold keys only while the table's key budget lasts
     located: bool = True
     hashes: dict[str, dict[Key, int]] = field(default_factory=dict)
     path: tuple[int, ...] = ()  # position in key order: top range, sub-range, ...
@@ -111,6 +132,12 @@ class TableComparer:
         self.sampled = 0  # keys fetched for whole missing/extra ranges
         self.key_span: tuple[int | None, int | None] = (None, None)
         self.hash_only = 0  # rows whose hashes differ but values are equal (MongoDB side)
+        self.kept = 0  # differing keys held in leaves (capped: memory stays bounded)
+        self.keep_cap = max(options.pending_keys, options.sample_cap)
+        self.progress_done = 0  # rows digested, then rows located (progress reports)
+        self.progress_total = 0
+        self._span_read = False
+        self.located_top: set[int] = set()  # top ranges a probe merged already
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mw-side")
 
     def close(self) -> None:
@@ -129,6 +156,13 @@ class TableComparer:
         if self.on_ranges is not None:
             self.on_ranges(n)
 
+    def _tick(self, rows: int) -> None:
+        """Progress of locating: `rows` more rows compared row by row."""
+        self.progress_done += rows
+        if self.progress is not None:
+            self.progress(self.result.table, self.progress_done,
+                          max(self.progress_done, self.progress_total))
+
     # --- step 1 ------------------------------------------------------------------------------
     def top_bounds(self, count: int | None = None) -> tuple[list[Key], int]:
         """Cut points of the top-level ranges, and the source's row count (or estimate)."""
@@ -136,7 +170,7 @@ class TableComparer:
             lo, hi, counted = self.source.int_span(with_count=count is None)
             count = counted if count is None else count
             assert count is not None
-            self.key_span = (lo, hi)
+            self._union_span(lo, hi)
             if lo is None or hi is None or count == 0:
                 return [], count
             n = max(1, math.ceil(count / self.o.chunk_rows))
@@ -148,6 +182,17 @@ class TableComparer:
     @property
     def _int_key(self) -> bool:
         return len(self.primary_key) == 1 and self.key_kinds[0] in INT_KINDS
+
+    def _union_span(self, lo: int | None, hi: int | None) -> None:
+        """`key_span`: the smallest and largest integer key of EITHER side (`lo`, `hi`: the
+        source's), so that arithmetic cuts also divide keys only the target holds."""
+        spans = [(lo, hi)]
+        if isinstance(self.target, PostgresSide):
+            spans.append(self.target.int_span(with_count=False)[:2])
+        los = [a for a, _ in spans if a is not None]
+        his = [b for _, b in spans if b is not None]
+        self.key_span = (min(los) if los else None, max(his) if his else None)
+        self._span_read = True
 
     def _phase(self, name: str, since: float) -> float:
         now = time.perf_counter()
@@ -180,27 +225,17 @@ class TableComparer:
             return r
         bounds, expected = self.top_bounds(whole[0][0] if whole is not None else None)
         ranges = sub_ranges(bounds, EVERYTHING)
-        seg = self.o.segment_ranges if self.target.can_split else len(ranges)
-        differing: list[tuple[KeyRange, Digest, Digest]] = []
-        done = 0
-        for a in range(0, len(ranges), seg):
-            part = ranges[a:a + seg]
-            within = KeyRange(part[0].lo, part[-1].hi)
-            cut = bounds[a:a + len(part) - 1]
-            sd, td = self._both("bucket_digests", cut, within)
-            self._count_ranges(len(part))
-            for i, rng in enumerate(part):
-                s, t = sd.get(i, (0, 0)), td.get(i, (0, 0))
-                r.source_rows += s[0]
-                r.target_rows += t[0]
-                if s != t:
-                    differing.append((rng, s, t))
-            done += sum(n for n, _ in sd.values())
-            if self.progress is not None:
-                self.progress(r.table, done, max(done, expected))
-        r.rows_compared = r.source_rows
         mark = self._phase("digest", started)
-        leaves = self.locate(differing)
+        leaves: list[Leaf] = []
+        if whole is not None and self._dense(ranges, whole, leaves):
+            r.source_rows, r.target_rows = whole[0][0], whole[1][0]
+            r.rows_compared = r.source_rows
+        else:
+            differing = self._top_pass(ranges, bounds, expected)
+            r.rows_compared = r.source_rows
+            mark = self._phase("digest", mark)
+            self._locate_into(differing, leaves, probe=whole is None)
+        leaves = self._finish(leaves)
         lsn, lsn_num = self.source.current_lsn()
         mark = self._phase("locate", mark)
         state = RANGE_PENDING if self.o.moving_source else RANGE_MISMATCHED
@@ -224,39 +259,120 @@ class TableComparer:
         r.seconds = round(time.perf_counter() - started, 3)
         return r
 
+    def _top_pass(self, ranges: Sequence[KeyRange], bounds: Sequence[Key],
+                  expected: int) -> list[Item]:
+        """Step 1: every top range digested on both sides (`segment_ranges` per query); the
+        differing ones, less those a probe located already."""
+        r = self.result
+        seg = self.o.segment_ranges if self.target.can_split else len(ranges)
+        differing: list[Item] = []
+        self.progress_total = self.progress_done + expected
+        for a in range(0, len(ranges), seg):
+            part = ranges[a:a + seg]
+            within = KeyRange(part[0].lo, part[-1].hi)
+            cut = bounds[a:a + len(part) - 1]
+            sd, td = self._both("bucket_digests", cut, within)
+            self._count_ranges(len(part))
+            for i, rng in enumerate(part):
+                s, t = sd.get(i, (0, 0)), td.get(i, (0, 0))
+                r.source_rows += s[0]
+                r.target_rows += t[0]
+                if s != t and a + i not in self.located_top:
+                    differing.append((rng, s, t, (a + i,)))
+            self._tick(sum(n for n, _ in sd.values()))
+        self.progress_total = self.progress_done + sum(s[0] + t[0] for _, s, t, _ in differing)
+        return differing
+
+    def _dense(self, ranges: Sequence[KeyRange], whole: tuple[Digest, Digest],
+               leaves: list[Leaf]) -> bool:
+        """Tables whose whole digests differ: the middle top range is merged to tell whether
+        their differences are dense — then every other range is merged too (no range digests,
+        no bisection: about one read of each table). Else that range is located already."""
+        if len(ranges) < 4 or not self.target.can_split:
+            return False
+        mid = len(ranges) // 2
+        self.progress_total = whole[0][0] + whole[1][0]
+        self.located_top.add(mid)
+        if not self._probe((ranges[mid], (0, 0), (0, 0), (mid,)), leaves):
+            return False
+        self._merge([(rng, (0, 0), (0, 0), (i,)) for i, rng in enumerate(ranges) if i != mid],
+                    leaves)
+        return True
+
+    def _probe(self, item: Item, leaves: list[Leaf]) -> bool:
+        """Merge one range (its leaves into `leaves`); whether at least one row in `leaf_rows`
+        differs there — where bisection would fetch most rows row by row anyway."""
+        rows, diffs = self._merge([item], leaves)
+        return rows > 0 and diffs * self.o.leaf_rows >= rows
+
     def locate(self, differing: Sequence[tuple[KeyRange, Digest, Digest]]) -> list[Leaf]:
         """The differing rows of differing ranges, as leaves (reconciled across leaves)."""
         leaves: list[Leaf] = []
-        if not differing:
-            return leaves
-        if self.target.can_split:
-            level: list[Item] = [(rng, s, t, (i,)) for i, (rng, s, t) in enumerate(differing)]
-            while level:
-                self._leaves([d for d in level if self._is_leaf(*d[:3])], leaves)
-                level = self._split([d for d in level if not self._is_leaf(*d[:3])])
-            leaves.sort(key=lambda lf: lf.path)  # key order, as the database orders keys
-        else:
-            self.target.prefetch([rng for rng, s, t in differing if t[0]])
-            for rng, s, t in differing:
-                self._leaf(rng, s, t, leaves)
+        self._locate_into([(rng, s, t, (i,)) for i, (rng, s, t) in enumerate(differing)],
+                          leaves)
+        return self._finish(leaves)
+
+    def _finish(self, leaves: list[Leaf]) -> list[Leaf]:
+        """Leaves in key order, reconciled, those that differ."""
+        leaves.sort(key=lambda lf: lf.path)  # key order, as the database orders keys
         self._reconcile(leaves)
         return [lf for lf in leaves
-                if lf.missing_count or lf.extra_count or lf.changed or not lf.located]
+                if lf.missing_count or lf.extra_count or lf.changed_count or not lf.located]
+
+    def _locate_into(self, items: Sequence[Item], leaves: list[Leaf], probe: bool = False,
+                     ) -> None:
+        """Steps 2, 3 and 3' for the differing top ranges `items`; with `probe`, their middle
+        one is merged first, and when its differences are dense all of them are merged."""
+        if not items:
+            return
+        if self.target.can_split:
+            level = list(items)
+            merge_next: set[tuple[int, ...]] = set()  # paths the last split marked for merging
+            if probe and len(level) >= 4 and self._probe(level.pop(len(level) // 2), leaves):
+                merge_next = {item[3] for item in level}
+            depth = 0
+            while level:
+                fetch, merge, split = [], [], []
+                for item in level:
+                    _, s, t, path = item
+                    if s[0] == 0 or t[0] == 0:  # whole range on one side only: counts suffice
+                        fetch.append(item)
+                    elif path in merge_next or depth >= self.o.max_depth:
+                        merge.append(item)
+                    elif max(s[0], t[0]) <= self.o.leaf_rows:
+                        fetch.append(item)
+                    else:
+                        split.append(item)
+                merge += self._leaves(fetch, leaves)
+                self._merge(merge, leaves)
+                level, merge_next = self._split(split)
+                depth += 1
+        else:
+            self.target.prefetch([rng for rng, s, t, _ in items if t[0]])
+            for rng, s, t, path in items:
+                self._leaf(rng, s, t, leaves, path)
 
     # --- steps 2 and 3 -----------------------------------------------------------------------
-    def _is_leaf(self, rng: KeyRange, s: Digest, t: Digest) -> bool:
-        return (s[0] == 0 or t[0] == 0 or max(s[0], t[0]) <= self.o.leaf_rows
-                or self.located_rows >= self.o.locate_limit)
+    def _arithmetic(self) -> bool:
+        """Whether ranges are cut arithmetically (an integer key whose span is known)."""
+        if not self._int_key:
+            return False
+        if not self._span_read:  # re-checking: no top-level pass read the span
+            lo, hi, _ = self.source.int_span(with_count=False)
+            self._union_span(lo, hi)
+        return self.key_span[0] is not None and self.key_span[1] is not None
 
     def _cuts(self, items: Sequence[Item]) -> list[list[Key]]:
         """Cut points of each range, about `leaf_rows` rows apart (at most `fanout` parts)."""
         parts = [min(self.o.fanout, math.ceil(max(s[0], t[0]) / self.o.leaf_rows))
                  for _, s, t, _ in items]
-        if self._int_key and self.key_span[0] is not None and self.key_span[1] is not None:
+        if self._arithmetic():
+            lo_all, hi_all = self.key_span
+            assert lo_all is not None and hi_all is not None
             out = []
             for (rng, _, _, _), n in zip(items, parts, strict=True):
-                lo = rng.lo[0] if rng.lo is not None else self.key_span[0]
-                hi = rng.hi[0] if rng.hi is not None else self.key_span[1] + 1
+                lo = rng.lo[0] if rng.lo is not None else lo_all
+                hi = rng.hi[0] if rng.hi is not None else hi_all + 1
                 step = max(1, math.ceil((hi - lo) / n))
                 out.append([(lo + i * step,) for i in range(1, n) if lo + i * step < hi])
             return out
@@ -281,12 +397,17 @@ class TableComparer:
                     out[mine[owner[0]]] = keys
         return out
 
-    def _split(self, items: Sequence[Item]) -> list[Item]:
-        """Step 2 for all `items` at once: the differing sub-ranges, in key order."""
+    def _split(self, items: Sequence[Item]) -> tuple[list[Item], set[tuple[int, ...]]]:
+        """Step 2 for all `items` at once: the differing sub-ranges, in key order, and the paths
+        of those to merge rather than cut again — where the cut stopped shrinking the range
+        (keys cut at one side's keys cannot divide keys only the other side holds), or where
+        most sub-ranges of a range differ (dense differences)."""
         if not items:
-            return []
+            return [], set()
+        arithmetic = self._arithmetic()
         cuts = self._cuts(items)
         found: list[Item] = []
+        merge: set[tuple[int, ...]] = set()
         for a in range(0, len(items), self.o.segment_ranges):
             group = list(range(a, min(a + self.o.segment_ranges, len(items))))
             bounds, owners = layout([(items[i][0], cuts[i]) for i in group])
@@ -299,19 +420,34 @@ class TableComparer:
                 if owner is not None:
                     per[owner] = (sd.get(b, (0, 0)), td.get(b, (0, 0)))
             for gi, parts in enumerate(subs):
+                _, ps, pt, path = items[group[gi]]
+                kids = []
                 for j, sub in enumerate(parts):
                     s, t = per.get((gi, j), ((0, 0), (0, 0)))
                     if s != t:
-                        found.append((sub, s, t, (*items[group[gi]][3], j)))
-        return found
+                        kids.append((sub, s, t, (*path, j)))
+                dense = len(parts) >= 4 and len(kids) >= self.o.dense_fraction * len(parts)
+                for kid in kids:
+                    # arithmetic cuts narrow the key span whatever the rows; key cuts must
+                    # narrow the rows
+                    stuck = len(parts) == 1 or (not arithmetic and max(kid[1][0], kid[2][0])
+                                                >= max(ps[0], pt[0]))
+                    if dense or stuck:
+                        merge.add(kid[3])
+                found.extend(kids)
+        return found, merge
 
-    def _leaves(self, items: Sequence[Item], leaves: list[Leaf]) -> None:
+    def _leaves(self, items: Sequence[Item], leaves: list[Leaf]) -> list[Item]:
         """Step 3 for all `items`: whole-range cases at once, the rest row by row in batches
-        of about `batch_rows` rows per query."""
+        of about `batch_rows` rows per query — up to `locate_limit` rows; the items past it are
+        returned, to be merged (streamed) instead."""
         fetch: list[Item] = []
+        over: list[Item] = []
         for rng, s, t, path in items:
-            if s[0] == 0 or t[0] == 0 or self.located_rows >= self.o.locate_limit:
+            if s[0] == 0 or t[0] == 0:
                 self._leaf(rng, s, t, leaves, path)
+            elif self.located_rows + s[0] + t[0] > self.o.locate_limit:
+                over.append((rng, s, t, path))
             else:
                 fetch.append((rng, s, t, path))
                 self.located_rows += s[0] + t[0]
@@ -325,10 +461,100 @@ class TableComparer:
                 batch, rows = [], 0
         if batch:
             self._fetch_leaves(batch, leaves)
+        return over
+
+    # --- step 3': the streamed merge -----------------------------------------------------------
+    def _refill(self, stream: _ReadAhead) -> tuple[list[tuple[Any, ...]], int, bool]:
+        """The next batch of a merge stream (empty when it ended), its index, whether more may
+        follow."""
+        batch = stream.next_batch()
+        if batch is None:
+            return [], 0, False
+        self._tick(len(batch))
+        return batch, 0, True
+
+    def _merge(self, items: Sequence[Item], leaves: list[Leaf]) -> tuple[int, int]:
+        """Step 3' for `items` (`segment_ranges` ranges per pair of streams): the rows merged
+        and how many of them differ."""
+        if not items:
+            return 0, 0
+        started = time.perf_counter()
+        ordered = sorted(items, key=lambda item: item[3])  # key order
+        rows = diffs = 0
+        for a in range(0, len(ordered), self.o.segment_ranges):
+            seg = self._merge_group(ordered[a:a + self.o.segment_ranges], leaves)
+            rows, diffs = rows + seg.merged, diffs + seg.differing
+        timings = self.result.timings
+        timings["merge"] = round(timings.get("merge", 0.0) + time.perf_counter() - started, 4)
+        return rows, diffs
+
+    def _merge_group(self, items: Sequence[Item], leaves: list[Leaf]) -> _Segment:
+        """Both sides' rows of `items` streamed in one order and compared while merging.
+
+        Each row comes with its bucket (which item holds it), so rows are told apart by
+        (bucket, key) — by (bucket, key text) where Python does not order the keys as the
+        database does. Differences are kept as leaves of about `leaf_rows` merged rows (one per
+        item when keys are compared by their text: a run of text-ordered keys is no key
+        range)."""
+        source = self.source
+        target = self.target
+        assert isinstance(target, PostgresSide)
+        bounds, owners = layout([(rng, ()) for rng, _, _, _ in items])
+        ranges = [rng for rng, _, _, _ in items]
+        n = len(self.primary_key)
+        native = source.d.py_ordered and target.d.py_ordered
+        cols = range(1, n + 1) if native else range(n + 1, 2 * n + 1)
+        order = operator.itemgetter(0, *cols)
+        streams = [_ReadAhead(self.pool, side.merge_rows(ranges, bounds, self.o.merge_batch))
+                   for side in (source, target)]
+        seg = _Segment(self, items, owners, native, n)
+        try:
+            src: list[tuple[Any, ...]] = []
+            tgt: list[tuple[Any, ...]] = []
+            i = j = 0
+            more = [True, True]  # whether each stream may hold more batches
+            while True:
+                if i == len(src) and more[0]:
+                    src, i, more[0] = self._refill(streams[0])
+                if j == len(tgt) and more[1]:
+                    tgt, j, more[1] = self._refill(streams[1])
+                ns, nt = len(src), len(tgt)
+                if i == ns and j == nt:
+                    break
+                start = i  # a run of rows equal on both sides, hash included: the usual case
+                while i < ns and j < nt and src[i] == tgt[j]:
+                    i += 1
+                    j += 1
+                if i > start:
+                    seg.same(src, start, i)
+                    continue
+                ka = order(src[i]) if i < ns else None
+                kb = order(tgt[j]) if j < nt else None
+                if kb is None or (ka is not None and ka < kb):
+                    a = src[i]
+                    seg.row(a[0], a[1:n + 1], a[-1], None)
+                    i += 1
+                elif ka is None or kb < ka:
+                    b = tgt[j]
+                    seg.row(b[0], b[1:n + 1], None, b[-1])
+                    j += 1
+                else:  # the same key, another hash
+                    a, b = src[i], tgt[j]
+                    seg.row(a[0], a[1:n + 1], a[-1], b[-1])
+                    i += 1
+                    j += 1
+            seg.flush(None)
+        finally:
+            for stream in streams:
+                stream.close()
+        leaves.extend(seg.leaves)
+        self._count_ranges(len(items))
+        return seg
 
     def _fetch_leaves(self, batch: Sequence[Item], leaves: list[Leaf]) -> None:
         bounds, owners = layout([(rng, ()) for rng, _, _, _ in batch])
         src, tgt = self._both("row_digests_in", [rng for rng, _, _, _ in batch], bounds)
+        self._tick(sum(len(rows) for rows in (*src.values(), *tgt.values())))
         for b, owner in enumerate(owners):
             if owner is None:
                 continue
@@ -343,6 +569,8 @@ class TableComparer:
         if not self.target.can_split and leaf.changed:
             leaf.changed = self._confirm(leaf.changed)
         leaf.missing_count, leaf.extra_count = len(leaf.missing), len(leaf.extra)
+        leaf.changed_count = len(leaf.changed)
+        self.kept += leaf.missing_count + leaf.extra_count + leaf.changed_count
         leaf.hashes = {"source": {k: src[k] for k in leaf.missing},
                        "target": {k: tgt[k] for k in leaf.extra}}
         if leaf.missing_count or leaf.extra_count or leaf.changed:
@@ -398,6 +626,7 @@ class TableComparer:
                     other, h = missing[k]
                     if leaf.hashes.get("target", {}).get(k) != h:
                         leaf.changed.append(k)
+                        leaf.changed_count += 1
                     leaf.extra.remove(k)
                     leaf.extra_count -= 1
                     other.missing.remove(k)
@@ -416,8 +645,8 @@ class TableComparer:
         for lf in leaves:
             row_keys: list[list[Any]] | None = None
             complete = lf.located and len(lf.missing) == lf.missing_count \
-                and len(lf.extra) == lf.extra_count
-            n = lf.missing_count + lf.extra_count + len(lf.changed)
+                and len(lf.extra) == lf.extra_count and len(lf.changed) == lf.changed_count
+            n = lf.missing_count + lf.extra_count + lf.changed_count
             if complete and n <= budget:
                 budget -= n
                 row_keys = [encode_key(k) or [] for k in (*lf.missing, *lf.extra, *lf.changed)]
@@ -429,7 +658,7 @@ class TableComparer:
             out.append(RangeCheck(
                 lo=encode_key(lf.range.lo), hi=encode_key(lf.range.hi), lsn=lsn,
                 lsn_num=lsn_num, state=state, missing=lf.missing_count, extra=lf.extra_count,
-                changed=len(lf.changed), keys=[d.__dict__ for d in diffs],
+                changed=lf.changed_count, keys=[d.__dict__ for d in diffs],
                 source_digest=list(lf.source_digest), checked_at=now_iso(),
                 row_keys=row_keys))
         return out
@@ -449,6 +678,134 @@ class TableComparer:
             diff.source = {c: REDACTED for c in diff.columns}
             diff.target = {c: REDACTED for c in diff.columns}
         return diff
+
+
+_HASH = operator.itemgetter(-1)  # a merged row's hash: its last column
+_BUCKET = operator.itemgetter(0)  # ...and its bucket: the first
+
+
+class _Segment:
+    """The leaves a merge makes, row by merged row: the rows of one item, cut every
+    `leaf_rows` merged rows where keys are ranges in Python's order too (`native`)."""
+
+    def __init__(self, comparer: TableComparer, items: Sequence[Item],
+                 owners: Sequence[Any], native: bool, key_columns: int) -> None:
+        self.c = comparer
+        self.items = items
+        self.owners = owners
+        self.native = native
+        self.n = key_columns
+        self.leaves: list[Leaf] = []
+        self.merged = 0  # rows merged (keys of either side)
+        self.differing = 0  # of them, missing, extra or changed
+        self.item = -1  # index of the item whose rows come now
+        self.part = 0
+        self._start(None)
+
+    def _start(self, lo: Key | None) -> None:
+        self.leaf = Leaf(KeyRange(lo, None), (0, 0), hashes={"source": {}, "target": {}})
+        self.rows = 0
+        self.count = 0
+        self.xor = 0
+
+    def row(self, bucket: int, key: Key, source_hash: int | None,
+            target_hash: int | None) -> None:
+        """One merged row: its hash on the source and on the target (None: absent there)."""
+        owner = self.owners[bucket]
+        if owner is None:  # between the ranges: the query does not read such rows
+            return
+        if owner[0] != self.item:
+            self.flush(None)
+            self.item, self.part = owner[0], 0
+            self._start(self.items[self.item][0].lo)
+        elif self.native and self.rows >= self.c.o.leaf_rows and source_hash != target_hash:
+            self.flush(key)  # a leaf ends where a difference comes after `leaf_rows` rows
+            self.part += 1
+            self._start(key)
+        self.rows += 1
+        self.merged += 1
+        leaf = self.leaf
+        if source_hash is not None:
+            self.count += 1
+            self.xor ^= source_hash
+        keep = self.c.kept < self.c.keep_cap
+        if target_hash is None:
+            leaf.missing_count += 1
+            if keep:
+                leaf.missing.append(key)
+                leaf.hashes["source"][key] = source_hash  # type: ignore[assignment]
+        elif source_hash is None:
+            leaf.extra_count += 1
+            if keep:
+                leaf.extra.append(key)
+                leaf.hashes["target"][key] = target_hash
+        elif source_hash != target_hash:
+            leaf.changed_count += 1
+            if keep:
+                leaf.changed.append(key)
+        else:
+            return
+        self.differing += 1
+        if keep:
+            self.c.kept += 1
+
+    def same(self, rows: Sequence[tuple[Any, ...]], start: int, end: int) -> None:
+        """Rows `start:end` of a batch, equal on both sides (bucket, key and hash): counted
+        in bulk, bucket by bucket (a batch is ordered by bucket)."""
+        while start < end:
+            bucket = rows[start][0]
+            owner = self.owners[bucket]
+            if owner is None or owner[0] != self.item:  # the first row of another item
+                r = rows[start]
+                self.row(bucket, r[1:self.n + 1], r[-1], r[-1])
+                start += 1
+                continue
+            stop = end if rows[end - 1][0] == bucket else bisect.bisect_right(
+                rows, bucket, start, end, key=_BUCKET)
+            self.rows += stop - start
+            self.merged += stop - start
+            self.count += stop - start
+            self.xor ^= functools.reduce(operator.xor, map(_HASH, rows[start:stop]), 0)
+            start = stop
+
+    def flush(self, hi: Key | None) -> None:
+        """End the current leaf at `hi` (None: where its item's range ends)."""
+        if self.item < 0:
+            return
+        leaf = self.leaf
+        if leaf.missing_count or leaf.extra_count or leaf.changed_count:
+            rng, _, _, path = self.items[self.item]
+            leaf.range = KeyRange(leaf.range.lo, hi if hi is not None else rng.hi)
+            leaf.source_digest = (self.count, self.xor)
+            leaf.path = (*path, self.part)
+            self.leaves.append(leaf)
+
+
+class _ReadAhead:
+    """One side's batches of a merge, the next one read in the pool while this one is used."""
+
+    def __init__(self, pool: ThreadPoolExecutor,
+                 batches: Iterator[list[tuple[Any, ...]]]) -> None:
+        self.pool = pool
+        self.batches = batches
+        self.pending: Future[list[tuple[Any, ...]] | None] | None = pool.submit(
+            next, batches, None)
+
+    def next_batch(self) -> list[tuple[Any, ...]] | None:
+        if self.pending is None:
+            return None
+        batch = self.pending.result()
+        self.pending = self.pool.submit(next, self.batches, None) if batch is not None \
+            else None
+        return batch
+
+    def close(self) -> None:
+        """Wait for a read under way, then close the cursor."""
+        if self.pending is not None:
+            with suppress(Exception):  # the merge's own error is the one to see
+                self.pending.result()
+            self.pending = None
+        self.batches.close()  # type: ignore[attr-defined]
 
 
 def digest_of(side: Side, rng: KeyRange) -> Digest:

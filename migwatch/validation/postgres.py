@@ -12,13 +12,19 @@ Two row hashes:
     without rendering text; several times faster than md5 of text;
   - `text` mode (MongoDB involved): md5 of the canonical row text (`canonical.py`), which
     migwatch can reproduce from a MongoDB document; timestamps at milliseconds.
-Both need PostgreSQL 14+ (`hash_record_extended`, `bit_xor`). Text keys are compared with
-`COLLATE "C"` in text mode so that key order matches migwatch's (code point) order.
+Both need PostgreSQL 14+ (`hash_record_extended`, `bit_xor`).
+
+Keys are ordered in ONE byte order on both sides, whatever their collations: every comparison,
+ORDER BY and `width_bucket` of a key column with a collation says `COLLATE "C"` — unless the
+column's own collation already orders bytewise (C, POSIX, C.UTF-8: `byte_ordered_keys`), which
+keeps the primary-key index usable. Source and target then cut and bucket keys identically, and
+migwatch's own (code point) order of `str` agrees with both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import suppress
 from typing import Any
 
 import psycopg
@@ -35,19 +41,41 @@ TEXT_MODE = "text"
 
 SESSION_SETTINGS = (
     "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; "
-    "SET extra_float_digits = 1; SET bytea_output = 'hex'"
+    "SET extra_float_digits = 1; SET bytea_output = 'hex'; "
+    # a merge reads its cursors to the end: plan them for all rows, not the first ones
+    "SET cursor_tuple_fraction = 1"
 )
 
 _HASHABLE = {"int", "numeric", "float4", "float8", "bool", "text", "bpchar", "timestamptz",
              "timestamp", "date", "time", "timetz", "interval", "jsonb", "bytea", "uuid"}
 _TEXT_KEY_KINDS = {"text", "bpchar"}
+#: key kinds whose Python values (as psycopg returns them) order exactly as PostgreSQL orders
+#: them (text under "C"); other keys are merged in the order of their text (`merge_query`)
+_PY_ORDERED = {"int", "numeric", "text", "uuid", "date", "timestamp", "timestamptz", "bool",
+               "bytea"}
+#: types of kind "text" that do not order by their characters
+_UNORDERED_TEXT_TYPES = {"citext"}
+
+
+def coalesced(ranges: Sequence[KeyRange]) -> list[KeyRange]:
+    """`ranges` with each run of adjacent ones (one's `hi` the next one's `lo`) joined."""
+    out: list[KeyRange] = []
+    for rng in ranges:
+        if out and out[-1].hi is not None and out[-1].hi == rng.lo:
+            out[-1] = KeyRange(out[-1].lo, rng.hi)
+        else:
+            out.append(rng)
+    return out
 
 
 class PostgresDialect:
     """SQL for one table on one PostgreSQL server, in one mode. Pure: builds, never runs."""
 
     def __init__(self, info: pg.TableInfo, columns: Sequence[str], primary_key: Sequence[str],
-                 mode: str = HASH_MODE) -> None:
+                 mode: str = HASH_MODE, collated: Collection[str] | None = None,
+                 byte_ordered: Collection[str] = ()) -> None:
+        """`collated`: the key columns that have a collation (None: those of text kinds);
+        `byte_ordered`: those whose collation already orders bytewise (no `COLLATE "C"`)."""
         self.info = info
         self.columns = list(columns)
         self.primary_key = list(primary_key)
@@ -56,6 +84,15 @@ class PostgresDialect:
         self.table = info.ident
         self.kinds = {c.name: column_kind(c.type) for c in info.columns}
         self.types = {c.name: c.type for c in info.columns}
+        if collated is None:
+            collated = [k for k in self.primary_key if self.kinds[k] in _TEXT_KEY_KINDS]
+        self.collated = set(collated)
+        #: key columns compared, ordered and bucketed with `COLLATE "C"`
+        self.c_keys = self.collated - set(byte_ordered)
+        #: whether Python orders this table's keys as the database does (see `merge_query`)
+        self.py_ordered = all(
+            self.kinds[k] in _PY_ORDERED and self.types[k] not in _UNORDERED_TEXT_TYPES
+            for k in self.primary_key)
 
     # --- expressions ----------------------------------------------------------------------
     def _hash_input(self, column: str) -> sql.Composable:
@@ -96,7 +133,7 @@ class PostgresDialect:
 
     def _key_column(self, column: str) -> sql.Composable:
         ident = sql.Identifier(column)
-        if self.mode == TEXT_MODE and self.kinds[column] in _TEXT_KEY_KINDS:
+        if column in self.c_keys:
             return sql.SQL('{} COLLATE "C"').format(ident)
         return ident
 
@@ -106,15 +143,29 @@ class PostgresDialect:
             return cols[0]
         return sql.SQL("ROW({})").format(sql.SQL(", ").join(cols))
 
+    def bucket_key(self) -> sql.Composable:
+        """The key as `width_bucket` takes it. A composite key is a record, compared field by
+        field in each field's collation, which must be the same in the key and in the bounds
+        (`_key_value(collate=True)`): every collated field says "C" there, even where the
+        column's own collation already orders bytewise."""
+        if len(self.primary_key) == 1:
+            return self.key_expr()
+        return sql.SQL("ROW({})").format(sql.SQL(", ").join(
+            sql.SQL('{} COLLATE "C"').format(sql.Identifier(k)) if k in self.collated
+            else sql.Identifier(k) for k in self.primary_key))
+
     def key_list(self) -> sql.Composable:
         return sql.SQL(", ").join(sql.Identifier(k) for k in self.primary_key)
 
     def order_by(self) -> sql.Composable:
         return sql.SQL(", ").join(self._key_column(k) for k in self.primary_key)
 
-    def _key_value(self, key: Key) -> tuple[sql.Composable, list[Any]]:
-        """`(%s, %s)` (or `%s`) for a key value, typed as this side's key columns."""
-        parts = [sql.SQL("%s::{}").format(sql.SQL(self.types[k])) for k in self.primary_key]
+    def _key_value(self, key: Key, collate: bool = False) -> tuple[sql.Composable, list[Any]]:
+        """`(%s, %s)` (or `%s`) for a key value, typed as this side's key columns; with
+        `collate`, "C" for collated columns (`bucket_key`; a comparison with the key
+        expression takes the key's collation without it)."""
+        parts = [sql.SQL('%s::{} COLLATE "C"' if collate and k in self.collated else "%s::{}")
+                 .format(sql.SQL(self.types[k])) for k in self.primary_key]
         if len(parts) == 1:
             return parts[0], [key[0]]
         return sql.SQL("ROW({})").format(sql.SQL(", ").join(parts)), list(key)
@@ -134,8 +185,9 @@ class PostgresDialect:
 
     def where_any(self, within: KeyRange | Sequence[KeyRange]) -> tuple[sql.Composable,
                                                                        list[Any]]:
-        """Keys in a range, or in any of several (an OR of ranges: one index scan each)."""
-        ranges = [within] if isinstance(within, KeyRange) else list(within)
+        """Keys in a range, or in any of several (an OR of ranges: one index scan each; each
+        run of adjacent ranges is one range — a row tests fewer clauses)."""
+        ranges = [within] if isinstance(within, KeyRange) else coalesced(within)
         if len(ranges) == 1:
             return self.range_where(ranges[0])
         parts: list[sql.Composable] = []
@@ -160,7 +212,7 @@ class PostgresDialect:
         items = []
         params: list[Any] = []
         for b in bounds:
-            value, p = self._key_value(b)
+            value, p = self._key_value(b, collate=True)
             items.append(value)
             params += p
         return sql.SQL("width_bucket({}, ARRAY[{}])").format(
@@ -180,7 +232,7 @@ class PostgresDialect:
         query = sql.SQL(
             "SELECT {bucket} AS b, count(*), coalesce(bit_xor(h), 0) "
             "FROM (SELECT {key} AS k, {hash} AS h FROM {table} WHERE {where}) s GROUP BY 1"
-        ).format(bucket=bucket, key=self.key_expr(), hash=self.row_hash(), table=self.table,
+        ).format(bucket=bucket, key=self.bucket_key(), hash=self.row_hash(), table=self.table,
                  where=where)
         return query, bparams + params  # the bucket expression comes first in the text
 
@@ -189,7 +241,7 @@ class PostgresDialect:
         """Key columns and row hash of every row in range(s); with `bounds`, each row's
         bucket first."""
         where, params = self.where_any(within)
-        bucket, bparams = self.bucket_expr(bounds, self.key_expr()) if bounds \
+        bucket, bparams = self.bucket_expr(bounds, self.bucket_key()) if bounds \
             else (sql.SQL("0"), [])
         return sql.SQL("SELECT {bucket}, {keys}, {hash} FROM {table} WHERE {where}").format(
             bucket=bucket, keys=self.key_list(), hash=self.row_hash(), table=self.table,
@@ -200,13 +252,34 @@ class PostgresDialect:
         """Every `every[b]`-th key of each bucket b of `bounds` (restricted to `ranges`), with
         its bucket: the cut points of several ranges in one query."""
         where, params = self.where_any(ranges)
-        bucket, bparams = self.bucket_expr(bounds, self.key_expr())
+        bucket, bparams = self.bucket_expr(bounds, self.bucket_key())
         return sql.SQL(
             "SELECT b, {keys} FROM (SELECT b, {keys}, row_number() OVER (PARTITION BY b "
             "ORDER BY {order}) AS rn FROM (SELECT {bucket} AS b, {keys} FROM {table} "
             "WHERE {where}) s1) s2 WHERE rn %% (%s::int[])[b + 1] = 0 ORDER BY b, rn"
         ).format(keys=self.key_list(), bucket=bucket, order=self.order_by(), table=self.table,
                  where=where), bparams + params + [list(every)]
+
+    def merge_query(self, ranges: Sequence[KeyRange], bounds: Sequence[Key],
+                    ) -> tuple[sql.Composed, list[Any]]:
+        """Bucket of `bounds`, key columns and row hash of every row in `ranges`, in merge
+        order: by key when Python orders these keys as the database does (`py_ordered`: the
+        bucket then grows with the key), else by bucket and then by the key columns' text
+        under "C" (selected after the key columns, for migwatch to compare)."""
+        where, params = self.where_any(ranges)
+        bucket, bparams = self.bucket_expr(bounds, self.bucket_key())
+        if self.py_ordered:
+            texts: sql.Composable = sql.SQL("")
+            order = self.order_by()
+        else:
+            cols = [sql.SQL('{}::text COLLATE "C"').format(sql.Identifier(k))
+                    for k in self.primary_key]
+            texts = sql.SQL(", {}").format(sql.SQL(", ").join(cols))
+            order = sql.SQL("1, {}").format(sql.SQL(", ").join(cols))
+        return sql.SQL("SELECT {bucket}, {keys}{texts}, {hash} FROM {table} WHERE {where} "
+                       "ORDER BY {order}").format(
+            bucket=bucket, keys=self.key_list(), texts=texts, hash=self.row_hash(),
+            table=self.table, where=where, order=order), bparams + params
 
     def keys_query(self, within: KeyRange, limit: int) -> tuple[sql.Composed, list[Any]]:
         where, params = self.range_where(within)
@@ -235,8 +308,8 @@ class PostgresDialect:
             return sql.SQL("false"), []
         values = []
         params: list[Any] = []
-        for key in keys:
-            v, p = self._key_value(key)
+        for key in keys:  # equality: the same under every deterministic collation, and the
+            v, p = self._key_value(key)  # index (in the key's own collation) serves it
             values.append(v if len(self.primary_key) > 1 else sql.SQL("({})").format(v))
             params += p
         lhs = sql.SQL("({})").format(self.key_list()) if len(self.primary_key) > 1 \
@@ -296,6 +369,49 @@ class PostgresDialect:
                        ).format(hash=self.row_hash(), t=self.table)
 
 
+#: strings that no linguistic collation orders as bytes do ('B' < 'a', '_' between them, ...)
+_PROBE = ["a", "B", "ä", "Z", "_x", "a b", "ab", "aB", "A", "é", "e", "~", "😀", "東京", "1", ""]
+_BYTEWISE_LOCALES = {"c", "posix", "c.utf8", "c.utf-8"}
+
+
+def byte_ordered_keys(conn: psycopg.Connection, info: pg.TableInfo,
+                      ) -> tuple[set[str], set[str]]:
+    """The primary-key columns that have a collation, and those among them whose collation
+    already orders keys bytewise: C or POSIX, or a C.UTF-8 locale (code point order, the same as
+    UTF-8 bytes) — checked by ordering a probe of strings that linguistic collations order
+    differently. Keys of the first set but not the second are compared `COLLATE "C"`."""
+    if not info.primary_key:
+        return set(), set()
+    rows = conn.execute(
+        "SELECT a.attname, a.attcollation <> 0, co.collname, co.collprovider, co.collcollate, "
+        "ns.nspname, d.datcollate, to_jsonb(d) ->> 'datlocprovider' "
+        "FROM pg_attribute a LEFT JOIN pg_collation co ON co.oid = a.attcollation "
+        "LEFT JOIN pg_namespace ns ON ns.oid = co.collnamespace "
+        "CROSS JOIN pg_database d WHERE d.datname = current_database() "
+        "AND a.attrelid = %s::regclass AND a.attname = ANY(%s)",
+        [sql.Identifier(info.schema, info.name).as_string(conn), list(info.primary_key)],
+    ).fetchall()
+    collated: set[str] = set()
+    bytewise: set[str] = set()
+    for name, has, coll, provider, locale, schema, db_locale, db_provider in rows:
+        if not has:
+            continue
+        collated.add(name)
+        if coll in ("C", "POSIX", "ucs_basic"):
+            bytewise.add(name)
+            continue
+        if coll == "default":
+            provider, locale = db_provider or "c", db_locale
+        if provider in ("c", "d") and (locale or "").lower() in _BYTEWISE_LOCALES:
+            ordered = conn.execute(sql.SQL(
+                "SELECT array_agg(x ORDER BY x COLLATE {}) = array_agg(x ORDER BY x COLLATE "
+                '"C") FROM unnest(%s::text[]) x').format(sql.Identifier(schema, coll)),
+                [_PROBE]).fetchone()
+            if ordered is not None and ordered[0]:
+                bytewise.add(name)
+    return collated, bytewise
+
+
 def open_connection(conninfo: str, what: str,
                     statement_timeout_seconds: float | None = None) -> psycopg.Connection:
     """A read-only REPEATABLE READ session with the settings canonical text depends on; the
@@ -329,6 +445,7 @@ class PostgresSide(Side):
         self.what = f"{label} {dialect.info.qualified}"
         #: when set (MongoDB target), column tokens are the canonical texts of mapped values
         self.mapping = mapping
+        self.cursors = 0  # server-side cursors opened (their names differ within a session)
 
     def _run(self, query: sql.Composed | sql.SQL,
              params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -361,6 +478,30 @@ class PostgresSide(Side):
         for r in self._run(query, params):
             out.setdefault(int(r[0]), []).append(tuple(r[1:]))
         return out
+
+    def merge_rows(self, ranges: Sequence[KeyRange], bounds: Sequence[Key],
+                   batch_rows: int) -> Iterator[list[tuple[Any, ...]]]:
+        """The rows of `ranges` in merge order (`PostgresDialect.merge_query`), a batch at a
+        time through a server-side cursor in this side's snapshot: memory holds one batch,
+        however many rows the ranges hold. Close the iterator to close the cursor."""
+        query, params = self.d.merge_query(ranges, bounds)
+        self.cursors += 1
+        # binary rows load faster; keys of other types stay text (as every other query reads
+        # them: a key must come back as the same value whichever query read it)
+        cur = self.conn.cursor(name=f"migwatch_merge_{self.cursors}",
+                               binary=self.d.py_ordered)
+        try:
+            with pg.translated(self.what):
+                cur.execute(query, params)
+            while True:
+                with pg.translated(self.what):
+                    rows = cur.fetchmany(batch_rows)
+                if not rows:
+                    return
+                yield rows
+        finally:
+            with suppress(psycopg.Error):
+                cur.close()
 
     @property
     def estimated_rows(self) -> int:

@@ -25,6 +25,7 @@ from migwatch.config import (
     StackSettings,
     TableSpec,
     postgres_conninfo,
+    split_qualified,
 )
 from migwatch.connectors import mongo
 from migwatch.connectors import postgres as pg
@@ -47,6 +48,7 @@ from migwatch.validation.postgres import (
     TEXT_MODE,
     PostgresDialect,
     PostgresSide,
+    byte_ordered_keys,
     open_connection,
 )
 from migwatch.validation.recheck import STILL_CHANGING, RoundOutcome, TableRecheck
@@ -101,12 +103,18 @@ class OpenTable:
 
 
 def _describe(conn: Any, qualified: str, what: str) -> pg.TableInfo:
-    schema, name = qualified.split(".")
+    schema, name = split_qualified(qualified)
     with pg.translated(what):
         info = pg.describe_table(conn, schema, name)
     if info is None:
         raise PermanentError(f"{what}: table {qualified} does not exist")
     return info
+
+
+def _collations(conn: Any, info: pg.TableInfo, what: str) -> tuple[set[str], set[str]]:
+    """The key columns with a collation, and those already ordered bytewise (no COLLATE)."""
+    with pg.translated(what):
+        return byte_ordered_keys(conn, info)
 
 
 def open_table(spec: MigrationSpec, table: TableSpec, result: TableResult,
@@ -148,9 +156,10 @@ def open_table(spec: MigrationSpec, table: TableSpec, result: TableResult,
                     result.warnings.append(f"column {c}: type {st} on source, {tt} on target")
             result.method = "hash_record_extended over primary-key ranges, in both databases"
             result.precision = MICROSECONDS
-            source = PostgresSide(sconn, PostgresDialect(sinfo, common, pk, HASH_MODE), "source")
-            target: Side = PostgresSide(tconn, PostgresDialect(tinfo, common, pk, HASH_MODE),
-                                        "target")
+            source = PostgresSide(sconn, PostgresDialect(
+                sinfo, common, pk, HASH_MODE, *_collations(sconn, sinfo, "source")), "source")
+            target: Side = PostgresSide(tconn, PostgresDialect(
+                tinfo, common, pk, HASH_MODE, *_collations(tconn, tinfo, "target")), "target")
         else:
             if whole:
                 raise PermanentError(f"source {table.source}: a MongoDB target needs a primary "
@@ -166,10 +175,10 @@ def open_table(spec: MigrationSpec, table: TableSpec, result: TableResult,
             result.method = ("md5 of canonical row text over primary-key ranges: in PostgreSQL "
                              "for the source, in migwatch for MongoDB documents paged by _id")
             result.precision = MILLISECONDS
-            source = PostgresSide(sconn, PostgresDialect(sinfo, columns, pk, TEXT_MODE),
-                                  "source", mapping={"json_string_columns":
-                                                     table.json_string_columns,
-                                                     "decimal128": decimal128})
+            source = PostgresSide(sconn, PostgresDialect(
+                sinfo, columns, pk, TEXT_MODE, *_collations(sconn, sinfo, "source")), "source",
+                mapping={"json_string_columns": table.json_string_columns,
+                         "decimal128": decimal128})
             target = MongoSide(coll, columns, kinds, pk, table.json_string_columns,
                                on_rows=on_rows, decimal128=decimal128)
         return OpenTable(source, target, [kinds[k] for k in pk], whole, closers)
