@@ -1,0 +1,73 @@
+"""The docs/types.md matrices, rendered from the harness's own lists (types.py, schema.py), so the
+documentation and what the harness iterates cannot drift apart (tests/differential/
+test_matrix.py checks the file).
+
+    .venv/bin/python -m tests.differential.matrix            # print both matrices
+    .venv/bin/python -m tests.differential.matrix --write    # rewrite them in docs/types.md
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tests.differential.schema import CLASS_FAILS, CLASS_MONGO_FAILS, CLASSES, MONGO_CLASSES
+from tests.differential.types import PG_OBSERVED_AT, TYPES, mongo_today, pg_today
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "types.md"
+MARKS = {
+    "types": ("<!-- types:start (generated: python -m tests.differential.matrix --write) -->",
+              "<!-- types:end -->"),
+    "classes": ("<!-- classes:start (generated: python -m tests.differential.matrix --write) -->",
+                "<!-- classes:end -->"),
+}
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_types() -> str:
+    lines = [f"| family | type | class | PostgreSQL target | status today, PostgreSQL "
+             f"({PG_OBSERVED_AT}) | MongoDB target | status today, MongoDB |",
+             "|---|---|---|---|---|---|---|"]
+    for c in TYPES:
+        lines.append(f"| {c.family} | `{c.sql_type}` | `{c.class_id}` | exact | "
+                     f"{_cell(pg_today(c))} | {_cell(c.mongo)} | {_cell(mongo_today(c))} |")
+    return "\n".join(lines)
+
+
+def render_classes() -> str:
+    lines = [f"| class | what | run group | status today, PostgreSQL ({PG_OBSERVED_AT}) | "
+             "status today, MongoDB |", "|---|---|---|---|---|"]
+    for c in CLASSES:
+        if c.kind == "type":
+            continue
+        mongo = CLASS_MONGO_FAILS.get(c.id, "PASS" if c.id in MONGO_CLASSES else "not run yet")
+        lines.append(f"| `{c.id}` | {_cell(c.about)} | {c.group} | "
+                     f"{_cell(CLASS_FAILS.get(c.id, 'PASS'))} | {_cell(mongo)} |")
+    return "\n".join(lines)
+
+
+RENDER = {"types": render_types, "classes": render_classes}
+
+
+def documented(text: str, which: str) -> str:
+    start, end = MARKS[which]
+    return text[text.index(start) + len(start):text.index(end)].strip()
+
+
+def write(path: Path = DOC) -> None:
+    text = path.read_text()
+    for which, (start, end) in MARKS.items():
+        head = text.index(start) + len(start)
+        text = text[:head] + "\n" + RENDER[which]() + "\n" + text[text.index(end):]
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    if "--write" in sys.argv[1:]:
+        write()
+        print(f"wrote both matrices in {DOC}")
+    else:
+        print(render_types() + "\n\n" + render_classes())
