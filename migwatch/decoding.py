@@ -84,6 +84,7 @@ _NUMERIC_INFINITY = {"POSITIVE_INFINITY": Decimal("Infinity"),
 
 Target = Literal["postgres", "mongodb"]
 _PRECISION = re.compile(r"\((\d+)\)")
+_JAVA_ARRAY = re.compile(r"^\[+L[\w.$]+;@[0-9a-f]+$")
 
 
 def column_kind(type_name: str) -> str:
@@ -223,6 +224,10 @@ class ColumnDecoder:
             elif name in self.arrays:
                 if not isinstance(value, list):
                     raise SkipEvent("bad_value", f"column {name!r}: not an array")
+                if any(isinstance(v, str) and _JAVA_ARRAY.match(v) for v in value):
+                    # Debezium's text of a multi-dimensional array's inner arrays
+                    raise SkipEvent("unsupported_value", f"column {name!r}: a multi-dimensional "
+                                                         "array, which Debezium does not carry")
                 out[name] = [None if v is None else self._one(kind, name, v) for v in value]
             else:
                 out[name] = self._one(kind, name, value)

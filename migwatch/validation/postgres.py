@@ -96,12 +96,23 @@ class PostgresDialect:
 
     # --- expressions ----------------------------------------------------------------------
     def _hash_input(self, column: str) -> sql.Composable:
+        """What of a column the row hash covers: the value as its type hashes it, except
+        json — its exact text (a PostgreSQL target keeps json's spacing and key order, and a
+        value holding \u0000 has no jsonb form) —, arrays — with their bounds, which the
+        array hash leaves out (`[0:2]={1,2,3}` hashes as `{1,2,3}`) — and timetz — at UTC:
+        Debezium carries the instant, not the offset (docs/types.md)."""
         ident = sql.Identifier(column)
         kind = self.kinds[column]
         if kind == "json":
-            return sql.SQL("{}::jsonb").format(ident)
-        base = kind[6:] if kind.startswith("array:") else kind
-        if base not in _HASHABLE:
+            return sql.SQL("{}::text").format(ident)
+        if kind == "timetz":
+            return sql.SQL("({} AT TIME ZONE 'UTC')").format(ident)
+        if kind.startswith("array:"):
+            base = kind[6:]
+            value = ident if base in _HASHABLE and base != "json" else \
+                sql.SQL("{}::text").format(ident)
+            return sql.SQL("{}, array_dims({})").format(value, ident)
+        if kind not in _HASHABLE:
             return sql.SQL("{}::text").format(ident)
         return ident
 

@@ -135,3 +135,10 @@ def test_numeric_infinity_as_debezium_names_it() -> None:
     dec = ColumnDecoder([Column("n", "numeric", False)])
     assert dec.decode({"n": "POSITIVE_INFINITY"})["n"] == Decimal("Infinity")
     assert dec.decode({"n": "NEGATIVE_INFINITY"})["n"] == Decimal("-Infinity")
+
+
+def test_a_multi_dimensional_text_array_debezium_mangled_is_refused_naming_the_column() -> None:
+    dec = ColumnDecoder([Column("tags", "text[]", False)])
+    with pytest.raises(SkipEvent, match="'tags': a multi-dimensional array"):
+        dec.decode({"tags": ["[Ljava.lang.String;@4ae5da95", "[Ljava.lang.String;@1b2c3d"]})
+    assert dec.decode({"tags": ["[L not java", "x"]})["tags"] == ["[L not java", "x"]
