@@ -1,8 +1,9 @@
 """migrate: the first stage — from nothing to a target loaded by the initial snapshot and kept in
 sync by change data capture.
 
-    pre-flight → target schema (create missing tables, then the spec's versioned migrations)
-    → heartbeat table on the source → Debezium connector → CDC applier → follow the snapshot
+    pre-flight → fresh target check → target schema (create missing tables, then the spec's
+    versioned migrations) → heartbeat table on the source → Debezium connector → CDC applier
+    → follow the snapshot
 
 The target tables are created from the source's definitions *before* the versioned migrations
 run: the migrations add to the shop tables (an index, a view over orders, a lookup table), so
@@ -12,6 +13,10 @@ target needs no DDL, only its migrations.
 Everything is idempotent, so running the stage again for the same `migration_id` resumes it: the
 connector is left unchanged, the running applier alone, and a snapshot already done returns at
 once. The applier keeps running after the stage (until cutover or `migwatch teardown`).
+
+A fresh start (no connector or slot for the id: a first run, or a rerun after teardown) refuses
+target tables that already hold rows — loading on top would mix them with the new snapshot —
+unless `reset_target` empties them first; a resume ignores `reset_target`.
 """
 
 from __future__ import annotations
@@ -23,7 +28,13 @@ from prefect import flow, get_run_logger
 
 from migwatch import metrics
 from migwatch.config import check_migration_id, load_spec
-from tasks.capture import ensure_connector, preflight, prepare_source, prepare_target_schema
+from tasks.capture import (
+    ensure_connector,
+    ensure_fresh_target,
+    preflight,
+    prepare_source,
+    prepare_target_schema,
+)
 from tasks.migrate import ensure_applier, follow_snapshot, push_metrics
 from tasks.migrations import migrations_up
 
@@ -32,8 +43,11 @@ _FOLLOW_MARGIN_SECONDS = 120
 
 
 @flow(name="migrate")
-def migrate(spec_path: str, migration_id: str) -> dict[str, Any]:
-    """Prepare source and target, start CDC, and follow the initial snapshot to its end."""
+def migrate(spec_path: str, migration_id: str, reset_target: bool = False) -> dict[str, Any]:
+    """Prepare source and target, start CDC, and follow the initial snapshot to its end.
+
+    `reset_target`: on a fresh start, truncate target tables that hold rows instead of
+    refusing them (TargetNotEmpty)."""
     check_migration_id(migration_id)
     spec = load_spec(spec_path)
     follow = follow_snapshot.with_options(
@@ -41,6 +55,7 @@ def migrate(spec_path: str, migration_id: str) -> dict[str, Any]:
 
     with metrics.observe_stage(migration_id, "migrate"):
         checks = preflight(spec, migration_id)
+        fresh = ensure_fresh_target(spec, migration_id, reset=reset_target)
         schema = prepare_target_schema(spec)
         migrations = migrations_up(spec) if spec.migrations is not None else None
         heartbeat = prepare_source(spec, migration_id)
@@ -58,6 +73,7 @@ def migrate(spec_path: str, migration_id: str) -> dict[str, Any]:
     return {
         "migration_id": migration_id,
         "preflight": checks,
+        "target": fresh,
         "schema": schema,
         "migrations": migrations,
         "heartbeat_table": heartbeat,

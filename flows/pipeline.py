@@ -26,15 +26,19 @@ from migwatch.errors import GateFailed, NoGo, ValidationFailed
 
 
 @flow(name="migration-pipeline")
-def migration_pipeline(spec_path: str, migration_id: str) -> dict[str, Any]:
-    """Migrate, validate, wait until caught up, report; fail unless the verdict is go."""
+def migration_pipeline(spec_path: str, migration_id: str,
+                       reset_target: bool = False) -> dict[str, Any]:
+    """Migrate, validate, wait until caught up, report; fail unless the verdict is go.
+
+    `reset_target`: a fresh start empties target tables that hold rows instead of refusing
+    them (see flows/migrate.py)."""
     check_migration_id(migration_id)
     spec = load_spec(spec_path)  # a bad spec fails here, naming the field, before anything runs
     run = runs.start(spec_path, migration_id)
     # Prometheus scrapes this run's gauges (snapshot progress, stages) while it lasts
     with metrics.serving(StackSettings().file_sd_dir, "migwatch-pipeline", migration_id,
                          spec.metrics.port):
-        migrated = _stage(run, "migrate", migrate, spec_path, migration_id)
+        migrated = _stage(run, "migrate", migrate, spec_path, migration_id, reset_target)
         if migrated is None:
             _skip(run, "validate", "monitor")
         else:

@@ -1,5 +1,8 @@
-"""Change data capture on the source: pre-flight, source and target preparation, the Debezium
-connector's lifecycle, and teardown.
+"""Change data capture on the source: pre-flight (including the table shapes logical decoding
+cannot carry: a partition named instead of its root, unlogged tables, large objects, no row
+key), source and target preparation (a fresh start refuses target tables holding rows unless
+reset), the Debezium connector's lifecycle, and teardown (including the applier's stored
+positions on the target).
 
 The connector streams every included table (plus the heartbeat table) into
 `migwatch.<id>.<schema>.<table>` topics as JSON Debezium envelopes, which the CDC applier
@@ -18,14 +21,19 @@ from typing import Any
 from psycopg import sql
 
 from migwatch import names
-from migwatch.config import Endpoint, MigrationSpec
+from migwatch.config import Endpoint, MigrationSpec, qualified, split_qualified
 from migwatch.connectors import kafka as kafka_conn
 from migwatch.connectors import mongo
 from migwatch.connectors.connect import ConnectClient, redact
 from migwatch.connectors.postgres import (
+    KEY_NONE,
+    KEY_PRIMARY,
+    TableInfo,
     connect_endpoint,
     create_table_sql,
+    database_missing,
     describe_table,
+    leaf_partitions,
     table_exists,
     translated,
 )
@@ -35,19 +43,25 @@ from migwatch.errors import (
     MigwatchError,
     PermanentError,
     PreflightError,
+    TargetNotEmpty,
     TransientError,
 )
 
+#: the applier's stored Kafka offsets on the target, next to `names.POSITION_TABLE` /
+#: `names.POSITION_COLLECTION` (named as migwatch/applier.py names them)
+OFFSETS_TABLE = "applied_offsets"
+OFFSETS_COLLECTION = "migwatch_applied_offsets"
 POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
 JSON_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
 HEARTBEAT_WRITER = "debezium"
 _POLL_SECONDS = 0.5
 
 __all__ = [
-    "ConnectorResult", "ConnectorStatus", "SchemaResult", "TaskStatus", "TeardownResult",
-    "connector_config", "connector_status", "ensure_connector", "heartbeat_table",
-    "include_list", "prepare_source", "prepare_target_schema", "preflight", "redacted_config",
-    "teardown",
+    "ConnectorResult", "ConnectorStatus", "FreshTarget", "SchemaResult", "TaskStatus",
+    "TeardownResult", "captured_tables", "clear_positions", "connector_config",
+    "connector_status", "ensure_connector", "ensure_fresh_target",
+    "heartbeat_table", "include_list", "prepare_source", "prepare_target_schema", "preflight",
+    "redacted_config", "table_regex", "teardown",
 ]
 
 
@@ -107,18 +121,34 @@ class TeardownResult:
     publication: bool
     consumer_group: bool
     topics: tuple[str, ...] = ()
+    #: the applier's position and offset rows of this migration removed from the target
+    positions: int = 0
+
+
+@dataclass(frozen=True)
+class FreshTarget:
+    """What `ensure_fresh_target` found and did. `fresh`: neither connector nor replication slot
+    exists for the migration id, so the connector about to be created snapshots everything."""
+
+    fresh: bool
+    non_empty: tuple[str, ...] = ()  # target tables that held rows
+    emptied: tuple[str, ...] = ()  # target tables truncated (reset)
+    positions: int = 0  # stale position and offset rows removed
+    reset_ignored: bool = False  # reset asked for while resuming: nothing was emptied
 
 
 # ---------------------------------------------------------------------------- connector config
 def heartbeat_table(spec: MigrationSpec) -> tuple[str, str]:
     """(schema, table) of the heartbeat table, the same name on source and target."""
-    parts = spec.monitor.heartbeat_table.split(".")
-    if len(parts) == 1:
-        parts = ["public", parts[0]]
-    if len(parts) != 2 or not all(parts):
-        raise ConfigError(f"{spec.monitor.heartbeat_table!r} must be 'table' or 'schema.table'",
-                          field="monitor.heartbeat_table")
-    return parts[0], parts[1]
+    text = spec.monitor.heartbeat_table
+    try:
+        return split_qualified(text)  # the spec's form: a part with a dot or quote quoted
+    except ValueError:
+        parts = text.split(".")  # unquoted, as before: `Ops.be"at`
+        if len(parts) == 2 and all(parts):
+            return parts[0], parts[1]
+    raise ConfigError(f"{text!r} must be 'table' or 'schema.table'",
+                      field="monitor.heartbeat_table")
 
 
 def _java_literal(text: str) -> str:
@@ -128,17 +158,30 @@ def _java_literal(text: str) -> str:
     return re.escape(text).replace(",", "\\,").replace("\\ ", "\\x20")
 
 
-def include_list(spec: MigrationSpec) -> str:
-    """`table.include.list`: the spec's tables and the heartbeat table, one exact regex each.
+def table_regex(schema: str, table: str) -> str:
+    """One `table.include.list` entry matching exactly `schema.table` — any name PostgreSQL
+    accepts (dots, commas, quotes, spaces, regex metacharacters, any case, non-ASCII).
 
-    Debezium matches these regexes case-insensitively, so `public.ProductReviews` would also catch
-    a `public.productreviews`; `(?-i:…)` makes each entry match its own table only.
+    Debezium matches the entries case-insensitively against `schema.table`, so
+    `public.ProductReviews` would also catch a `public.productreviews`; `(?-i:…)` makes the entry
+    match its own table only, and keeps the name's own characters away from the entry's ends.
     """
+    return f"(?-i:{_java_literal(schema)}\\.{_java_literal(table)})"
+
+
+def captured_tables(spec: MigrationSpec) -> list[tuple[str, str]]:
+    """(schema, table) of everything the connector captures: the spec's tables, then the
+    heartbeat table (last, once)."""
     tables = [(t.schema_name, t.name) for t in spec.tables]
     beat = heartbeat_table(spec)
     if beat not in tables:
         tables.append(beat)
-    return ",".join(f"(?-i:{_java_literal(s)}\\.{_java_literal(t)})" for s, t in tables)
+    return tables
+
+
+def include_list(spec: MigrationSpec) -> str:
+    """`table.include.list`: the spec's tables and the heartbeat table, one exact regex each."""
+    return ",".join(table_regex(s, t) for s, t in captured_tables(spec))
 
 
 def heartbeat_query(spec: MigrationSpec, migration_id: str) -> str:
@@ -173,6 +216,10 @@ def connector_config(spec: MigrationSpec, migration_id: str) -> dict[str, str]:
         "slot.name": names.slot_name(migration_id),
         "publication.name": names.publication_name(migration_id),
         "publication.autocreate.mode": "filtered",
+        # a partitioned table's changes are published as its root's (one topic, the root's
+        # name) instead of each partition's, which the include list would not match — Debezium
+        # creates the publication WITH (publish_via_partition_root = true); no-op otherwise
+        "publish.via.partition.root": "true",
         "table.include.list": include_list(spec),
         "snapshot.mode": "initial",
         "heartbeat.interval.ms": str(spec.connect.heartbeat_interval_ms),
@@ -285,15 +332,84 @@ def _check_source(spec: MigrationSpec, migration_id: str) -> Checks:
             bad.append(f"source: no free WAL sender ({senders} of max_wal_senders="
                        f"{max_senders} in use)")
         for t in spec.tables:
-            info = describe_table(conn, t.schema_name, t.name)
-            if info is None:
-                bad.append(f"table {t.source}: does not exist on the source")
-            elif not info.primary_key and info.replica_identity != "f":
-                bad.append(f"table {t.source}: has no primary key and REPLICA IDENTITY is not "
-                           "FULL (updates and deletes could not be applied)")
+            problems = _table_problems(conn, t.schema_name, t.name)
+            if problems:
+                bad += [f"table {t.source}: {p}" for p in problems]
             else:
                 ok.append(f"table {t.source} ok")
     return ok, bad
+
+
+_IDENTITY = {"d": "DEFAULT", "n": "NOTHING", "f": "FULL", "i": "USING INDEX"}
+
+
+def _table_problems(conn: Any, schema: str, name: str) -> list[str]:
+    """Why logical decoding cannot carry this table exactly (nothing when it can): it is
+    missing, a partition rather than its root, unlogged, holds large objects, or its updates
+    and deletes would arrive without a key to apply them by. Each says what to do instead."""
+    info = describe_table(conn, schema, name)
+    if info is None:
+        return ["does not exist on the source"]
+    ident = sql.Identifier(schema, name).as_string(conn)
+    if info.partition_of is not None:
+        root = qualified(*info.partition_of)
+        return [f"is a partition of {root}: name the partitioned table {root} in the spec "
+                "instead (the changes of all its partitions are captured through it)"]
+    problems: list[str] = []
+    if info.unlogged:
+        problems.append(f"is UNLOGGED, and logical decoding does not carry its changes; "
+                        f"make it logged first (ALTER TABLE {ident} SET LOGGED)")
+    lobs = [c.name for c in info.columns if c.large_object]
+    if lobs:
+        problems.append(f"column(s) {', '.join(lobs)} hold large-object references (oid/lo): "
+                        "logical decoding carries the reference number, never the large "
+                        "object's data; move the data into a bytea column first")
+    if info.partitioned:
+        for leaf in leaf_partitions(conn, schema, name):
+            problems += [f"partition {leaf.qualified}: {p}" for p in
+                         _partition_problems(info, leaf, sql.Identifier(
+                             leaf.schema, leaf.name).as_string(conn))]
+    else:
+        problems += _key_problems(info, ident)
+    return problems
+
+
+def _key_problems(info: TableInfo, ident: str) -> list[str]:
+    """A table's updates and deletes must carry its row key (TableInfo.primary_key)."""
+    identity = _IDENTITY.get(info.replica_identity, info.replica_identity)
+    if info.replica_identity == "n":
+        return [f"has REPLICA IDENTITY NOTHING: once published, its updates and deletes fail on "
+                f"the source; ALTER TABLE {ident} REPLICA IDENTITY DEFAULT (or FULL)"]
+    if info.key_source == KEY_NONE and info.replica_identity != "f":
+        gone = " whose index no longer exists" if info.replica_identity == "i" else ""
+        return [f"has no primary key and REPLICA IDENTITY {identity}{gone}, so its updates and "
+                f"deletes could not be applied by key; add a primary key, or ALTER TABLE "
+                f"{ident} REPLICA IDENTITY FULL, or REPLICA IDENTITY USING INDEX <a unique "
+                "index on NOT NULL columns>"]
+    if (info.key_source == KEY_PRIMARY and info.replica_identity == "i"
+            and info.identity_index != info.primary_key):
+        return [f"has REPLICA IDENTITY USING INDEX ({', '.join(info.identity_index)}), not its "
+                f"primary key ({', '.join(info.primary_key)}): deleted rows would arrive "
+                f"without their primary key; ALTER TABLE {ident} REPLICA IDENTITY DEFAULT"]
+    return []
+
+
+def _partition_problems(root: TableInfo, leaf: TableInfo, ident: str) -> list[str]:
+    """A partition's own persistence and replica identity decide what is published for it,
+    under its root's name (publish_via_partition_root)."""
+    problems = []
+    if leaf.unlogged:
+        problems.append(f"is UNLOGGED, and logical decoding does not carry its changes; "
+                        f"ALTER TABLE {ident} SET LOGGED")
+    if root.primary_key:
+        problems += _key_problems(leaf, ident)
+    elif leaf.replica_identity != "f":
+        problems.append(
+            f"REPLICA IDENTITY {_IDENTITY.get(leaf.replica_identity, leaf.replica_identity)} "
+            f"and {root.qualified} has no primary key, so updates and deletes could not be "
+            f"applied by key; add a primary key to {root.qualified}, or ALTER TABLE {ident} "
+            "REPLICA IDENTITY FULL (on every partition)")
+    return problems
 
 
 def _check_target(spec: MigrationSpec, migration_id: str) -> Checks:
@@ -342,9 +458,100 @@ def _check_kafka(spec: MigrationSpec, migration_id: str) -> Checks:
     return ["Kafka reachable"], []
 
 
-def _scalar(conn: Any, query: str) -> Any:
+def _scalar(conn: Any, query: str | sql.Composable) -> Any:
     row = conn.execute(query).fetchone()
     return row[0] if row else None
+
+
+# ---------------------------------------------------------------------------- target data
+def ensure_fresh_target(spec: MigrationSpec, migration_id: str,
+                        reset: bool = False) -> FreshTarget:
+    """Before the migrate stage loads a migration afresh, make sure nothing on the target can
+    make it skip or mix events.
+
+    A resume (the connector or the slot exists) is left alone — `reset` included, since its
+    snapshot is not taken again. A fresh start (none exists: a first run, or a rerun after
+    teardown) refuses target tables that hold rows (TargetNotEmpty, naming them) unless `reset`,
+    which truncates the spec's target tables first; either way the migration id's stored
+    positions and offsets go, as they point into topics that no longer hold those events.
+    """
+    if _capture_exists(spec, migration_id):
+        return FreshTarget(fresh=False, reset_ignored=reset)
+    if spec.target.kind == "postgres":
+        with connect_endpoint(spec.target, "target") as conn, \
+                translated("target: check target tables"):
+            present = [(t.target_name, sql.Identifier(*t.target_parts))
+                       for t in spec.tables if table_exists(conn, *t.target_parts)]
+            full = [name for name, ident in present if _scalar(conn, sql.SQL(
+                "SELECT EXISTS (SELECT 1 FROM {})").format(ident))]
+            if full and not reset:
+                raise TargetNotEmpty(migration_id, full)
+            if reset and present:  # one statement: foreign keys between them are no obstacle
+                conn.execute(sql.SQL("TRUNCATE {}").format(
+                    sql.SQL(", ").join(ident for _, ident in present)))
+            removed = _clear_positions_pg(conn, migration_id)
+            conn.commit()
+        emptied = [name for name, _ in present] if reset else []
+    else:
+        with mongo.database(spec.target, appname="migwatch-migrate") as db, \
+                mongo.translated("target: check target collections"):
+            full = [t.target_name for t in spec.tables
+                    if db[t.target_table].find_one({}, {"_id": 1}) is not None]
+            if full and not reset:
+                raise TargetNotEmpty(migration_id, full)
+            emptied = []
+            for t in spec.tables if reset else ():
+                db[t.target_table].delete_many({})
+                emptied.append(t.target_name)
+            removed = _clear_positions_mongo(db, migration_id)
+    return FreshTarget(fresh=True, non_empty=tuple(full), emptied=tuple(emptied),
+                       positions=removed)
+
+
+def _capture_exists(spec: MigrationSpec, migration_id: str) -> bool:
+    """The migration's connector or replication slot exists: a run to resume, not to start."""
+    with ConnectClient(spec.connect.url) as client:
+        if client.status(names.connector_name(migration_id)) is not None:
+            return True
+    with connect_endpoint(spec.source, "source", autocommit=True) as conn, \
+            translated("source: look for the replication slot"):
+        return conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s",
+                            [names.slot_name(migration_id)]).fetchone() is not None
+
+
+def clear_positions(spec: MigrationSpec, migration_id: str) -> int:
+    """Remove the applier's stored positions and Kafka offsets of `migration_id` from the target
+    (PostgreSQL `migwatch.applied_position`/`applied_offsets`, MongoDB `migwatch_applied_position`
+    /`migwatch_applied_offsets`); returns the rows/documents removed. Left behind, they would make
+    a later run with the same id seek past the start of its new topics and skip events."""
+    if spec.target.kind == "postgres":
+        try:
+            conn = connect_endpoint(spec.target, "target")
+        except PermanentError as exc:
+            if database_missing(exc):
+                return 0  # the target database is gone, and its positions with it
+            raise
+        with conn, translated("target: clear applied positions"):
+            removed = _clear_positions_pg(conn, migration_id)
+            conn.commit()
+        return removed
+    with mongo.database(spec.target, appname="migwatch-teardown") as db, \
+            mongo.translated("target: clear applied positions"):
+        return _clear_positions_mongo(db, migration_id)
+
+
+def _clear_positions_pg(conn: Any, migration_id: str) -> int:
+    removed = 0
+    for table in (names.POSITION_TABLE, OFFSETS_TABLE):
+        if table_exists(conn, names.POSITION_SCHEMA, table):
+            removed += conn.execute(sql.SQL("DELETE FROM {} WHERE migration_id = %s").format(
+                sql.Identifier(names.POSITION_SCHEMA, table)), [migration_id]).rowcount
+    return removed
+
+
+def _clear_positions_mongo(db: Any, migration_id: str) -> int:
+    return sum(int(db[name].delete_many({"_id.migration_id": migration_id}).deleted_count)
+               for name in (names.POSITION_COLLECTION, OFFSETS_COLLECTION))
 
 
 # ---------------------------------------------------------------------------- target schema
@@ -370,7 +577,7 @@ def prepare_target_schema(spec: MigrationSpec) -> SchemaResult:
     beat_schema, beat_table = heartbeat_table(spec)
     with connect_endpoint(spec.target, "target") as tgt, translated("target: create tables"):
         for target_name, info in infos:
-            schema, name = target_name.split(".", 1)
+            schema, name = split_qualified(target_name)
             if table_exists(tgt, schema, name):
                 present.append(target_name)
                 continue
@@ -476,7 +683,9 @@ def teardown(spec: MigrationSpec, migration_id: str, delete_topics: bool = False
     reset, so a later run with the same id snapshots again), the replication slot (so WAL cannot
     pile up on the source), the publication, the applier's consumer group, and with
     `delete_topics` its topics (`migwatch.<id>.*` and the heartbeat topic; a DLQ topic the spec
-    names explicitly is left alone). Idempotent: what is already gone is skipped.
+    names explicitly is left alone), and last the applier's stored positions and offsets on the
+    target (`clear_positions`: a later run with the same id starts from its new topics'
+    beginning). Idempotent: what is already gone is skipped.
 
     The applier must be stopped first: a group that still has members raises TransientError.
     """
@@ -487,8 +696,9 @@ def teardown(spec: MigrationSpec, migration_id: str, delete_topics: bool = False
     slot, publication = _drop_slot_and_publication(spec, migration_id, deadline)
     group = _delete_consumer_group(spec, migration_id)
     topics = _delete_topics(spec, migration_id) if delete_topics else ()
+    positions = clear_positions(spec, migration_id)
     return TeardownResult(connector=had_connector, slot=slot, publication=publication,
-                          consumer_group=group, topics=topics)
+                          consumer_group=group, topics=topics, positions=positions)
 
 
 def _remove_connector(client: ConnectClient, name: str, deadline: float) -> bool:

@@ -7,6 +7,7 @@
     │   └── ApplierExited         a local applier exited before it joined; its cause and log tail
     ├── PermanentError            auth, missing table, schema mismatch (never retried)
     │   ├── PreflightError        a pre-flight check failed; lists every failed check
+    │   ├── TargetNotEmpty        a fresh migration would load into target tables holding rows
     │   ├── ConnectorFailed       the Debezium connector or its task is FAILED; carries the trace
     │   ├── UnsupportedValue      a value the target cannot hold; names the column
     │   ├── MigrationFailed       a versioned migration failed; names version and script
@@ -86,6 +87,20 @@ class PreflightError(PermanentError):
     def __init__(self, failures: list[str]) -> None:
         self.failures = list(failures)
         super().__init__("pre-flight failed: " + "; ".join(self.failures))
+
+
+class TargetNotEmpty(PermanentError):
+    """A migration starting afresh (no connector, no slot) found rows in its target tables;
+    `tables` names them. Loading on top would mix old rows with the new snapshot, so it is
+    refused unless the run is told to empty them first (`--reset-target`)."""
+
+    def __init__(self, migration_id: str, tables: list[str]) -> None:
+        self.migration_id = migration_id
+        self.tables = list(tables)
+        super().__init__(
+            f"migration {migration_id} starts afresh, but target table(s) already hold rows: "
+            f"{', '.join(self.tables)}; empty them first with `migwatch run --reset-target` "
+            "(flow parameter reset_target=True), or migrate into an empty target")
 
 
 class ConnectorFailed(PermanentError):

@@ -52,6 +52,26 @@ def prepare_source(spec: MigrationSpec, migration_id: str) -> str:
     return table
 
 
+@task(name="capture-ensure-fresh-target", timeout_seconds=600, **_RETRIES)
+def ensure_fresh_target(spec: MigrationSpec, migration_id: str,
+                        reset: bool = False) -> dict[str, Any]:
+    """A fresh start refuses target tables holding rows (TargetNotEmpty, not retried) unless
+    `reset` empties them; stale positions are cleared. A resume is left alone."""
+    result = capture.ensure_fresh_target(spec, migration_id, reset=reset)
+    logger = get_run_logger()
+    if not result.fresh:
+        logger.info("migration %s resumes (its connector or slot exists): target left as it is",
+                    migration_id)
+        if result.reset_ignored:
+            logger.warning("reset_target ignored: %s is resuming, its snapshot is not taken "
+                           "again; tear it down first to start over", migration_id)
+    else:
+        logger.info("migration %s starts afresh: target tables emptied: %s; stale position "
+                    "rows removed: %d", migration_id, list(result.emptied) or "none",
+                    result.positions)
+    return asdict(result)
+
+
 @task(name="capture-prepare-target-schema", timeout_seconds=600, **_RETRIES)
 def prepare_target_schema(spec: MigrationSpec) -> dict[str, Any]:
     """Missing target tables created from the source's definitions (no-op for MongoDB)."""
@@ -82,11 +102,12 @@ def connector_status(spec: MigrationSpec, migration_id: str) -> dict[str, Any]:
 
 @task(name="capture-teardown", timeout_seconds=600, **_RETRIES)
 def teardown(spec: MigrationSpec, migration_id: str, delete_topics: bool = False) -> dict[str, Any]:
-    """Connector, replication slot, publication, consumer group (and topics) removed."""
+    """Connector, replication slot, publication, consumer group (and topics) removed, and the
+    applier's stored positions cleared from the target."""
     result = capture.teardown(spec, migration_id, delete_topics=delete_topics)
     get_run_logger().info(
-        "teardown of %s: connector %s, slot %s, publication %s, consumer group %s, %d topic(s)",
-        migration_id, *("removed" if x else "absent" for x in (
+        "teardown of %s: connector %s, slot %s, publication %s, consumer group %s, %d topic(s), "
+        "%d position row(s)", migration_id, *("removed" if x else "absent" for x in (
             result.connector, result.slot, result.publication, result.consumer_group)),
-        len(result.topics))
+        len(result.topics), result.positions)
     return asdict(result)

@@ -45,6 +45,11 @@ def run(
     migration_id: str = typer.Option(
         None, help="The migration run's id ([a-z0-9-], at most 40; a commit SHA fits). "
                    "Default: run-<UTC date>-<time>. The same id again resumes that run."),
+    reset_target: bool = typer.Option(
+        False, "--reset-target",
+        help="When the run starts afresh (no connector for the id yet, e.g. after teardown), "
+             "empty the spec's target tables first. Without it, a fresh run onto target tables "
+             "that hold rows is refused, naming them. A resumed run ignores it."),
 ) -> None:
     """Run the pipeline locally: migrate → validate → monitor-until-caught-up → report.
 
@@ -59,7 +64,7 @@ def run(
     console.print(f"migration run [bold]{mid}[/]" + (f" (Prefect API {api})" if api else ""),
                   highlight=False)
     try:
-        summary = run_pipeline(spec, mid)
+        summary = run_pipeline(spec, mid, reset_target=reset_target)
     except MigwatchError:
         print_report_paths(mid)  # a no-go run has its report too: say where
         raise
@@ -75,11 +80,12 @@ def print_report_paths(migration_id: str) -> None:
             out.print(f"  report ({kind}): {path}", highlight=False)
 
 
-def run_pipeline(spec: Path, migration_id: str) -> dict[str, Any]:
+def run_pipeline(spec: Path, migration_id: str, reset_target: bool = False) -> dict[str, Any]:
     """The pipeline flow in this process; its summary, or the error that made it fail."""
     from flows.pipeline import migration_pipeline
 
-    result: dict[str, Any] = migration_pipeline(str(spec.resolve()), migration_id)
+    result: dict[str, Any] = migration_pipeline(str(spec.resolve()), migration_id,
+                                                reset_target=reset_target)
     return result
 
 

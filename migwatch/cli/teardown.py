@@ -23,7 +23,8 @@ def teardown(
     """Stop capturing changes for a migration: stop the applier (a local process, or its
     `cdc-applier` deployment runs through Prefect), delete the Debezium
     connector, drop the replication slot (so WAL stops piling up on the source) and the
-    publication, and delete the applier's consumer group. Safe to run twice."""
+    publication, delete the applier's consumer group, and clear the applier's stored positions
+    on the target (so a later run with the same id starts clean). Safe to run twice."""
     from migwatch import capture, processes
     from migwatch.config import check_migration_id, load_spec
 
@@ -47,6 +48,8 @@ def teardown(
         ("replication slot", "dropped" if result.slot else "absent"),
         ("publication", "dropped" if result.publication else "absent"),
         ("consumer group", "deleted" if result.consumer_group else "absent"),
+        ("applier positions", f"{result.positions} row(s) cleared" if result.positions
+         else "none"),
     ]
     if delete_topics:
         rows.append(("topics", f"{len(result.topics)} deleted"))

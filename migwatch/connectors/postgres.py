@@ -7,6 +7,7 @@ TransientError; auth, missing objects, bad SQL → PermanentError. SQL is built 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import psycopg
 from psycopg import errors as pgerr
 from psycopg import sql
 
-from migwatch.config import Endpoint, postgres_conninfo
+from migwatch.config import Endpoint, postgres_conninfo, qualified
 from migwatch.errors import MigwatchError, PermanentError, TransientError
 
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "40")  # connection, resources, shutdown, rollback
@@ -41,6 +42,16 @@ def translate(exc: BaseException, what: str) -> MigwatchError:
     if sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES:
         return TransientError(f"{what}: {message}")
     return PermanentError(f"{what}: {message}")
+
+
+def database_missing(exc: BaseException) -> bool:
+    """`exc` (a migwatch error, or the psycopg error itself) says the database connected to does
+    not exist — SQLSTATE 3D000, which at connect time libpq reports only as the server's text."""
+    cause = exc.__cause__ if isinstance(exc, MigwatchError) else exc
+    if getattr(cause, "sqlstate", None) == "3D000":
+        return True
+    return isinstance(cause, psycopg.OperationalError) and \
+        re.search(r'database ".*" does not exist', str(cause)) is not None
 
 
 def connect(conninfo: str, what: str, autocommit: bool = False) -> psycopg.Connection:
@@ -72,11 +83,28 @@ class Column:
     type: str  # format_type(), e.g. "numeric(12,2)", "timestamp with time zone"
     not_null: bool
     default: str | None = None
+    #: (schema, name) of the column's collation when it is not its type's default, else None
+    collation: tuple[str, str] | None = None
+    #: the column holds large-object references: type `oid`, or a domain over it such as `lo`
+    large_object: bool = False
+
+
+#: where `TableInfo.primary_key` comes from
+KEY_PRIMARY = "primary_key"  # the table's primary key
+#: no primary key, REPLICA IDENTITY USING INDEX: the index's columns
+KEY_REPLICA_IDENTITY_INDEX = "replica_identity_index"
+KEY_NONE = "none"  # neither: `primary_key` is empty (REPLICA IDENTITY FULL makes the row its key)
 
 
 @dataclass(frozen=True)
 class TableInfo:
-    """A table's shape as the source defines it; enough to create it on a target."""
+    """A table's shape as the source defines it; enough to create it on a target.
+
+    `primary_key` is the row key every part of migwatch uses (applier, validator, target DDL):
+    the primary key, or — on a table without one whose replica identity is a unique index on
+    NOT NULL columns (REPLICA IDENTITY USING INDEX) — that index's columns; `key_source` says
+    which. Logical decoding identifies rows by exactly that key, so it is the one to apply by.
+    """
 
     schema: str
     name: str
@@ -85,14 +113,27 @@ class TableInfo:
     replica_identity: str = "d"  # d default, f full, n nothing, i index
     estimated_rows: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    key_source: str = KEY_PRIMARY
+    #: columns of the replica identity index (REPLICA IDENTITY USING INDEX), in index order;
+    #: empty when the identity is not an index or its index is gone
+    identity_index: tuple[str, ...] = ()
+    kind: str = "r"  # relkind: r table, p partitioned table
+    unlogged: bool = False
+    #: (schema, table) of the partition root when this table is a partition of another
+    partition_of: tuple[str, str] | None = None
 
     @property
     def qualified(self) -> str:
-        return f"{self.schema}.{self.name}"
+        """`schema.table` in the spec's canonical form (a part with a dot or quote quoted)."""
+        return qualified(self.schema, self.name)
 
     @property
     def ident(self) -> sql.Identifier:
         return sql.Identifier(self.schema, self.name)
+
+    @property
+    def partitioned(self) -> bool:
+        return self.kind == "p"
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
@@ -107,45 +148,92 @@ def table_exists(conn: psycopg.Connection, schema: str, name: str) -> bool:
 
 
 def describe_table(conn: psycopg.Connection, schema: str, name: str) -> TableInfo | None:
-    """Columns (in order), primary key (in key order), replica identity, row estimate."""
+    """Columns (in order, with collations that differ from their type's), the row key (primary
+    key, else the replica identity index — see TableInfo), replica identity, kind, persistence,
+    partition root, row estimate; None when no such table (or partitioned table) exists."""
     head = conn.execute(
-        "SELECT c.oid, c.relreplident, greatest(c.reltuples, 0)::bigint "
+        "SELECT c.oid, c.relreplident, greatest(c.reltuples, 0)::bigint, c.relkind, "
+        "c.relpersistence = 'u', CASE WHEN c.relispartition THEN "
+        "(SELECT ARRAY[rn.nspname::text, r.relname::text] FROM pg_class r "
+        "JOIN pg_namespace rn ON rn.oid = r.relnamespace "
+        "WHERE r.oid = pg_partition_root(c.oid)) END "
         "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')", [schema, name]
     ).fetchone()
     if head is None:
         return None
-    oid, replident, estimate = head
+    oid, replident, estimate, kind, unlogged, root = head
     cols = conn.execute(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
-        "pg_get_expr(d.adbin, d.adrelid) "
+        "pg_get_expr(d.adbin, d.adrelid), "
+        "CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation "
+        "THEN ARRAY[cn.nspname::text, co.collname::text] END, "
+        "a.atttypid = 'oid'::regtype OR (t.typtype = 'd' AND t.typbasetype = 'oid'::regtype) "
         "FROM pg_attribute a "
+        "JOIN pg_type t ON t.oid = a.atttypid "
+        "LEFT JOIN pg_collation co ON co.oid = a.attcollation "
+        "LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace "
         "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
         "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum", [oid]
     ).fetchall()
-    pk = conn.execute(
+    pk = _index_columns(conn, oid, "indisprimary")
+    identity = _index_columns(conn, oid, "indisreplident") if replident == "i" else ()
+    key, source = (pk, KEY_PRIMARY) if pk else \
+        (identity, KEY_REPLICA_IDENTITY_INDEX) if identity else ((), KEY_NONE)
+    return TableInfo(
+        schema=schema, name=name,
+        columns=tuple(Column(r[0], r[1], bool(r[2]), r[3],
+                             (r[4][0], r[4][1]) if r[4] else None, bool(r[5])) for r in cols),
+        primary_key=key,
+        replica_identity=str(replident),
+        estimated_rows=int(estimate),
+        key_source=source,
+        identity_index=identity,
+        kind=str(kind),
+        unlogged=bool(unlogged),
+        partition_of=(root[0], root[1]) if root else None,
+    )
+
+
+def _index_columns(conn: psycopg.Connection, oid: int, which: str) -> tuple[str, ...]:
+    """Key columns, in index order, of the table's primary key (`indisprimary`) or replica
+    identity index (`indisreplident`)."""
+    rows = conn.execute(sql.SQL(
         "SELECT a.attname FROM pg_index i "
         "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) "
         "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
-        "WHERE i.indrelid = %s AND i.indisprimary ORDER BY k.ord", [oid]
-    ).fetchall()
-    return TableInfo(
-        schema=schema, name=name,
-        columns=tuple(Column(r[0], r[1], bool(r[2]), r[3]) for r in cols),
-        primary_key=tuple(r[0] for r in pk),
-        replica_identity=str(replident),
-        estimated_rows=int(estimate),
-    )
+        "WHERE i.indrelid = %s AND i.{} AND k.ord <= i.indnkeyatts ORDER BY k.ord"
+    ).format(sql.Identifier(which)), [oid]).fetchall()
+    return tuple(r[0] for r in rows)
+
+
+def leaf_partitions(conn: psycopg.Connection, schema: str, name: str) -> list[TableInfo]:
+    """Every leaf partition of a partitioned table, at any depth, described; [] for a plain
+    table. Their own persistence and replica identity decide what logical decoding carries."""
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_partition_tree(("
+        "SELECT r.oid FROM pg_class r JOIN pg_namespace rn ON rn.oid = r.relnamespace "
+        "WHERE rn.nspname = %s AND r.relname = %s)) p "
+        "JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE p.isleaf AND p.level > 0 ORDER BY 1, 2", [schema, name]).fetchall()
+    leaves = [describe_table(conn, s, n) for s, n in rows]
+    return [leaf for leaf in leaves if leaf is not None]
 
 
 def create_table_sql(info: TableInfo, schema: str, name: str) -> sql.Composed:
     """CREATE TABLE IF NOT EXISTS for `info` under a (possibly different) name on the target.
 
-    Column defaults are not copied: the target only ever receives values the source produced.
+    Columns keep their exact types and their collations (where not the type's default), and
+    the row key becomes the primary key — the replica identity index's columns on a source
+    table without one, so the applier's upserts have a conflict target. A partitioned source
+    table becomes one plain table that holds the rows of all its partitions. Column defaults
+    are not copied: the target only ever receives values the source produced.
     """
     parts = [
-        sql.SQL("{} {}{}").format(
+        sql.SQL("{} {}{}{}").format(
             sql.Identifier(c.name), sql.SQL(c.type),
+            sql.SQL(" COLLATE {}").format(sql.Identifier(*c.collation)) if c.collation
+            else sql.SQL(""),
             sql.SQL(" NOT NULL") if c.not_null else sql.SQL(""),
         )
         for c in info.columns

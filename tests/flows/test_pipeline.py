@@ -22,6 +22,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from psycopg import sql
 
+from flows.migrate import migrate
 from flows.pipeline import migration_pipeline
 from migwatch import capture, processes, runs, workload
 from migwatch.config import MigrationSpec
@@ -145,7 +146,10 @@ def test_a_row_the_source_never_had_makes_it_no_go_naming_table_and_key(
         pipeline_spec: tuple[MigrationSpec, str], source_db: PgDatabase, target_db: PgDatabase,
         migration_id: str) -> None:
     spec, spec_path = pipeline_spec
-    capture.prepare_target_schema(spec)  # the run finds the tables and leaves them as they are
+    # a fresh run refuses target tables that already hold rows (TargetNotEmpty), so the ghost
+    # row arrives while the migration runs: after its migrate stage, which the pipeline's own
+    # migrate stage then resumes (connector and applier found as they are)
+    migrate(spec_path, migration_id)
     with target_db.connect() as conn:
         conn.execute("INSERT INTO customers (id, email, is_active, created_at) "
                      "VALUES (987654, 'ghost@example.com', true, now())")
