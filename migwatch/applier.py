@@ -41,7 +41,7 @@ from migwatch.config import MigrationSpec, StackSettings, TableSpec
 from migwatch.connectors import kafka as kafka_conn
 from migwatch.connectors import mongo
 from migwatch.connectors import postgres as pg
-from migwatch.decoding import UNCHANGED, ColumnDecoder, SkipEvent, load_value
+from migwatch.decoding import FROM_SOURCE, UNCHANGED, ColumnDecoder, SkipEvent, load_value
 from migwatch.errors import MigwatchError, PermanentError, TransientError
 from migwatch.mapping import key_to_id, row_to_document, supports_decimal128
 
@@ -58,9 +58,10 @@ OLD_KEY_HEADER = "__debezium.oldkey"
 FETCH_SIZES: dict[str, int] = {"fetch_max_bytes": 64 << 20, "max_partition_fetch_bytes": 1 << 20}
 
 
-#: (table, key, columns, as text) → the source's current values of those columns, None if the
-#: row is gone
-SourceRows = Callable[[str, tuple[Any, ...], list[str], bool], "dict[str, Any] | None"]
+#: (table, keys, columns, as text) → the source's current values of those columns by key (a
+#: key whose row is gone is left out)
+SourceRows = Callable[[str, list[tuple[Any, ...]], list[str], bool],
+                      "dict[tuple[Any, ...], dict[str, Any]]"]
 
 
 @dataclass
@@ -352,6 +353,7 @@ class PostgresWriter:
         row (any later change of the column arrives as its own event, so the end state is
         exact)."""
         ups = batch.upserts.get(table) or {}
+        self._resolve_from_source(table, ups)
         partial = {k: r for k, r in ups.items() if any(v is UNCHANGED for v in r.values())}
         if not partial:
             return
@@ -372,10 +374,26 @@ class PostgresWriter:
                                        for k in wanted), target, cols, one),
                     list(old_key)).fetchone()
             if found is None and self.source_rows is not None:
-                current = self.source_rows(table, key, wanted, True)
+                current = self.source_rows(table, [key], wanted, True).get(key)
                 found = None if current is None else tuple(current[k] for k in wanted)
             row.update(zip(wanted, found if found is not None else [None] * len(wanted),
                            strict=True))
+
+    def _resolve_from_source(self, table: str, ups: dict[tuple[Any, ...], dict[str, Any]],
+                             ) -> None:
+        """Values an event could not tell from NULL (`FROM_SOURCE`): the source's current ones,
+        one query for the batch's rows of the table."""
+        doubtful = {k: r for k, r in ups.items() if any(v is FROM_SOURCE for v in r.values())}
+        if not doubtful:
+            return
+        columns = sorted({c for r in doubtful.values() for c, v in r.items() if v is FROM_SOURCE})
+        current = self.source_rows(table, list(doubtful), columns, True) \
+            if self.source_rows is not None else {}
+        for key, row in doubtful.items():
+            now = current.get(key) or {}
+            for c in columns:
+                if row.get(c) is FROM_SOURCE:
+                    row[c] = now.get(c)
 
     def _apply_partial(self, cur: Any, target: sql.Identifier, stage: sql.Identifier,
                        names_: list[str], pk: tuple[str, ...]) -> None:
@@ -592,8 +610,17 @@ class MongoWriter:
         spec = self.tables[table]
         pk = list(self.infos[table].primary_key)
         moved = batch.moved.get(table) or {}
+        ups = batch.upserts.get(table) or {}
+        doubtful = [k for k, r in ups.items() if any(v is FROM_SOURCE for v in r.values())]
+        if doubtful and self.source_rows is not None:
+            columns = [c.name for c in self.infos[table].columns]
+            current = self.source_rows(table, doubtful, columns, False)
+            for key in doubtful:
+                now = current.get(key) or {}
+                ups[key] = {k: now.get(k) if v is FROM_SOURCE else v
+                            for k, v in ups[key].items()}
         docs, partial = [], []
-        for key, row in (batch.upserts.get(table) or {}).items():
+        for key, row in ups.items():
             carried = {k: v for k, v in row.items() if v is not UNCHANGED}
             doc = row_to_document(carried, pk, spec.json_string_columns,
                                   decimal128=self.decimal128)
@@ -622,7 +649,7 @@ class MongoWriter:
             return {}
         key = tuple(doc["_id"][k] for k in pk) if len(pk) > 1 else (doc["_id"],)
         columns = [c.name for c in self.infos[table].columns]
-        current = self.source_rows(table, key, columns, False)
+        current = self.source_rows(table, [key], columns, False).get(key)
         if current is None:
             return {}
         return row_to_document(current, pk, self.tables[table].json_string_columns,
@@ -724,33 +751,52 @@ class Applier:
                 self.infos[t.source] = info
                 self.decoders[t.source] = ColumnDecoder(
                     info.columns,
-                    target="postgres" if self.spec.target.kind == "postgres" else "mongodb")
+                    target="postgres" if self.spec.target.kind == "postgres" else "mongodb",
+                    full_identity=info.replica_identity == "f")
 
     def _writer(self) -> PostgresWriter | MongoWriter:
         if self.spec.target.kind == "postgres":
             return PostgresWriter(self.spec, self.mid, self.infos, self.tables, self.keyless,
-                                  source_rows=self.source_row)
+                                  source_rows=self.source_rows)
         return MongoWriter(self.spec, self.mid, self.infos, self.tables,
-                           source_rows=self.source_row)
+                           source_rows=self.source_rows)
 
-    def source_row(self, table: str, key: tuple[Any, ...], columns: list[str],
-                   as_text: bool) -> dict[str, Any] | None:
-        """The source's current values of `columns` of the row `key` (None: no such row) —
-        for an unchanged TOASTed value the target cannot keep — as PostgreSQL's text of each
-        value, or as Python values. One connection, opened on first use."""
+    def source_rows(self, table: str, keys: list[tuple[Any, ...]], columns: list[str],
+                    as_text: bool) -> dict[tuple[Any, ...], dict[str, Any]]:
+        """The source's current values of `columns` of the rows `keys` (a key with no row is
+        left out) — for an unchanged TOASTed value the target cannot keep, or a NULL that may
+        mean unchanged — as PostgreSQL's text of each value, or as Python values. One
+        connection, opened on first use; one query per call."""
+        if not keys:
+            return {}
         info = self.infos[table]
         spec = next(t for t in self.tables if t.source == table)
+        pk = list(info.primary_key)
         with pg.translated(f"source: read {table}"):
             if self._source is None or self._source.closed or self._source.broken:
                 self._source = pg.connect_endpoint(self.spec.source, "source", autocommit=True,
                                                    application="migwatch-applier")
-            found = self._source.execute(sql.SQL("SELECT {} FROM {} WHERE ({}) = ({})").format(
-                sql.SQL(", ").join(sql.SQL("{}::text" if as_text else "{}").format(
+            types = {c.name: c.type for c in info.columns}
+            slots = [sql.Identifier(f"k{i}") for i in range(len(pk))]
+            # keys matched by position (a row number), not by their text: a decoded key and
+            # the driver's value of it need not print alike
+            query = sql.SQL("SELECT v.i, {} FROM {} AS t JOIN (VALUES {}) AS v(i, {}) "
+                            "ON ({}) = ({})").format(
+                sql.SQL(", ").join(sql.SQL("t.{}::text" if as_text else "t.{}").format(
                     sql.Identifier(c)) for c in columns),
                 sql.Identifier(spec.schema_name, spec.name),
-                sql.SQL(", ").join(sql.Identifier(k) for k in info.primary_key),
-                sql.SQL(", ").join(sql.Placeholder() * len(key))), list(key)).fetchone()
-        return None if found is None else dict(zip(columns, found, strict=True))
+                sql.SQL(", ").join(sql.SQL("({}, {})").format(
+                    sql.Literal(n), sql.SQL(", ").join(
+                        sql.SQL("CAST(%s AS {})").format(sql.SQL(types[k])) for k in pk))
+                    for n in range(len(keys))),
+                sql.SQL(", ").join(slots),
+                sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in pk),
+                sql.SQL(", ").join(sql.SQL("v.{}").format(s) for s in slots))
+            found = self._source.execute(query, [v for k in keys for v in k]).fetchall()
+        out = {}
+        for r in found:
+            out[keys[int(r[0])]] = dict(zip(columns, r[1:], strict=True))
+        return out
 
     # -------------------------------------------------------------- decoding one record
     def decode(self, record: Any) -> Change | None:
@@ -790,13 +836,19 @@ class Applier:
         image = value.get("before") if op == "d" else value.get("after")
         if not isinstance(image, dict):
             raise SkipEvent("invalid_envelope", f"op {op!r} without a row image")
-        row = decoder.decode(image, schema)
+        key_change = op == "c" and bool(headers) and OLD_KEY_HEADER in dict(headers)
+        # an update's new image and a delete's old one may leave columns out (a delete under
+        # REPLICA IDENTITY USING INDEX carries the key only)
+        row = decoder.decode(image, schema, update=op in ("u", "d") or key_change)
         if table.source in self.keyless:
             before = value.get("before")
             if op in ("u", "d") and not isinstance(before, dict):
                 raise SkipEvent("invalid_envelope", f"op {op!r} of a table without a key "
                                                     "carries no before image")
             old = decoder.decode(before, schema) if op == "u" else row if op == "d" else None
+            if old is not None and op == "u":  # REPLICA IDENTITY FULL: the old row is whole
+                row = {k: old.get(k) if v is UNCHANGED or v is FROM_SOURCE else v
+                       for k, v in row.items()}
             return Change(table, op, None, None if op == "d" else row, ts, lsn, snap, old)
         try:
             key = tuple(row[k] for k in info.primary_key)
@@ -808,7 +860,7 @@ class Applier:
         if op == "c" and headers:
             raw = dict(headers).get(OLD_KEY_HEADER)
             if raw:
-                old = decoder.decode(orjson.loads(raw))
+                old = decoder.decode(orjson.loads(raw), update=True)  # the key columns only
                 old_key = tuple(old.get(k) for k in info.primary_key)
         return Change(table, op, key, None if op == "d" else row, ts, lsn, snap,
                       old_key=old_key)

@@ -62,6 +62,31 @@ class _Unchanged:
 
 UNCHANGED = _Unchanged()
 
+
+class _FromSource:
+    """A NULL that may stand for an unchanged TOASTed array: Debezium sends NULL for arrays of
+    some element types (numeric, float8, temporal, inet, …) instead of a placeholder, so the
+    writer reads the column's current value from the source (a later change of it arrives as
+    its own event, so the end state is exact)."""
+
+    _instance: _FromSource | None = None
+
+    def __new__(cls) -> _FromSource:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "FROM_SOURCE"
+
+
+FROM_SOURCE = _FromSource()
+
+#: array element types whose unchanged TOASTed value Debezium 3.6 marks with a placeholder
+#: (observed); for the others it sends NULL, or leaves the column out of the event
+_MARKED_ARRAY_ELEMENTS = ("smallint", "integer", "bigint", "text", "character varying",
+                          "character", "uuid", "bytea")
+
 #: Debezium's default `unavailable.value.placeholder`, and its forms per encoding
 PLACEHOLDER = "__debezium_unavailable_value"
 _PLACEHOLDER_B64 = base64.b64encode(PLACEHOLDER.encode()).decode()
@@ -191,7 +216,8 @@ def _bits(value: str, length: int) -> str:
 class ColumnDecoder:
     """Turns one table's Debezium JSON values into values for the target engine."""
 
-    def __init__(self, columns: Iterable[pg.Column], target: Target = "postgres") -> None:
+    def __init__(self, columns: Iterable[pg.Column], target: Target = "postgres",
+                 full_identity: bool = False) -> None:
         self.target = target
         self._schema: Any = None
         #: per numeric column, from the embedded schema: the Decimal scale when Connect sent the
@@ -200,17 +226,26 @@ class ColumnDecoder:
         self.kinds: dict[str, str] = {}
         self.arrays: set[str] = set()
         self.bit_lengths: dict[str, int] = {}
+        #: array columns whose NULL in an update may mean "unchanged" (REPLICA IDENTITY FULL
+        #: has Debezium fill unchanged values from the old row: no doubt there)
+        self.unmarked_arrays: set[str] = set()
         for c in columns:
             kind = column_kind(c.type)
             self.kinds[c.name] = kind
             if c.type.endswith("[]"):
                 self.arrays.add(c.name)
+                element = c.type[:-2].split("(")[0].strip().lower()
+                if not full_identity and element not in _MARKED_ARRAY_ELEMENTS:
+                    self.unmarked_arrays.add(c.name)
             if kind == "bit":
                 self.bit_lengths[c.name] = _bit_length(c.type)
 
-    def decode(self, row: dict[str, Any], schema: Any = None) -> dict[str, Any]:
+    def decode(self, row: dict[str, Any], schema: Any = None,
+               update: bool = False) -> dict[str, Any]:
         """The row's values for the target; `schema` is the envelope's schema on schemas-on
-        topics (only read for Connect's Decimal bytes), else None."""
+        topics (only read for Connect's Decimal bytes), else None. In an `update`'s new image
+        a column the event leaves out is UNCHANGED (Debezium omits unchanged TOASTed arrays it
+        cannot mark), and a NULL that may mean unchanged is FROM_SOURCE."""
         self._schema = schema
         out: dict[str, Any] = {}
         for name, value in row.items():
@@ -218,7 +253,7 @@ class ColumnDecoder:
             if kind is None:
                 raise SkipEvent("unknown_column", f"column {name!r} is not in the table")
             if value is None:
-                out[name] = None
+                out[name] = FROM_SOURCE if update and name in self.unmarked_arrays else None
             elif self._placeholder(name, kind, value):
                 out[name] = UNCHANGED
             elif name in self.arrays:
@@ -231,6 +266,15 @@ class ColumnDecoder:
                 out[name] = [None if v is None else self._one(kind, name, v) for v in value]
             else:
                 out[name] = self._one(kind, name, value)
+        missing = self.kinds.keys() - out.keys()
+        if missing and update:
+            for name in missing:
+                out[name] = UNCHANGED
+        elif missing:
+            # a whole row without a column: Debezium could not carry its type (it leaves such
+            # columns out, e.g. interval[]) — never written as NULL
+            raise SkipEvent("unsupported_value", f"column {sorted(missing)[0]!r} is not in "
+                                                 "the event: Debezium does not carry its type")
         return out
 
     def _placeholder(self, name: str, kind: str, value: Any) -> bool:

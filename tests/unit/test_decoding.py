@@ -81,7 +81,9 @@ TYPED = [Column("ts0", "timestamp(0) without time zone", False),
 
 
 def pg(row: dict[str, Any]) -> dict[str, Any]:
-    return ColumnDecoder(TYPED, target="postgres").decode(row)
+    """The given columns only (decoded as an update's image, whose other columns are left)."""
+    got = ColumnDecoder(TYPED, target="postgres").decode(row, update=True)
+    return {k: v for k, v in got.items() if k in row}
 
 
 def test_timestamp_units_come_from_the_declared_precision_not_the_magnitude() -> None:
@@ -127,8 +129,8 @@ def test_unchanged_toasted_values_are_marked_in_every_encoding() -> None:
 def test_a_mongodb_target_refuses_infinity_naming_the_column() -> None:
     dec = ColumnDecoder(TYPED, target="mongodb")
     with pytest.raises(SkipEvent, match="'tz'"):
-        dec.decode({"tz": "infinity"})
-    assert dec.decode({"f": "-Infinity"})["f"] == float("-inf")
+        dec.decode({"tz": "infinity"}, update=True)
+    assert dec.decode({"f": "-Infinity"}, update=True)["f"] == float("-inf")
 
 
 def test_numeric_infinity_as_debezium_names_it() -> None:
@@ -142,3 +144,17 @@ def test_a_multi_dimensional_text_array_debezium_mangled_is_refused_naming_the_c
     with pytest.raises(SkipEvent, match="'tags': a multi-dimensional array"):
         dec.decode({"tags": ["[Ljava.lang.String;@4ae5da95", "[Ljava.lang.String;@1b2c3d"]})
     assert dec.decode({"tags": ["[L not java", "x"]})["tags"] == ["[L not java", "x"]
+
+
+def test_a_column_left_out_of_a_whole_row_is_refused_and_of_an_update_kept() -> None:
+    from migwatch.decoding import FROM_SOURCE, UNCHANGED
+
+    dec = ColumnDecoder([Column("id", "integer", True), Column("iv", "interval[]", False),
+                         Column("fl", "double precision[]", False),
+                         Column("tags", "text[]", False)])
+    with pytest.raises(SkipEvent, match="'iv' is not in the event"):
+        dec.decode({"id": 1, "fl": None, "tags": None})
+    got = dec.decode({"id": 1, "fl": None, "tags": None}, update=True)
+    assert got == {"id": 1, "iv": UNCHANGED, "fl": FROM_SOURCE, "tags": None}
+    full = ColumnDecoder([Column("fl", "double precision[]", False)], full_identity=True)
+    assert full.decode({"fl": None}, update=True) == {"fl": None}
