@@ -364,6 +364,11 @@ def _table_problems(conn: Any, schema: str, name: str) -> list[str]:
         problems.append(f"column(s) {', '.join(lobs)} hold large-object references (oid/lo): "
                         "logical decoding carries the reference number, never the large "
                         "object's data; move the data into a bytea column first")
+    uncarried = [f"{c.name} ({c.type})" for c in info.columns if _uncarried(c.type)]
+    if uncarried:
+        problems.append(f"column(s) {', '.join(uncarried)}: Debezium's change events do not "
+                        "carry values of this type exactly (bit varying loses its length, "
+                        "interval arrays are left out); change the column's type, e.g. to text")
     if info.partitioned:
         for leaf in leaf_partitions(conn, schema, name):
             problems += [f"partition {leaf.qualified}: {p}" for p in
@@ -372,6 +377,12 @@ def _table_problems(conn: Any, schema: str, name: str) -> list[str]:
     else:
         problems += _key_problems(info, ident)
     return problems
+
+
+def _uncarried(type_name: str) -> bool:
+    """Types whose values schema-less Debezium events cannot carry exactly (docs/types.md)."""
+    t = type_name.lower()
+    return t.startswith("bit varying") or (t.startswith("interval") and t.endswith("[]"))
 
 
 def _key_problems(info: TableInfo, ident: str) -> list[str]:
