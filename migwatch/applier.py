@@ -845,7 +845,8 @@ class Applier:
             if op in ("u", "d") and not isinstance(before, dict):
                 raise SkipEvent("invalid_envelope", f"op {op!r} of a table without a key "
                                                     "carries no before image")
-            old = decoder.decode(before, schema) if op == "u" else row if op == "d" else None
+            old = decoder.decode(before, schema) if op == "u" and isinstance(before, dict) \
+                else row if op == "d" else None
             if old is not None and op == "u":  # REPLICA IDENTITY FULL: the old row is whole
                 row = {k: old.get(k) if v is UNCHANGED or v is FROM_SOURCE else v
                        for k, v in row.items()}

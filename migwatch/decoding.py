@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import re
 from collections.abc import Iterable
 from decimal import Decimal
@@ -312,7 +313,9 @@ class ColumnDecoder:
         if kind == "json":
             if pg_text:
                 return v if isinstance(v, str) else orjson.dumps(v).decode()
-            return orjson.loads(v) if isinstance(v, str) else v
+            # json's own parser: an integer past 64 bits stays an int (the mapping refuses it)
+            # where orjson would make it a double, silently
+            return json.loads(v) if isinstance(v, str) else v
         if kind == "bytea":
             return base64.b64decode(v) if isinstance(v, str) else bytes(v)
         if kind == "hstore":

@@ -109,8 +109,14 @@ class PostgresDialect:
             return sql.SQL("({} AT TIME ZONE 'UTC')").format(ident)
         if kind.startswith("array:"):
             base = kind[6:]
-            value = ident if base in _HASHABLE and base != "json" else \
-                sql.SQL("{}::text").format(ident)
+            if base == "timetz":  # each element at UTC, in order (array_dims keeps the shape)
+                value: sql.Composable = sql.SQL(
+                    "(SELECT array_agg(e AT TIME ZONE 'UTC' ORDER BY n) "
+                    "FROM unnest({}) WITH ORDINALITY AS u(e, n))").format(ident)
+            elif base in _HASHABLE and base != "json":
+                value = ident
+            else:
+                value = sql.SQL("{}::text").format(ident)
             return sql.SQL("{}, array_dims({})").format(value, ident)
         if kind not in _HASHABLE:
             return sql.SQL("{}::text").format(ident)
