@@ -2,8 +2,11 @@
 
 It shares no code with migwatch's applier, mapping or validator (it imports nothing from
 migwatch). Each side computes, per row, the text PostgreSQL gives the whole row (`t::text`: every
-column's output function, so array bounds, json whitespace, timetz offsets and numeric scales all
-count) under the same session settings, keyed by the JSON text of the key columns. Keyed tables
+column's output function, so array bounds, json whitespace and numeric scales all count) under
+the same session settings, keyed by the JSON text of the key columns. One documented exception,
+written here in the comparator's own SQL: a timetz column is compared as the same instant at
++00 (`v AT TIME ZONE 'UTC'`; a timetz[] element by element, with its dimensions and bounds),
+because Debezium carries the instant, not the offset (docs/types.md). Keyed tables
 are compared key by key; keyless tables as multisets of row texts (with counts). The first few
 differing keys are reported with both sides' values column by column.
 
@@ -15,15 +18,16 @@ column by column — `PgSide` here; a MongoDB side re-encodes documents the same
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
 
-from tests.differential.schema import TableDef
+from tests.differential.schema import ColumnDef, TableDef
 
 #: every setting that changes a type's text output, fixed on both sides
 SESSION = {
@@ -36,6 +40,7 @@ SESSION = {
     "xmloption": "content",
 }
 SHOWN = 100  # characters of a value shown in a report (its length is always shown)
+ROWS_SHOWN = 5  # differing rows a report quotes (a limit class's comparison holds them all)
 
 
 @dataclass
@@ -69,6 +74,11 @@ class TableComparison:
     error: str | None = None
     #: MongoDB target: rows the contract refuses (key → column: why), not compared
     refused: dict[str, str] = field(default_factory=dict)
+    #: MongoDB target, refused rows: the refused source value (PostgreSQL's JSON of it) and
+    #: what the target holds for the key (its canonical payload; None: not on the target)
+    refused_values: dict[str, tuple[Any, dict[str, Any] | None]] = field(default_factory=dict)
+    #: limit classes: every source row's column texts, as compared (key → column → text)
+    source_values: dict[str, dict[str, str | None]] = field(default_factory=dict)
 
     @property
     def equal(self) -> bool:
@@ -86,7 +96,9 @@ class TableComparison:
         if self.equal:
             return (f"{self.table}: equal ({self.source_rows} rows"
                     + (f", {len(self.refused)} refused" if self.refused else "") + ")")
-        return head + "".join(f"\n    {d.describe()}" for d in self.first)
+        more = len(self.first) - ROWS_SHOWN
+        return head + "".join(f"\n    {d.describe()}" for d in self.first[:ROWS_SHOWN]) + (
+            f"\n    … {more} more" if more > 0 else "")
 
 
 def _short(v: str | None) -> str:
@@ -103,7 +115,7 @@ class Side(Protocol):
         """(key text, row fingerprint) per row; keyless tables: key text is the fingerprint."""
 
     def columns(self, table: TableDef, keys: list[str]) -> dict[str, dict[str, str | None]]:
-        """Column → text for each given key that exists."""
+        """Column → text for each given key that exists (as compared)."""
 
 
 # ----------------------------------------------------------------------------- PostgreSQL
@@ -112,6 +124,44 @@ def connect(dsn: str) -> psycopg.Connection:
     for name, value in SESSION.items():
         conn.execute("SELECT set_config(%s, %s, false)", [name, value])
     return conn
+
+
+_TIMETZ = re.compile(r"^(time(\(\d\))? with time zone|timetz)$")
+
+
+def _timetz(col: ColumnDef) -> str | None:
+    """"scalar" or "array" for a timetz or timetz[] column (compared at UTC), else None."""
+    kind = col.sql_type.lower().strip()
+    if _TIMETZ.match(kind):
+        return "scalar"
+    if kind.endswith("[]") and _TIMETZ.match(kind[:-2].strip()):
+        return "array"
+    return None
+
+
+def _value(col: ColumnDef) -> sql.Composable:
+    """A column as the comparator compares it: itself, except timetz at UTC (the contract)."""
+    ref = sql.SQL("t.{}").format(sql.Identifier(col.name))
+    which = _timetz(col)
+    if which == "scalar":
+        return sql.SQL("({} AT TIME ZONE 'UTC')").format(ref)
+    if which == "array":
+        # element by element, in order; dimensions and bounds kept in front unless they are
+        # the plain one-dimensional [1:n] (so `{…}` reads as PostgreSQL writes it)
+        return sql.SQL(
+            "(CASE WHEN {c} IS NULL THEN NULL ELSE "
+            "(CASE WHEN array_ndims({c}) = 1 AND array_lower({c}, 1) = 1 THEN '' "
+            "ELSE coalesce(array_dims({c}) || '=', '') END) || coalesce("
+            "(SELECT array_agg(x AT TIME ZONE 'UTC' ORDER BY o) "
+            "FROM unnest({c}) WITH ORDINALITY AS u(x, o))::text, '{{}}') END)").format(c=ref)
+    return ref
+
+
+def _row(table: TableDef) -> sql.Composable:
+    """The row's text: `t::text`, or the same record of the normalised columns."""
+    if not any(_timetz(c) for c in table.columns):
+        return sql.SQL("t::text")
+    return sql.SQL("ROW({})::text").format(sql.SQL(", ").join(_value(c) for c in table.columns))
 
 
 def _key_json(table: TableDef) -> sql.Composable:
@@ -126,27 +176,31 @@ class PgSide:
         self.conn = conn
 
     def rows(self, table: TableDef) -> Iterable[tuple[str, str]]:
-        key = _key_json(table) if table.key else sql.SQL("t::text")
+        key = _key_json(table) if table.key else _row(table)
         yield from self.conn.execute(sql.SQL(
-            'SELECT {k}, t::text FROM {t} t ORDER BY {k} COLLATE "C"').format(
-            k=key, t=table.ident)).fetchall()
+            'SELECT {k}, {r} FROM {t} t ORDER BY {k} COLLATE "C"').format(
+            k=key, r=_row(table), t=table.ident)).fetchall()
 
-    def columns(self, table: TableDef, keys: list[str]) -> dict[str, dict[str, str | None]]:
-        if not keys:
+    def columns(self, table: TableDef, keys: list[str] | None,
+                ) -> dict[str, dict[str, str | None]]:
+        """Column → text (as compared) for each given key that exists; None: every row."""
+        if keys is not None and not keys:
             return {}
         names = [c.name for c in table.columns]
-        key = _key_json(table) if table.key else sql.SQL("t::text")
-        cur = self.conn.execute(sql.SQL("SELECT {k}, {cols} FROM {t} t WHERE {k} = ANY(%s)").format(
+        key = _key_json(table) if table.key else _row(table)
+        cur = self.conn.execute(sql.SQL("SELECT {k}, {cols} FROM {t} t{where}").format(
             k=key, t=table.ident,
-            cols=sql.SQL(", ").join(sql.SQL("t.{}::text").format(sql.Identifier(n))
-                                    for n in names)), [keys])
+            cols=sql.SQL(", ").join(sql.SQL("{}::text").format(_value(c))
+                                    for c in table.columns),
+            where=sql.SQL("") if keys is None else sql.SQL(" WHERE {} = ANY(%s)").format(key)),
+            None if keys is None else [keys])
         return {r[0]: dict(zip(names, r[1:], strict=True)) for r in cur.fetchall()}
 
 
-def compare_sides(source: Side, target: Side, table: TableDef, limit: int = 5,
+def compare_sides(source: Side, target: Side, table: TableDef, limit: int | None = 5,
                   ) -> TableComparison:
-    """Compare one table on two sides; `first` holds up to `limit` differences, in key order
-    (byte order of the key's JSON text)."""
+    """Compare one table on two sides; `first` holds up to `limit` differences (None: all), in
+    key order (byte order of the key's JSON text)."""
     out = TableComparison(table.qualified)
     try:
         src = list(source.rows(table))
@@ -192,7 +246,7 @@ def compare_sides(source: Side, target: Side, table: TableDef, limit: int = 5,
 
 
 def _compare_multiset(out: TableComparison, src: list[tuple[str, str]],
-                      tgt: list[tuple[str, str]], limit: int) -> TableComparison:
+                      tgt: list[tuple[str, str]], limit: int | None) -> TableComparison:
     s = Counter(r for _, r in src)
     t = Counter(r for _, r in tgt)
     for row in sorted(set(s) | set(t), key=lambda r: r.encode()):
@@ -203,14 +257,23 @@ def _compare_multiset(out: TableComparison, src: list[tuple[str, str]],
             out.missing += a - b
         else:
             out.extra += b - a
-        if len(out.first) < limit:
+        if limit is None or len(out.first) < limit:
             out.first.append(RowDiff("count", row, counts=(a, b)))
     return out
 
 
 def compare_pg(source_dsn: str, target_dsn: str, tables: list[TableDef],
-               limit: int = 5) -> dict[str, TableComparison]:
-    """Every table of `tables`, source database against target database."""
+               limit: int = 5, every: frozenset[str] = frozenset(),
+               ) -> dict[str, TableComparison]:
+    """Every table of `tables`, source database against target database; the tables named in
+    `every` (qualified) describe every difference, and keep every source row's column texts in
+    `source_values` (a limit class's check reads them all)."""
     with connect(source_dsn) as s, connect(target_dsn) as t:
         src, tgt = PgSide(s), PgSide(t)
-        return {tb.qualified: compare_sides(src, tgt, tb, limit) for tb in tables}
+        out = {}
+        for tb in tables:
+            full = tb.qualified in every
+            out[tb.qualified] = compare_sides(src, tgt, tb, None if full else limit)
+            if full and out[tb.qualified].error is None:
+                out[tb.qualified].source_values = src.columns(tb, None)
+        return out

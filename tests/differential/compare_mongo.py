@@ -215,6 +215,8 @@ class MongoSourceSide:
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
         self.refused: dict[str, dict[str, str]] = {}  # table -> key -> column: reason
+        #: table -> key -> the refused value, as PostgreSQL's JSON gives it
+        self.refused_raw: dict[str, dict[str, Any]] = {}
         self._cols: dict[str, dict[str, dict[str, Any]]] = {}
 
     def rows(self, table: TableDef) -> Iterable[tuple[str, str]]:
@@ -239,6 +241,7 @@ class MongoSourceSide:
                     values[c.name] = source_value(kinds[c.name], raw[c.name])
             except Refused as exc:
                 refused[key] = f"{column}: {exc}"
+                self.refused_raw.setdefault(table.qualified, {})[key] = raw[column]
                 continue
             cols[key] = {k: json.dumps(v, ensure_ascii=False) for k, v in values.items()}
             out.append((key, _row(values)))
@@ -258,6 +261,7 @@ class MongoTargetSide:
         self._cols: dict[str, dict[str, dict[str, Any]]] = {}
         #: what the target holds for refused keys (a refusal must not be an alteration)
         self.held: dict[str, dict[str, str]] = {}
+        self.held_values: dict[str, dict[str, dict[str, Any]]] = {}
 
     def rows(self, table: TableDef) -> Iterable[tuple[str, str]]:
         kinds = {c.name: _kind(c.sql_type) for c in table.columns}
@@ -274,6 +278,7 @@ class MongoTargetSide:
                       for c in table.payload}
             if key in skip:
                 self.held.setdefault(table.qualified, {})[key] = _row(values)
+                self.held_values.setdefault(table.qualified, {})[key] = values
                 continue
             values.update({f"(extra field) {k}": repr(v) for k, v in doc.items()})
             cols[key] = {k: json.dumps(v, ensure_ascii=False) for k, v in values.items()}
@@ -311,6 +316,9 @@ def compare_mongo(source_dsn: str, mongo_uri: str, database: str, tables: list[T
                     k: why + (f"; the target holds {held[k][:160]}" if k in held else
                               "; not on the target")
                     for k, why in source.refused.get(t.qualified, {}).items()}
+                raw = source.refused_raw.get(t.qualified, {})
+                values = target.held_values.get(t.qualified, {})
+                result.refused_values = {k: (raw.get(k), values.get(k)) for k in result.refused}
                 out[t.qualified] = result
             return out
     finally:

@@ -1,8 +1,9 @@
-"""The docs/types.md matrices, rendered from the harness's own lists (types.py, schema.py), so the
-documentation and what the harness iterates cannot drift apart (tests/differential/
+"""The docs/types.md matrices (types, limits of Debezium, key shapes and names), rendered from the
+harness's own lists (types.py, schema.py), so the documentation and what the harness iterates
+cannot drift apart (tests/differential/
 test_matrix.py checks the file).
 
-    .venv/bin/python -m tests.differential.matrix            # print both matrices
+    .venv/bin/python -m tests.differential.matrix            # print the matrices
     .venv/bin/python -m tests.differential.matrix --write    # rewrite them in docs/types.md
 """
 
@@ -12,12 +13,22 @@ import sys
 from pathlib import Path
 
 from tests.differential.schema import CLASS_FAILS, CLASS_MONGO_FAILS, CLASSES, MONGO_CLASSES
-from tests.differential.types import PG_OBSERVED_AT, TYPES, mongo_today, pg_today
+from tests.differential.types import (
+    LIMITS,
+    PG_OBSERVED_AT,
+    TYPES,
+    limit_mongo_today,
+    limit_pg_today,
+    mongo_today,
+    pg_today,
+)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "types.md"
 MARKS = {
     "types": ("<!-- types:start (generated: python -m tests.differential.matrix --write) -->",
               "<!-- types:end -->"),
+    "limits": ("<!-- limits:start (generated: python -m tests.differential.matrix --write) -->",
+               "<!-- limits:end -->"),
     "classes": ("<!-- classes:start (generated: python -m tests.differential.matrix --write) -->",
                 "<!-- classes:end -->"),
 }
@@ -32,8 +43,22 @@ def render_types() -> str:
              f"({PG_OBSERVED_AT}) | MongoDB target | status today, MongoDB |",
              "|---|---|---|---|---|---|---|"]
     for c in TYPES:
-        lines.append(f"| {c.family} | `{c.sql_type}` | `{c.class_id}` | exact | "
+        lines.append(f"| {c.family} | `{c.sql_type}` | `{c.class_id}` | {_cell(c.pg)} | "
                      f"{_cell(pg_today(c))} | {_cell(c.mongo)} | {_cell(mongo_today(c))} |")
+    return "\n".join(lines)
+
+
+def render_limits() -> str:
+    lines = [f"| class | values | contract, PostgreSQL target | status today, PostgreSQL "
+             f"({PG_OBSERVED_AT}) | contract, MongoDB target | status today, MongoDB |",
+             "|---|---|---|---|---|---|"]
+    for c in LIMITS:
+        types = ", ".join(f"`{t}`" for t in c.types.split(", "))
+        run = c.class_id in MONGO_CLASSES
+        lines.append(f"| `{c.class_id}` | {types}: {_cell(c.about)} | {_cell(c.pg)} | "
+                     f"{_cell(limit_pg_today(c))} | "
+                     f"{_cell(c.mongo if run else 'not run on MongoDB')} | "
+                     f"{_cell(limit_mongo_today(c, run))} |")
     return "\n".join(lines)
 
 
@@ -41,7 +66,7 @@ def render_classes() -> str:
     lines = [f"| class | what | run group | status today, PostgreSQL ({PG_OBSERVED_AT}) | "
              "status today, MongoDB |", "|---|---|---|---|---|"]
     for c in CLASSES:
-        if c.kind == "type":
+        if c.kind in ("type", "limit"):
             continue
         mongo = CLASS_MONGO_FAILS.get(c.id, "PASS" if c.id in MONGO_CLASSES else "not run yet")
         lines.append(f"| `{c.id}` | {_cell(c.about)} | {c.group} | "
@@ -49,7 +74,7 @@ def render_classes() -> str:
     return "\n".join(lines)
 
 
-RENDER = {"types": render_types, "classes": render_classes}
+RENDER = {"types": render_types, "limits": render_limits, "classes": render_classes}
 
 
 def documented(text: str, which: str) -> str:
@@ -68,6 +93,6 @@ def write(path: Path = DOC) -> None:
 if __name__ == "__main__":
     if "--write" in sys.argv[1:]:
         write()
-        print(f"wrote both matrices in {DOC}")
+        print(f"wrote the matrices in {DOC}")
     else:
-        print(render_types() + "\n\n" + render_classes())
+        print("\n\n".join(render() for render in RENDER.values()))

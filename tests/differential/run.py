@@ -2,15 +2,17 @@
 
     1. fresh source and target databases; the classes' tables on the source (types the tables
        need on both sides), the seeded initial rows (Debezium's snapshot reads them)
-    2. migwatch's own set-up: `capture.prepare_source`, `prepare_target_schema`,
-       `ensure_connector`; the applier in a thread
+    2. migwatch's own set-up: `capture.preflight` (its refusals recorded per table, never
+       stopping the run: a refused table's run-time behaviour is checked too),
+       `prepare_source`, `prepare_target_schema`, `ensure_connector`; the applier in a thread
     3. the seeded workload in a thread; a third of the way in, a second `Applier` joins the same
        consumer group for a few seconds and leaves (two rebalances mid-stream)
     4. a fence row written after the workload; drained when the fence is on the target and the
        group has consumed every topic to its end (or the applier died, or time ran out)
     5. the applier stopped — the target no longer moves — then the independent comparator
        (compare.py) and migwatch's validator (`validate(spec, None)`) on the same state; the
-       dead-letter topic read, so failures say what the applier refused and why
+       dead-letter topic read, so failures say what the applier refused and why; a limit
+       class's tables compared in full, for its contract's check (limits.py)
     6. teardown: connector, slot, topics, consumer group, databases
 
 Any step that fails is recorded, never raised past the run: the classes are still compared, so
@@ -37,10 +39,12 @@ from psycopg import sql
 from migwatch import capture, names
 from migwatch.applier import Applier
 from migwatch.config import MigrationSpec
+from migwatch.errors import PreflightError
 from migwatch.stack import Stack
 from tests.conftest import PgDatabase, make_spec, mongo_endpoint, short_id
-from tests.differential.compare import TableComparison, compare_pg
+from tests.differential.compare import ROWS_SHOWN, TableComparison, compare_pg
 from tests.differential.compare_mongo import compare_mongo
+from tests.differential.limits import check as check_limit
 from tests.differential.schema import (
     CATALOGUE_WEIGHT,
     DiffClass,
@@ -49,6 +53,7 @@ from tests.differential.schema import (
     create_table,
     fence_table,
 )
+from tests.differential.types import LimitCase
 from tests.differential.workload import Workload
 
 #: PASS/FAIL lines go through this (pytest shows them with -s, or with a failure)
@@ -91,6 +96,19 @@ class ClassOutcome:
     history: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     #: tables with a primary key: the validator locates rows there, so its counts must match
     keyed: dict[str, bool] = field(default_factory=dict)
+    #: a limit class: judged by its written contract (limits.py), not by "equal"
+    limit: LimitCase | None = None
+    target: str = "postgres"
+    #: pre-flight's refusals naming this class's tables
+    preflight: list[str] = field(default_factory=list)
+
+    def failures(self) -> list[str]:
+        """Why the class fails its contract: a limit class's written one (limits.py), else
+        "lands exactly" and the validator agreeing; nothing when it holds."""
+        if self.limit is not None:
+            return check_limit(self, self.limit, self.target)
+        return ([] if self.equal else ["the target differs"]) + self.disagreements() + [
+            f"pre-flight refuses a table the contract says lands: {p}" for p in self.preflight]
 
     @property
     def equal(self) -> bool:
@@ -142,14 +160,22 @@ class ClassOutcome:
         return out
 
     def describe(self) -> str:
-        lines = [f"class {self.id} (seed {self.seed}): "
-                 f"{'equal' if self.equal else 'DIFFERENT'}"]
+        if self.limit is not None:
+            broken = self.failures()
+            state = "CONTRACT BROKEN" if broken else "contract held"
+            lines = [f"class {self.id} (seed {self.seed}, limit: {self.limit.kind}): {state}"]
+            lines += [f"  contract broken: {p}" for p in broken]
+        else:
+            lines = [f"class {self.id} (seed {self.seed}): "
+                     f"{'equal' if self.equal else 'DIFFERENT'}"]
         lines += [f"  run: {e}" for e in self.run_errors]
-        lines += [f"  refusal not reported: {r}" for r in self.unreported_refusals()]
+        lines += [f"  pre-flight refuses: {p}" for p in self.preflight]
+        if self.limit is None:
+            lines += [f"  refusal not reported: {r}" for r in self.unreported_refusals()]
         for c in self.comparisons:
             lines.append("  " + c.describe().replace("\n", "\n  "))
             seen = self.history.get(c.table, {})
-            for d in c.first:
+            for d in c.first[:ROWS_SHOWN]:
                 if d.key in seen:
                     lines.append(f"        workload on {d.key}: {' → '.join(seen[d.key])}")
             lines.append(f"    validator: {self.validator.get(c.table, 'not validated')}")
@@ -179,14 +205,17 @@ class RunOutcome:
     topic_events: int = 0
     workload: dict[str, Any] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
+    #: pre-flight's failures (each names its table, or is about the stack)
+    preflight: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         c = self.config
-        ok = sum(1 for o in self.classes.values() if o.equal)
+        ok = sum(1 for o in self.classes.values() if not o.failures())
         phases = ", ".join(f"{k} {v:.1f}s" for k, v in self.phases.items())
         return (f"differential run group={c.group} target={c.target} seed={c.seed} "
                 f"migration={self.migration_id}: "
-                f"{ok}/{len(self.classes)} classes equal; events in Kafka {self.topic_events}, "
+                f"{ok}/{len(self.classes)} classes hold their contract; events in Kafka "
+                f"{self.topic_events}, "
                 f"applied {self.applier_events} (+{self.second_applier_events} by the second "
                 f"applier), dead-lettered {self.applier_dlq}; "
                 f"second applier joined {self.rebalances}×, group members seen "
@@ -413,6 +442,15 @@ class DifferentialRun:
         kafka = _Kafka(spec, self.mid)
         try:
             try:
+                capture.preflight(spec, self.mid)
+            except PreflightError as exc:
+                out.preflight = list(exc.failures)
+                tables = [f"table {t.spec_name}: " for t in [*self.tables, self.fence]]
+                out.errors += [f"pre-flight: {f}" for f in exc.failures
+                               if not any(f.startswith(p) for p in tables)]
+            except Exception as exc:
+                out.errors.append(f"pre-flight raised {_err(exc)}")
+            try:
                 capture.prepare_source(spec, self.mid)
                 capture.prepare_target_schema(spec)
                 capture.ensure_connector(spec, self.mid, timeout=120)
@@ -527,7 +565,10 @@ class DifferentialRun:
                dead: list[tuple[str, str, str]], work: Workload) -> None:
         out = self.outcome
         if isinstance(target, PgDatabase):
-            comparisons = compare_pg(source.dsn, target.dsn, self.tables, self.config.limit)
+            every = frozenset(t.qualified for c in self.config.classes if c.limit
+                              for t in c.tables)
+            comparisons = compare_pg(source.dsn, target.dsn, self.tables, self.config.limit,
+                                     every)
         else:
             comparisons = compare_mongo(source.dsn, self.stack.address("ferretdb"), target,
                                         self.tables, self.config.limit)
@@ -573,7 +614,9 @@ class DifferentialRun:
                 {t.qualified: counts[t.qualified] for t in cls.tables if t.qualified in counts},
                 {t.qualified: work.history.get(t.qualified, {}) for t in cls.tables},
                 {t.qualified: t.key_kind == "primary" and isinstance(target, PgDatabase)
-                 for t in cls.tables})
+                 for t in cls.tables}, cls.limit, self.config.target,
+                [f for f in out.preflight if any(f.startswith(f"table {t.spec_name}: ")
+                                                 for t in cls.tables)])
 
     def _teardown(self, spec: MigrationSpec) -> None:
         try:
@@ -587,6 +630,11 @@ def run(stack: Stack, config: RunConfig, echo: Echo = print) -> RunOutcome:
     outcome = DifferentialRun(stack, config, echo).execute()
     echo(outcome.summary())
     for cid, co in outcome.classes.items():
+        if co.limit is not None:
+            broken = co.failures()
+            echo(f"  {'PASS' if not broken else 'FAIL'} {cid} (limit, {co.limit.kind})"
+                 + ("" if not broken else f"  [contract broken: {'; '.join(broken)}]"))
+            continue
         agree = co.disagreements()
         echo(f"  {'PASS' if co.equal else 'FAIL'} {cid}"
              + ("" if not agree else f"  [validator disagrees: {'; '.join(agree)}]"))

@@ -1,10 +1,11 @@
 """The classes under test and their tables.
 
 A class is what passes or fails on its own: one PostgreSQL type (table `t_<type>`), one key
-shape, or one naming hazard. Classes run together in a *run group* — one connector and one
-applier — except those that can take the whole applier down (table names outside Kafka's topic
-charset, names whose topics collide): each of those groups gets its own run, so a crash there
-hides nothing else.
+shape, one naming hazard, or one limit of Debezium (tables `l_<limit>…`: values outside the
+domain Debezium carries, checked against their own written contract — types.LimitCase).
+Classes run together in a *run group* — one connector and one applier — except those that can
+take the whole applier down (table names outside Kafka's topic charset, names whose topics
+collide): each of those groups gets its own run, so a crash there hides nothing else.
 
 Every table has the columns its class is about plus `n integer`, the small column an update may
 change alone (leaving a TOASTed neighbour untouched).
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field, replace
 import psycopg
 from psycopg import sql
 
-from tests.differential.types import PREREQUISITES, TYPES, Gen
+from tests.differential.types import LIMITS, PREREQUISITES, TYPES, Gen, LimitCase
 
 MAIN = "main"          # every class that cannot crash the applier for the others
 NAMES = "names"        # table/schema names outside Kafka's topic charset
@@ -38,6 +39,8 @@ class ColumnDef:
     collation: str | None = None
     #: values every run must carry: the snapshot holds each, the stream draws them often
     edges: tuple[str, ...] = ()
+    #: values only the stream draws (often), never the initial rows
+    stream_edges: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,9 @@ class TableDef:
     #: share of the workload's operations (TOAST and key-shape tables need more to hit their
     #: cases: an update of `n` alone on a TOASTed row, duplicates, primary-key changes)
     weight: int = 1
+    #: whether the workload may truncate it (a limit table keeps the rows its contract is
+    #: about: a rare truncate would leave a snapshot-only limit nothing to show)
+    truncate: bool = True
 
     @property
     def qualified(self) -> str:
@@ -88,10 +94,12 @@ class TableDef:
 @dataclass(frozen=True)
 class DiffClass:
     id: str
-    kind: str  # type, key or name
+    kind: str  # type, key, name or limit
     group: str
     about: str
     tables: tuple[TableDef, ...] = field(default=())
+    #: a limit class: the contract its test checks instead of "lands exactly"
+    limit: LimitCase | None = None
 
 
 # ----------------------------------------------------------------------------- key generators
@@ -153,9 +161,25 @@ def _type_classes() -> list[DiffClass]:
         table = TableDef("public", t.table, (
             ColumnDef("id", "integer", _n, not_null=True),
             ColumnDef("n", "integer", _n),
-            ColumnDef("v", t.sql_type, _nullable(t.gen), edges=t.edges),
+            ColumnDef("v", t.sql_type, _nullable(t.gen), edges=t.edges,
+                      stream_edges=t.stream_edges),
         ), key=("id",), new_key=_int_key(), weight=4 if t.toast else 1)
         out.append(DiffClass(t.class_id, "type", MAIN, f"{t.family}: {t.sql_type}", (table,)))
+    return out
+
+
+def _limit_classes() -> list[DiffClass]:
+    """One class per limit of Debezium, one table per column type it covers; in the main group
+    (a limit never takes the applier down: its events land altered or are dead-lettered)."""
+    out = []
+    for lim in LIMITS:
+        tables = tuple(TableDef("public", lim.table(c), (
+            ColumnDef("id", "integer", _n, not_null=True),
+            ColumnDef("n", "integer", _n),
+            ColumnDef("v", c.sql_type, _nullable(c.gen), edges=c.edges),
+        ), key=("id",), new_key=_int_key(), truncate=False) for c in lim.columns)
+        out.append(DiffClass(lim.class_id, "limit", MAIN, f"{lim.types}: {lim.about}", tables,
+                             lim))
     return out
 
 
@@ -238,7 +262,8 @@ def _name_classes() -> list[DiffClass]:
     ]
 
 
-CLASSES: list[DiffClass] = [*_type_classes(), *_key_classes(), *_name_classes()]
+CLASSES: list[DiffClass] = [*_type_classes(), *_key_classes(), *_name_classes(),
+                            *_limit_classes()]
 BY_ID: dict[str, DiffClass] = {c.id: c for c in CLASSES}
 #: total weight of every table of every class: a run's `operations` are shared by it
 CATALOGUE_WEIGHT: int = sum(t.weight for c in CLASSES for t in c.tables)
@@ -251,7 +276,8 @@ MONGO_CLASSES: tuple[str, ...] = (
     "type-timestamptz3", "type-timestamptz6", "type-int_array", "type-text_array",
     "type-uuid_array", "type-toast_text", "type-toast_jsonb", "key-int", "key-bigint",
     "key-uuid", "key-composite", "key-text-collation", "name-mixed-case",
-    "name-reserved-words")
+    "name-reserved-words", "limit-date_bc_snapshot", "limit-array_multidim",
+    "limit-text_array_multidim")
 
 
 def fence_table() -> TableDef:
@@ -301,7 +327,8 @@ def create_table(conn: psycopg.Connection, table: TableDef) -> None:
 
 
 # ----------------------------------------------------------------------------- status today
-#: key-shape and naming classes that failed at types.PG_OBSERVED_AT, per target (the type
-#: classes' statuses live in types.py); not listed: PASS (MongoDB: PASS when in MONGO_CLASSES)
+#: key-shape, naming and limit classes that failed at types.PG_OBSERVED_AT, per target (the
+#: type classes' statuses live in types.py); not listed: PASS (MongoDB: PASS when in
+#: MONGO_CLASSES) — for a limit class, PASS means its written contract held exactly
 CLASS_FAILS: dict[str, str] = {}
 CLASS_MONGO_FAILS: dict[str, str] = {}

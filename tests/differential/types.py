@@ -1,6 +1,13 @@
 """Every PostgreSQL type the applier should carry: its edge values, a random generator, its
-MongoDB contract and what was observed today per target — the one source of truth for the
-docs/types.md matrix (`tests.differential.matrix` renders it; a unit test checks the doc).
+contract per target and what was observed today per target — the one source of truth for the
+docs/types.md matrices (`tests.differential.matrix` renders them; a unit test checks the doc).
+
+A type's class holds only values inside the domain Debezium carries; it must land exactly as its
+contract says. The values Debezium itself does not carry (a BC date read by the snapshot,
+multi-dimensional arrays, array lower bounds, NaN in numeric[], bit varying) are `LimitCase`s:
+classes of their own, each with a written contract — "reported" (the target differs, and
+migwatch's validator says so with the comparator's counts: no false GO) or "refused"
+(dead-lettered naming the column) — that their test checks exactly.
 
 Values are PostgreSQL's text input forms (bound as parameters and cast to the column's type), so
 a generator never depends on a Python driver's idea of a type. None is SQL NULL.
@@ -9,9 +16,11 @@ a generator never depends on a Python driver's idea of a type. None is SQL NULL.
 from __future__ import annotations
 
 import random
+import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 Gen = Callable[[random.Random], "str | None"]
 
@@ -36,9 +45,14 @@ class TypeCase:
     edges: tuple[str, ...]
     gen: Gen
     toast: bool = False
-    #: MongoDB contract: how DESIGN.md/mapping.py say the value lands (or that it is refused);
-    #: the PostgreSQL contract is always "exact"
+    #: MongoDB contract: how DESIGN.md/mapping.py say the value lands (or that it is refused)
     mongo: str = "documented mapping"
+    #: PostgreSQL contract: "exact" unless Debezium carries a normalised form (timetz: the
+    #: instant at +00), which the comparator then compares by its own SQL (compare.py)
+    pg: str = "exact"
+    #: edge values the workload draws only while streaming, never in the initial rows: values
+    #: Debezium carries when streamed but not when its snapshot reads them (BC dates)
+    stream_edges: tuple[str, ...] = ()
 
     @property
     def class_id(self) -> str:
@@ -118,6 +132,10 @@ def _time(rng: random.Random) -> str:
 
 def _timetz(rng: random.Random) -> str:
     return f"{_time(rng)}{_offset(rng)}"
+
+
+def _timetz_whole(rng: random.Random) -> str:
+    return f"{_clock(rng)}{_offset(rng)}"
 
 
 def _interval(rng: random.Random) -> str:
@@ -293,6 +311,19 @@ TSTZ_EDGES = ("infinity", "-infinity", "9999-12-31 23:59:59.999999+00",
 TIME_EDGES = ("00:00:00", "23:59:59.999999", "24:00:00", "12:00:00.5", "00:00:00.000001")
 TIMETZ_EDGES = ("00:00:00+00", "23:59:59.999999-12", "24:00:00+00", "12:00:00.5+05:30",
                 "00:00:00.000001+14")
+#: Debezium converts a timetz to UTC and sends no offset (08:34:58+05:30 arrives as 03:04:58Z)
+TIMETZ_PG = ("the same instant at +00: the offset is not carried (Debezium sends the time in "
+             "UTC); compared as `v AT TIME ZONE 'UTC'`, which wraps into a day (24:00:00+00 "
+             "lands as 00:00:00+00, 24:00:00-12 as 12:00:00+00)")
+
+
+TIMETZ_ARRAY_EDGES = ('{"08:34:58+05:30",NULL,"24:00:00-12"}', "{}", '{"00:00:00+00"}',
+                      '{"23:59:59-12","00:00:00+14"}')
+#: the ordinary array classes hold one-dimensional arrays with lower bound 1
+ARRAY_PG = ("exact for one-dimensional arrays with lower bound 1 (multi-dimensional: "
+            "limit-array_multidim; other bounds: limit-array_lower_bound)")
+#: BC dates: Debezium carries them when streamed, not when its snapshot reads them
+BC_DATES = ("4713-01-01 BC", "0044-03-15 BC", "0001-01-01 BC", "0001-12-31 BC")
 
 
 def _precisions() -> list[TypeCase]:
@@ -308,7 +339,7 @@ def _precisions() -> list[TypeCase]:
             TypeCase(f"time{p}", f"time({p}) without time zone", "date/time", TIME_EDGES,
                      _edge_or(TIME_EDGES, _time), mongo="ISO string"),
             TypeCase(f"timetz{p}", f"time({p}) with time zone", "date/time", TIMETZ_EDGES,
-                     _edge_or(TIMETZ_EDGES, _timetz), mongo="ISO string"),
+                     _edge_or(TIMETZ_EDGES, _timetz), mongo="ISO string", pg=TIMETZ_PG),
         ]
     return out
 
@@ -352,10 +383,13 @@ def _catalogue() -> list[TypeCase]:
         TypeCase("money", "money", n, ("-92233720368547758.08", "92233720368547758.07",
                  "0.01", "1234.56"), _decimal(12, 2),
                  mongo="Decimal128 of the amount (string on FerretDB)"),
-        TypeCase("date", "date", dtm, ("infinity", "-infinity", "9999-12-31", "4713-01-01 BC",
-                 "0001-01-01", "1970-01-01", "1969-12-31", "2000-02-29"),
-                 _edge_or(("infinity", "-infinity", "9999-12-31", "4713-01-01 BC"), _date),
-                 mongo="BSON date at midnight UTC; ±infinity and BC refused"),
+        TypeCase("date", "date", dtm, ("infinity", "-infinity", "9999-12-31", "0001-01-01",
+                 "1970-01-01", "1969-12-31", "2000-02-29"),
+                 _edge_or(("infinity", "-infinity", "9999-12-31"), _date),
+                 mongo="BSON date at midnight UTC; ±infinity and BC refused",
+                 pg="exact; BC dates are written only by the stream, where Debezium carries "
+                    "them (a BC date read by the snapshot: limit-date_bc_snapshot)",
+                 stream_edges=BC_DATES),
         *_precisions(),
         TypeCase("interval", "interval", dtm, (
             "1 year 2 mons 3 days 04:05:06.789012", "-1 years -2 mons +3 days -04:05:06.000001",
@@ -379,21 +413,27 @@ def _catalogue() -> list[TypeCase]:
             '{"a.b": 1, "$c": 2}'), _edge_or((), _json),
             mongo="embedded document (keys with '.'/'$', nested arrays refused)"),
         TypeCase("int_array", "integer[]", arr, (
-            "{1,NULL,3}", "{}", "{{1,2},{3,4}}", "{-2147483648,2147483647}", "[0:2]={1,2,3}",
-            "{NULL}"), _edge_or((), _array(_int(-2**31, 2**31 - 1))),
-            mongo="array (multi-dimensional refused)"),
+            "{1,NULL,3}", "{}", "{-2147483648,2147483647}", "{NULL}"),
+            _edge_or((), _array(_int(-2**31, 2**31 - 1))),
+            mongo="array (multi-dimensional refused)", pg=ARRAY_PG),
         TypeCase("text_array", "text[]", arr, (
             '{"a,b","",NULL,"NULL","quote\\"s","back\\\\slash","ünï 表","{braces}"}',
-            '{{"a","b"},{"c",NULL}}', "{}"), _edge_or((), _array(_text(0, 8))),
-            mongo="array (multi-dimensional refused)"),
+            "{}"), _edge_or((), _array(_text(0, 8))),
+            mongo="array (multi-dimensional refused)",
+            pg="exact for one-dimensional arrays with lower bound 1 (multi-dimensional: "
+               "limit-text_array_multidim; other bounds: limit-array_lower_bound)"),
         TypeCase("numeric_array", "numeric[]", arr, (
-            "{1.50,NaN,-0.0000000001,NULL}", "{{1,2},{3,4}}", "{1e30,1e-30}"),
+            "{1.50,-0.0000000001,NULL}", "{1e30,1e-30}", "{}", "{-0,0.000}"),
             _edge_or((), _array(_decimal(20, 6))),
-            mongo="array of Decimal128 (NaN, multi-dimensional refused)"),
+            mongo="array of Decimal128 (NaN, multi-dimensional refused)",
+            pg=ARRAY_PG[:-1] + "; NaN or ±Infinity elements: limit-numeric_array_nan)"),
         TypeCase("timestamptz_array", "timestamp with time zone[]", arr, (
-            '{"2024-01-01 00:00:00.123456+00",infinity,NULL}',
-            '{{"2024-01-01 00:00+00","2024-01-02 00:00+00"},{NULL,"1970-01-01 00:00+00"}}'),
-            _edge_or((), _array(_timestamptz)), mongo="array of BSON dates, ms"),
+            '{"2024-01-01 00:00:00.123456+00",infinity,NULL}', "{}"),
+            _edge_or((), _array(_timestamptz)), mongo="array of BSON dates, ms", pg=ARRAY_PG),
+        TypeCase("timetz_array", "time with time zone[]", arr, TIMETZ_ARRAY_EDGES,
+                 _edge_or((), _array(_timetz_whole)), mongo="array of ISO strings",
+                 pg="each element the same instant at +00, as the timetz classes; whole "
+                    "seconds only (fractions: limit-timetz_array_fraction)"),
         TypeCase("uuid_array", "uuid[]", arr, (
             "{00000000-0000-0000-0000-000000000000,NULL}", "{}"), _array(_uuid),
             mongo="array of Binary subtype 4"),
@@ -415,8 +455,6 @@ def _catalogue() -> list[TypeCase]:
                  "ff:ff:ff:ff:ff:ff"), _mac, mongo="string"),
         TypeCase("bit8", "bit(8)", net, ("10101010", "00000000", "11111111", "00000001"),
                  _bits(8), mongo="no mapping: refused"),
-        TypeCase("varbit", "bit varying", net, ("", "1", "0", "1010101010101010101"),
-                 _bits(None), mongo="no mapping: refused"),
         TypeCase("boolean", "boolean", oth, ("true", "false"), _choice(("t", "f")),
                  mongo="boolean"),
         TypeCase("char10", "character(10)", txt, ("ab", "ünïcödé", "", "exactly 10"),
@@ -457,39 +495,284 @@ def _catalogue() -> list[TypeCase]:
 TYPES: list[TypeCase] = _catalogue()
 
 
+# ----------------------------------------------------------------------------- Debezium's limits
+REPORTED = "reported"  # Debezium alters the value; the target differs and the validator says so
+REFUSED = "refused"    # the applier dead-letters the event naming the column
+
+
+@dataclass(frozen=True)
+class LimitColumn:
+    """One table of a limit class: `l_<limit slug>[_<suffix>]` with `v <sql_type>`."""
+
+    suffix: str
+    sql_type: str
+    edges: tuple[str, ...]
+    gen: Gen
+
+
+@dataclass(frozen=True)
+class LimitCase:
+    """Values outside the domain Debezium carries (its class: `limit-<slug>`): what the target
+    gets instead is the written contract, checked exactly by tests/differential/limits.py.
+
+    `outside` says whether a value (PostgreSQL's text of it, as the comparator reads it) is one
+    the limit is about. For a REPORTED limit `lands_as` maps such a source text to the text the
+    target holds (None: NULL), for the rows `altered` picks by the workload's history of the
+    row (its operations, oldest first; None: every row) — the others land exactly (unless
+    `others_exact` is False). A REFUSED limit's rows never land: each is missing on the target
+    or keeps an earlier value, and dead letters name the column. `mangled` flags a target text
+    that would be a silent alteration of a refused value."""
+
+    slug: str
+    about: str  # the values, without their types (`types` names them)
+    kind: str
+    pg: str
+    columns: tuple[LimitColumn, ...]
+    outside: Callable[[str], bool]
+    lands_as: Callable[[str], str | None] | None = None
+    altered: Callable[[list[str]], bool] | None = None
+    #: the rows `altered` does not pick land exactly (False: they may also keep an earlier
+    #: value — the event left the column out and migwatch took it as unchanged)
+    others_exact: bool = True
+    mangled: Callable[[str], bool] | None = None
+    #: MongoDB: the contract when the class runs there (schema.MONGO_CLASSES), and for a
+    #: REPORTED limit the canonical value (compare_mongo's form) the target holds instead of a
+    #: source value (PostgreSQL's JSON of it)
+    mongo: str = "not run on MongoDB"
+    mongo_lands_as: Callable[[Any], Any] | None = None
+    #: type classes whose values must all lie inside this limit's domain (a unit test checks)
+    covers: tuple[str, ...] = ()
+    #: NULL is outside the domain too: Debezium leaves the column out of every event
+    null_too: bool = False
+    #: pre-flight refuses the table, naming the column (migwatch.capture.preflight)
+    preflight: bool = False
+
+    def holds_outside(self, text: str | None) -> bool:
+        """Whether a value (PostgreSQL's text of it; None: NULL) is one the limit is about."""
+        return self.null_too if text is None else self.outside(text)
+
+    @property
+    def class_id(self) -> str:
+        return f"limit-{self.slug}"
+
+    @property
+    def types(self) -> str:
+        return ", ".join(dict.fromkeys(c.sql_type for c in self.columns))
+
+    def table(self, column: LimitColumn) -> str:
+        return f"l_{self.slug}" + (f"_{column.suffix}" if column.suffix else "")
+
+
+def _literal(v: str | None) -> str:
+    return "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _nested(rng: random.Random, elem: Gen, dims: list[int], p_null: float) -> str:
+    if len(dims) == 1:
+        return "{" + ",".join(_literal(None if rng.random() < p_null else elem(rng))
+                              for _ in range(dims[0])) + "}"
+    return "{" + ",".join(_nested(rng, elem, dims[1:], p_null) for _ in range(dims[0])) + "}"
+
+
+def _multidim(elem: Gen) -> Gen:
+    """A two- or three-dimensional array literal (rectangular, NULL elements included)."""
+    def gen(rng: random.Random) -> str:
+        dims = [rng.randint(1, 3) for _ in range(2 if rng.random() < 0.8 else 3)]
+        return _nested(rng, elem, dims, 0.15)
+    return gen
+
+
+def _lower_bound(elem: Gen) -> Gen:
+    """A one-dimensional array literal whose lower bound is not 1: `[-2:0]={…}`."""
+    def gen(rng: random.Random) -> str:
+        n = rng.randint(1, 4)
+        lo = rng.choice([k for k in range(-5, 7) if k != 1])
+        return f"[{lo}:{lo + n - 1}]=" + _nested(rng, elem, [n], 0.15)
+    return gen
+
+
+def _with_special(rng: random.Random) -> str:
+    """A numeric[] holding NaN or ±Infinity among ordinary elements."""
+    items = [_literal(None if rng.random() < 0.15 else _decimal(10, 4)(rng))
+             for _ in range(rng.randint(0, 4))]
+    items.insert(rng.randint(0, len(items)),
+                 rng.choice(["NaN", "NaN", "Infinity", "-Infinity"]))
+    return "{" + ",".join(items) + "}"
+
+
+def _bc_date(rng: random.Random) -> str:
+    return f"{rng.randint(1, 4713):04d}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d} BC"
+
+
+def _timetz_fraction(rng: random.Random) -> str:
+    """A one-dimensional timetz[] with at least one element holding a fraction of a second."""
+    items = [_literal(None if rng.random() < 0.15 else _timetz_whole(rng))
+             for _ in range(rng.randint(0, 3))]
+    fraction = f".{rng.randint(1, 999_999):06d}".rstrip("0")
+    items.insert(rng.randint(0, len(items)), f"{_clock(rng)}{fraction}{_offset(rng)}")
+    return "{" + ",".join(items) + "}"
+
+
+_BOUNDS = re.compile(r"^(\[-?\d+:-?\d+\])+=")
+
+
+def _is_multidim(text: str) -> bool:
+    return _BOUNDS.sub("", text).startswith("{{")
+
+
+def _top_level(text: str) -> int:
+    """How many elements the first dimension of an array's text form has."""
+    body = _BOUNDS.sub("", text)
+    depth, count, quoted, escaped = 0, 0, False, False
+    for ch in body:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif ch == "{":
+            depth += 1
+            if depth == 2:
+                count += 1
+        elif ch == "}":
+            depth -= 1
+    return count
+
+
+def _snapshot_only(history: list[str]) -> bool:
+    """The row is as Debezium's snapshot read it: no streamed event ever wrote it."""
+    return history == ["initial"]
+
+
+def _last_written_whole(history: list[str]) -> bool:
+    """The row's last event was an insert (or the snapshot's read), not an update."""
+    return bool(history) and history[-1] in ("initial", "insert")
+
+
+def _nulls(text: str) -> str:
+    return "{" + ",".join(["NULL"] * _top_level(text)) + "}"
+
+
+_NOT_CARRIED = "not carried by Debezium: "
+_REPORTED_TAIL = ("; migwatch's validator reports the rows (different, with the comparator's "
+                  "missing/extra/changed counts) — no false GO")
+_REFUSED_TAIL = ("; migwatch's validator reports the rows missing or different (with the "
+                 "comparator's counts)")
+
+LIMITS: list[LimitCase] = [
+    LimitCase(
+        "date_bc_snapshot", "BC dates in the rows Debezium's snapshot reads", REPORTED,
+        _NOT_CARRIED + "a BC date read by the snapshot arrives as the AD date (the era is lost "
+        "in Debezium's JDBC path: 4713-01-01 BC lands as 4713-01-01); a row any streamed event "
+        "wrote afterwards lands exactly (the stream carries the era)" + _REPORTED_TAIL,
+        (LimitColumn("", "date", BC_DATES, _bc_date),),
+        outside=lambda t: t.endswith(" BC"), lands_as=lambda t: t.removesuffix(" BC"),
+        altered=_snapshot_only,
+        mongo=_NOT_CARRIED + "a BC date read by the snapshot lands as the AD date (midnight "
+        "UTC), not refused: no dead letter; the validator reports an error naming the value "
+        "(no verdict, so no GO). A streamed BC date is refused: dead-lettered naming the column",
+        mongo_lands_as=lambda v: f"{v.removesuffix(' BC')}T00:00:00.000", covers=("date",)),
+    LimitCase(
+        "array_multidim", "multi-dimensional arrays (2-D and 3-D, NULL elements)", REPORTED,
+        _NOT_CARRIED + "a multi-dimensional array arrives as one NULL per element of its first "
+        "dimension ({{1,2},{3,4}} lands as {NULL,NULL})" + _REPORTED_TAIL,
+        (LimitColumn("int", "integer[]", ("{{1,2},{3,4}}", "{{{1}},{{NULL}}}", "{{NULL,5}}"),
+                     _multidim(_int(-2**31, 2**31 - 1))),
+         LimitColumn("numeric", "numeric[]", ("{{1.5,2},{3,-4.25}}",),
+                     _multidim(_decimal(12, 4))),
+         LimitColumn("timestamptz", "timestamp with time zone[]",
+                     ('{{"2024-01-01 00:00+00","2024-01-02 00:00+00"},'
+                      '{NULL,"1970-01-01 00:00+00"}}',), _multidim(_timestamptz))),
+        outside=_is_multidim, lands_as=_nulls,
+        mongo=_NOT_CARRIED + "the array lands as one null per element of its first dimension "
+        "([[1,2],[3,4]] as [null, null]), not refused: no dead letter; the validator reports "
+        "the rows (different) — no false GO",
+        mongo_lands_as=lambda v: [None] * len(v),
+        covers=("int_array", "numeric_array", "timestamptz_array", "timetz_array",
+                "uuid_array", "jsonb_array")),
+    LimitCase(
+        "text_array_multidim", "multi-dimensional arrays", REFUSED,
+        "refused: Debezium sends Java object names ([Ljava.lang.String;@…) for the elements; "
+        "migwatch dead-letters the event naming the column" + _REFUSED_TAIL,
+        (LimitColumn("", "text[]", ('{{"a","b"},{"c",NULL}}', '{{"x"}}'),
+                     _multidim(_text(0, 6))),),
+        outside=_is_multidim, mangled=lambda t: "Ljava." in t,
+        mongo="refused: dead-lettered naming the column; the validator reports the rows "
+        "missing (or different where an earlier value stays)", covers=("text_array",)),
+    LimitCase(
+        "array_lower_bound", "one-dimensional arrays whose lower bound is not 1 ([0:2]={1,2,3})",
+        REPORTED,
+        _NOT_CARRIED + "the lower bound is lost: the array lands with lower bound 1 "
+        "([0:2]={1,2,3} lands as {1,2,3})" + _REPORTED_TAIL,
+        (LimitColumn("int", "integer[]", ("[0:2]={1,2,3}", "[-3:-2]={7,NULL}"),
+                     _lower_bound(_int(-2**31, 2**31 - 1))),
+         LimitColumn("text", "text[]", ("[0:1]={a,b}", '[5:5]={"x y"}'),
+                     _lower_bound(_text(0, 6)))),
+        outside=lambda t: _BOUNDS.match(t) is not None, lands_as=lambda t: _BOUNDS.sub("", t),
+        covers=("int_array", "text_array", "numeric_array", "timestamptz_array",
+                "timetz_array", "uuid_array", "jsonb_array", "toast_text_array",
+                "toast_int_array")),
+    LimitCase(
+        "numeric_array_nan", "arrays holding NaN or ±Infinity among ordinary elements", REPORTED,
+        _NOT_CARRIED + "a numeric[] holding NaN, Infinity or -Infinity arrives as NULL (the "
+        "whole value): a row read by the snapshot or last inserted lands with NULL; in an "
+        "update (a key change included) migwatch cannot tell that NULL from an unchanged "
+        "TOASTed array, reads the column's current value from the source, and the row lands "
+        "exactly" + _REPORTED_TAIL,
+        (LimitColumn("", "numeric[]", ("{1.50,NaN,-0.0000000001,NULL}", "{Infinity}",
+                                       "{-Infinity,1}"), _with_special),),
+        outside=lambda t: any(w in t for w in ("NaN", "Infinity")), lands_as=lambda t: None,
+        altered=_last_written_whole, covers=("numeric_array",)),
+    LimitCase(
+        "timetz_array_fraction", "arrays whose elements hold fractions of a second", REPORTED,
+        _NOT_CARRIED + "in an array, Debezium sends each time in UTC without its fraction of "
+        "a second ({08:34:58.123+05:30} arrives as {03:04:58Z}); compared at UTC, the element "
+        "lands truncated to the second" + _REPORTED_TAIL,
+        (LimitColumn("", "time with time zone[]", (
+            '{"08:34:58.123+05:30",NULL}', '{"23:59:59.999999-12"}',
+            '{"12:00:00.5+00","01:02:03+01"}'), _timetz_fraction),),
+        outside=lambda t: re.search(r"\.\d", t) is not None,
+        lands_as=lambda t: re.sub(r"\.\d+", "", t), covers=("timetz_array",)),
+    LimitCase(
+        "varbit", "every value, the empty one included", REFUSED,
+        "refused: Debezium sends the bits as bytes without their length (101 arrives as "
+        "BQ==, the same as 00000101); pre-flight refuses the table naming the column, and a "
+        "migration started anyway has every event holding a value dead-lettered naming the "
+        "column" + _REFUSED_TAIL,
+        (LimitColumn("", "bit varying", ("", "1", "0", "1010101010101010101"), _bits(None)),),
+        outside=lambda t: True, preflight=True),
+    LimitCase(
+        "interval_array", "every value, NULL and the empty array included", REFUSED,
+        "refused: Debezium leaves the column out of every event, whatever its value; "
+        "pre-flight refuses the table naming the column. A migration started anyway has every "
+        "event that carries a whole row (the snapshot's reads, inserts) dead-lettered naming "
+        "the column; an update leaves the column out too, and migwatch takes it as unchanged "
+        "(no dead letter): the row keeps the target's value, or takes the source's current one "
+        "when the target lacks the row — so a row last updated lands exactly or keeps an "
+        "earlier value" + _REFUSED_TAIL,
+        (LimitColumn("", "interval[]", ('{"1 day","-1 mons +02:00:00"}', "{}", "{NULL}"),
+                     _array(_interval)),),
+        outside=lambda t: True, null_too=True, preflight=True, altered=_last_written_whole,
+        others_exact=False),
+]
+BY_LIMIT: dict[str, LimitCase] = {c.class_id: c for c in LIMITS}
+
+
 # ----------------------------------------------------------------------------- status today
 #: observed on the PostgreSQL target by tests/integration/test_cdc_differential.py (three seeds);
 #: update with the commit when a fix lands or a class starts failing, then rewrite the matrix
 #: (`python -m tests.differential.matrix --write`). A type not listed here passed.
-PG_OBSERVED_AT = "7fbfb78 + applier edits in progress"
-PG_FAILS: dict[str, str] = {
-    "date": "FAIL — '4713-01-01 BC' lands as 4713-01-01 (AD); ±infinity, 9999-12-31 exact",
-    **{f"timetz{p}": "FAIL — offset lost: Debezium sends the time in UTC (08:34:58+05:30 lands "
-                     "as 03:04:58+00; 24:00:00-12 as 12:00:00+00; 24:00:00+00 as 00:00:00+00)"
-       for p in range(7)},
-    "int_array": "FAIL — multi-dimensional {{1,2},{3,4}} lands as {NULL,NULL}; lower bounds "
-                 "lost ([0:2]={1,2,3} lands as {1,2,3}); NULL elements exact",
-    "text_array": "FAIL — multi-dimensional {{a,b},{c,NULL}} lands as Debezium's Java "
-                  "toString {[Ljava.lang.String;@…,…}",
-    "numeric_array": "FAIL — an array holding NaN lands as NULL (whole value); "
-                     "multi-dimensional lands as {NULL,NULL}",
-    "timestamptz_array": "FAIL — multi-dimensional lands as {NULL,NULL}; 1-D with infinity "
-                         "and NULL exact",
-    "varbit": "FAIL — refused at run time, not at pre-flight: every event of the table "
-              "dead-lettered, NULLs included (unsupported_value: 'bit varying loses its length "
-              "in schema-less events')",
-    "toast_json": "FAIL — a TOASTed json value untouched by an UPDATE that changed the primary "
-                  "key lands re-serialized: '{\"blob\": \"…' becomes '{\"blob\":\"…' "
-                  "(json keeps its text verbatim)",
-}
+PG_OBSERVED_AT = "451218d + uncommitted"
+PG_FAILS: dict[str, str] = {}
 #: the validator's verdict disagreed with the comparator's (PostgreSQL target)
 VALIDATOR_NOTES: dict[str, str] = {
-    "json": "validator: false NO-GO — error 'unsupported Unicode escape sequence' on a json "
-            "value holding \\u0000 (the comparator finds the table equal)",
-    "int_array": "validator: misses rows whose only difference is an array's lower bound "
-                 "(counts 3 of 4 changed rows)",
-    "toast_json": "validator: false GO — calls the table equal although json texts differ "
-                  "(whitespace)",
+    "timetz_array": "validator: false NO-GO — every row holding an element whose offset is "
+                    "not +00 counted changed ({23:59:59-12,00:00:00+14} lands as "
+                    "{11:59:59+00,10:00:00+00}, the same instants): the validator compares a "
+                    "timetz at UTC but hashes a timetz[] with its offsets",
 }
 #: observed on the MongoDB target (FerretDB 1.24) for the types of schema.MONGO_CLASSES; the
 #: others are not run on MongoDB yet. "Refused" means dead-lettered naming the column, one dead
@@ -505,19 +788,23 @@ MONGO_TODAY: dict[str, str] = {
     "numeric_38_10": "PASS — 38 digits kept as exact strings; NaN refused",
     "numeric": "PASS — NaN and ±Infinity refused; 1e-30 and 1e30 exact",
     "double": "PASS — NaN and ±Infinity refused",
-    "date": "FAIL — '4713-01-01 BC' lands as 4713-01-01 (AD) instead of being refused; "
-            "±infinity refused",
+    "date": "PASS — ±infinity and streamed BC dates refused (a BC date dead-lettered as "
+            "bad_value: OverflowError)",
     "timestamp3": _MS, "timestamp6": _MS, "timestamptz0": _MS, "timestamptz3": _MS,
     "timestamptz6": _MS,
     "json": f"FAIL — {_ALTERED_INT}; keys with '.' and nested arrays refused",
     "jsonb": f"FAIL — {_ALTERED_INT}; keys with a leading '$' and nested arrays refused",
-    "int_array": "FAIL — multi-dimensional arrays are not refused: {{1,2},{3,4}} lands as "
-                 "[null, null]",
-    "text_array": "FAIL — multi-dimensional arrays are not refused: they land as "
-                  "['[Ljava.lang.String;@…', …]",
-    "toast_text": "FAIL — after a primary-key change the untouched TOASTed value lands as null",
-    "toast_jsonb": "FAIL — after a primary-key change the untouched TOASTed value lands as null",
+    "int_array": "PASS",
+    "text_array": "PASS",
+    "toast_text": "PASS",
+    "toast_jsonb": "PASS in 3 runs at 451218d; FAIL once earlier today, on the working tree "
+                   "before 2234c47 (seed 20240601, which passed in the other runs): after a "
+                   "primary-key change the untouched TOASTed value landed as null (key "
+                   "[954662565], workload 'pk-change here') — intermittent, timing-dependent",
 }
+#: limit classes whose written contract did not hold (PASS otherwise), per target
+LIMIT_PG_FAILS: dict[str, str] = {}
+LIMIT_MONGO_FAILS: dict[str, str] = {}
 
 
 def pg_today(c: TypeCase) -> str:
@@ -528,3 +815,19 @@ def pg_today(c: TypeCase) -> str:
 
 def mongo_today(c: TypeCase) -> str:
     return MONGO_TODAY.get(c.slug, "not run yet")
+
+
+_HELD = {REPORTED: "PASS — the rows differ exactly as written; the validator reports them "
+                   "with the comparator's counts",
+         REFUSED: "PASS — dead-lettered naming the column; the validator reports the rows "
+                  "with the comparator's counts"}
+
+
+def limit_pg_today(c: LimitCase) -> str:
+    return LIMIT_PG_FAILS.get(c.slug, _HELD[c.kind])
+
+
+def limit_mongo_today(c: LimitCase, run: bool) -> str:
+    if not run:
+        return "not run yet"
+    return LIMIT_MONGO_FAILS.get(c.slug, "PASS — the contract held")

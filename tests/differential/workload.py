@@ -4,7 +4,8 @@
 at least once, then random rows. `run` then streams operations, one transaction of one to three
 statements at a time, paced over a given number of seconds:
 
-    insert       a fresh key (a deleted key may come back), edge values drawn often
+    insert       a fresh key (a deleted key may come back), edge values drawn often (and the
+                 stream-only ones: values Debezium carries when streamed, not in its snapshot)
     update       a random subset of the columns
     update-small only the small column `n` — a TOASTed neighbour stays untouched, so pgoutput
                  sends it as "unchanged" and Debezium as its placeholder
@@ -32,6 +33,7 @@ from tests.differential.schema import ColumnDef, TableDef
 
 TRUNCATE_CHANCE = 0.002
 EDGE_CHANCE = 0.2
+STREAM_EDGE_CHANCE = 0.3  # a column's stream-only edge values (ColumnDef.stream_edges)
 HISTORY = 8  # operations remembered per key, shown beside a differing key
 NUMBERS = ("smallint", "integer", "bigint")
 
@@ -98,6 +100,8 @@ class Workload:
     def _value(self, col: ColumnDef, initial_row: int | None = None) -> str | None:
         if initial_row is not None and initial_row < len(col.edges):
             return col.edges[initial_row]
+        if initial_row is None and col.stream_edges and self.rng.random() < STREAM_EDGE_CHANCE:
+            return self.rng.choice(col.stream_edges)
         if col.edges and self.rng.random() < EDGE_CHANCE:
             return self.rng.choice(col.edges)
         return col.gen(self.rng)
@@ -207,7 +211,7 @@ class Workload:
         st = self.state[table.qualified]
         count = len(st.keys) if table.key else st.rows
         r = self.rng.random()
-        if r < TRUNCATE_CHANCE and count:
+        if r < TRUNCATE_CHANCE and count and table.truncate:
             op = "truncate"
         elif count < 3 or r < 0.30:
             op = "insert"

@@ -8,14 +8,24 @@ group mid-stream and leaving. Then, on the same final state:
 
     test_class_lands_exactly                 the independent comparator (tests/differential/
                                              compare.py, no migwatch code): target == source
+                                             (timetz: the same instant at +00, the contract),
+                                             and pre-flight did not refuse the class's tables
     test_validator_agrees_with_comparator    migwatch's validator says equal exactly when the
                                              comparator does (no false GO, no false NO-GO)
+    test_limit_holds_its_contract            a limit class — values Debezium does not carry
+                                             (types.LIMITS) — differs exactly as its written
+                                             contract in docs/types.md says, and the validator
+                                             reports it with the comparator's counts
+                                             (tests/differential/limits.py)
     test_run_kept_its_applier_through_a_rebalance   the run itself: the applier survived, a
                                              second member really joined, the stream drained
 
-Classes share a run (one connector, one applier) per group and seed; the groups that can take
-the applier down (names outside Kafka's topic charset, colliding topics) run on their own. A
-class fails where the product is wrong — nothing here is skipped or expected to fail.
+Ordinary classes hold only values inside the domain Debezium carries and must land exactly; the
+values outside it are the limit classes' (one run with the rest: their events land altered or
+are dead-lettered, they never take the applier down). Classes share a run (one connector, one
+applier) per group and seed; the groups that can take the applier down (names outside Kafka's
+topic charset, colliding topics) run on their own. A class fails where the product is wrong —
+nothing here is skipped or expected to fail.
 
 Seeds: two fixed ones and one random one, printed in every test id and failure. Choose:
 
@@ -35,6 +45,8 @@ tests/differential/compare_mongo.py encodes (schema.MONGO_CLASSES):
                                              naming its column (never dropped or altered)
     test_mongodb_validator_agrees            the validator's verdict, refused rows counting as
                                              "not complete"
+    test_mongodb_limit_holds_its_contract    the limit classes of schema.MONGO_CLASSES, by
+                                             their MongoDB contract
 """
 
 from __future__ import annotations
@@ -51,10 +63,10 @@ from tests.differential.run import RunConfig, RunOutcome, run
 from tests.differential.schema import MAIN, DiffClass
 
 FIXED_SEEDS = (20240601, 7)
-#: CI sizes: 60 initial rows per table (every edge value is in the snapshot), 2500 streamed
-#: operations shared by weight over the whole catalogue — 20 per type table, 80 per TOAST
-#: table, 60 per key-shape table — in 12 s
-ROWS, OPERATIONS, SECONDS = 60, 2500, 12.0
+#: CI sizes: 60 initial rows per table (every edge value is in the snapshot), 2700 streamed
+#: operations shared by weight over the whole catalogue — 20 per type or limit table, 80 per
+#: TOAST table, 60 per key-shape table — in 12 s
+ROWS, OPERATIONS, SECONDS = 60, 2700, 12.0
 
 
 def _seeds() -> list[int]:
@@ -66,17 +78,19 @@ def _seeds() -> list[int]:
 
 SEEDS = _seeds()
 CLASSES = schema.select(os.environ.get("MIGWATCH_DIFF_CLASSES"))
+ORDINARY = [c for c in CLASSES if c.limit is None]
+LIMITS = [c for c in CLASSES if c.limit is not None]
 
 
 #: MongoDB sizes: FerretDB writes slowly, so fewer rows and operations (one seed; the
-#: operations are catalogue-wide, the MongoDB classes get their share: about 600)
-MONGO_ROWS, MONGO_OPERATIONS, MONGO_SECONDS = 30, 1800, 10.0
+#: operations are catalogue-wide, the MongoDB classes get their share: about 700)
+MONGO_ROWS, MONGO_OPERATIONS, MONGO_SECONDS = 30, 1950, 10.0
 MONGO = [c for c in CLASSES if c.id in schema.MONGO_CLASSES]
 
 
-def _cases() -> list[object]:
+def _cases(classes: list[DiffClass]) -> list[object]:
     return [pytest.param(cls, seed, id=f"{cls.id}-seed{seed}")
-            for seed in SEEDS for cls in CLASSES if cls.group == MAIN or seed == SEEDS[0]]
+            for seed in SEEDS for cls in classes if cls.group == MAIN or seed == SEEDS[0]]
 
 
 def _groups() -> list[object]:
@@ -115,13 +129,13 @@ def runs(stack: Stack, request: pytest.FixtureRequest) -> Iterator[Runs]:
         params = getattr(getattr(item, "callspec", None), "params", {})
         module = getattr(item, "module", None)
         if module is not None and module.__name__ == __name__:
-            if "cls" in params:
+            if isinstance(params.get("cls"), DiffClass):  # not an empty parametrization
                 cls, seed = params["cls"], params["seed"]
                 group = cls.group if "mongodb" not in item.name else f"mongodb:{cls.group}"
                 wanted.setdefault((group, seed), [])
                 if cls not in wanted[(group, seed)]:
                     wanted[(group, seed)].append(cls)
-            elif "group" in params:  # the run check alone: every class of the group
+            elif isinstance(params.get("group"), str):  # the run check alone: every class
                 wanted.setdefault((params["group"], params["seed"]), [])
     for key, classes in wanted.items():
         if not classes:
@@ -134,16 +148,16 @@ def _reproduce(cls: DiffClass, seed: int) -> str:
             f".venv/bin/python -m pytest tests/integration/test_cdc_differential.py")
 
 
-@pytest.mark.parametrize(("cls", "seed"), _cases())
+@pytest.mark.parametrize(("cls", "seed"), _cases(ORDINARY))
 def test_class_lands_exactly(runs: Runs, cls: DiffClass, seed: int) -> None:
     outcome = runs.get(cls.group, seed)
     result = outcome.classes[cls.id]
-    if not result.equal:
+    if not result.equal or result.preflight:
         pytest.fail(f"{cls.about}\n{result.describe()}\n{outcome.summary()}"
                     f"{_reproduce(cls, seed)}", pytrace=False)
 
 
-@pytest.mark.parametrize(("cls", "seed"), _cases())
+@pytest.mark.parametrize(("cls", "seed"), _cases(ORDINARY))
 def test_validator_agrees_with_comparator(runs: Runs, cls: DiffClass, seed: int) -> None:
     outcome = runs.get(cls.group, seed)
     result = outcome.classes[cls.id]
@@ -152,6 +166,18 @@ def test_validator_agrees_with_comparator(runs: Runs, cls: DiffClass, seed: int)
         pytest.fail("migwatch's validator and the independent comparator disagree:\n"
                     + "\n".join(disagreements) + f"\n{result.describe()}"
                     + _reproduce(cls, seed), pytrace=False)
+
+
+@pytest.mark.parametrize(("cls", "seed"), _cases(LIMITS))
+def test_limit_holds_its_contract(runs: Runs, cls: DiffClass, seed: int) -> None:
+    assert cls.limit is not None
+    outcome = runs.get(cls.group, seed)
+    result = outcome.classes[cls.id]
+    broken = result.failures()
+    if broken:
+        pytest.fail(f"{cls.about}\ncontract ({cls.limit.kind}): {cls.limit.pg}\n"
+                    f"{result.describe()}\n{outcome.summary()}{_reproduce(cls, seed)}",
+                    pytrace=False)
 
 
 @pytest.mark.parametrize(("group", "seed"), _groups())
@@ -171,11 +197,12 @@ def test_run_kept_its_applier_through_a_rebalance(runs: Runs, group: str, seed: 
         pytest.fail("\n".join(problems) + "\n" + outcome.summary(), pytrace=False)
 
 
-def _mongo_cases() -> list[object]:
-    return [pytest.param(cls, SEEDS[0], id=f"{cls.id}-seed{SEEDS[0]}") for cls in MONGO]
+def _mongo_cases(limits: bool) -> list[object]:
+    return [pytest.param(cls, SEEDS[0], id=f"{cls.id}-seed{SEEDS[0]}") for cls in MONGO
+            if (cls.limit is not None) == limits]
 
 
-@pytest.mark.parametrize(("cls", "seed"), _mongo_cases())
+@pytest.mark.parametrize(("cls", "seed"), _mongo_cases(limits=False))
 def test_mongodb_class_lands_as_documented(runs: Runs, cls: DiffClass, seed: int) -> None:
     outcome = runs.get(cls.group, seed, target="mongodb")
     result = outcome.classes[cls.id]
@@ -184,7 +211,7 @@ def test_mongodb_class_lands_as_documented(runs: Runs, cls: DiffClass, seed: int
                     pytrace=False)
 
 
-@pytest.mark.parametrize(("cls", "seed"), _mongo_cases())
+@pytest.mark.parametrize(("cls", "seed"), _mongo_cases(limits=False))
 def test_mongodb_validator_agrees(runs: Runs, cls: DiffClass, seed: int) -> None:
     outcome = runs.get(cls.group, seed, target="mongodb")
     result = outcome.classes[cls.id]
@@ -192,4 +219,16 @@ def test_mongodb_validator_agrees(runs: Runs, cls: DiffClass, seed: int) -> None
     if disagreements:
         pytest.fail("MongoDB target: migwatch's validator and the independent comparator "
                     "disagree:\n" + "\n".join(disagreements) + f"\n{result.describe()}",
+                    pytrace=False)
+
+
+@pytest.mark.parametrize(("cls", "seed"), _mongo_cases(limits=True))
+def test_mongodb_limit_holds_its_contract(runs: Runs, cls: DiffClass, seed: int) -> None:
+    assert cls.limit is not None
+    outcome = runs.get(cls.group, seed, target="mongodb")
+    result = outcome.classes[cls.id]
+    broken = result.failures()
+    if broken:
+        pytest.fail(f"MongoDB target, {cls.about}\ncontract ({cls.limit.kind}): "
+                    f"{cls.limit.mongo}\n{result.describe()}\n{outcome.summary()}",
                     pytrace=False)
