@@ -765,22 +765,15 @@ BY_LIMIT: dict[str, LimitCase] = {c.class_id: c for c in LIMITS}
 #: observed on the PostgreSQL target by tests/integration/test_cdc_differential.py (three seeds);
 #: update with the commit when a fix lands or a class starts failing, then rewrite the matrix
 #: (`python -m tests.differential.matrix --write`). A type not listed here passed.
-PG_OBSERVED_AT = "451218d + uncommitted"
+PG_OBSERVED_AT = "5943f7d"
 PG_FAILS: dict[str, str] = {}
 #: the validator's verdict disagreed with the comparator's (PostgreSQL target)
-VALIDATOR_NOTES: dict[str, str] = {
-    "timetz_array": "validator: false NO-GO — every row holding an element whose offset is "
-                    "not +00 counted changed ({23:59:59-12,00:00:00+14} lands as "
-                    "{11:59:59+00,10:00:00+00}, the same instants): the validator compares a "
-                    "timetz at UTC but hashes a timetz[] with its offsets",
-}
+VALIDATOR_NOTES: dict[str, str] = {}
 #: observed on the MongoDB target (FerretDB 1.24) for the types of schema.MONGO_CLASSES; the
 #: others are not run on MongoDB yet. "Refused" means dead-lettered naming the column, one dead
 #: letter per refused row at least (checked by the harness)
 _MS = ("PASS — at milliseconds; ±infinity, BC and year-10000 values refused. The validator "
        "reports an error (no verdict) when the source holds such a value")
-_ALTERED_INT = ("an integer beyond int64 (123456789012345678901234567890) lands as the double "
-                "1.2345678901234568e+29 instead of being refused")
 MONGO_TODAY: dict[str, str] = {
     "integer": "PASS", "bigint": "PASS", "boolean": "PASS", "text": "PASS", "uuid": "PASS",
     "bytea": "PASS", "uuid_array": "PASS",
@@ -792,15 +785,12 @@ MONGO_TODAY: dict[str, str] = {
             "bad_value: OverflowError)",
     "timestamp3": _MS, "timestamp6": _MS, "timestamptz0": _MS, "timestamptz3": _MS,
     "timestamptz6": _MS,
-    "json": f"FAIL — {_ALTERED_INT}; keys with '.' and nested arrays refused",
-    "jsonb": f"FAIL — {_ALTERED_INT}; keys with a leading '$' and nested arrays refused",
+    "json": "PASS — integers beyond int64, keys with '.' and nested arrays refused",
+    "jsonb": "PASS — integers beyond int64, keys with a leading '$' and nested arrays refused",
     "int_array": "PASS",
     "text_array": "PASS",
     "toast_text": "PASS",
-    "toast_jsonb": "PASS in 3 runs at 451218d; FAIL once earlier today, on the working tree "
-                   "before 2234c47 (seed 20240601, which passed in the other runs): after a "
-                   "primary-key change the untouched TOASTed value landed as null (key "
-                   "[954662565], workload 'pk-change here') — intermittent, timing-dependent",
+    "toast_jsonb": "PASS",
 }
 #: limit classes whose written contract did not hold (PASS otherwise), per target
 LIMIT_PG_FAILS: dict[str, str] = {}
