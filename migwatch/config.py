@@ -217,6 +217,15 @@ class KafkaSpec(_Model):
     dlq_topic: str | None = None  # default: migwatch.<migration_id>.dlq
     batch_size: int = Field(default=2000, ge=1, le=100_000)
 
+    @field_validator("dlq_topic")
+    @classmethod
+    def _topic_name(cls, value: str | None) -> str | None:
+        """Kafka's own rule, checked here: a bad name would stop the applier at its first
+        dead letter, not at the start."""
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value):
+            raise ValueError(f"{value!r} is not a Kafka topic name: 1 to 249 of A-Z a-z 0-9 . _ -")
+        return value
+
 
 class ConnectSpec(_Model):
     url: str = "http://127.0.0.1:8083"

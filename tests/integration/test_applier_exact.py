@@ -261,3 +261,50 @@ def test_records_read_twice_by_a_rewind_never_let_an_older_image_win(
         assert isinstance(writer, PostgresWriter)
     finally:
         writer.close()
+
+
+# ----------------------------------------------------------------------- dead letters
+def test_dead_letters_are_acknowledged_before_the_offsets_past_them_are_stored(
+        stack: Stack, source_db: PgDatabase, target_db: PgDatabase, migration_id: str) -> None:
+    """A batch with a bad event whose dead letter Kafka does not take (here: larger than a
+    message may be) stores nothing: no rows, no offsets. Once a dead letter is acknowledged the
+    batch lands, and a record read twice counts once."""
+    from kafka import KafkaProducer
+
+    from migwatch.errors import MigwatchError
+
+    for db in (source_db, target_db):
+        with db.connect() as conn:
+            conn.execute("CREATE TABLE kv (id int PRIMARY KEY, v text)")
+    spec = make_spec(source_db, target_db, ["public.kv"], stack)
+    applier = Applier(spec, migration_id, metrics_enabled=False)
+    applier._load_tables()
+    writer = applier._writer()
+    topic = names.table_topic(migration_id, "public.kv")
+    bad = SimpleNamespace(topic=topic, partition=0, offset=1, key=None, headers=[],
+                          value=b"not json")
+    huge = SimpleNamespace(topic=topic, partition=0, offset=1, key=None, headers=[],
+                           value=b"not json" * 300_000)
+    batch = [record(topic, 0, 1, "a"), huge, record(topic, 2, 2, "b")]
+    dlq = KafkaProducer(bootstrap_servers=stack.address("kafka"), max_block_ms=3000)
+    try:
+        with pytest.raises(MigwatchError):
+            applier._process(batch, writer, dlq=dlq)
+        with target_db.connect() as conn:
+            assert conn.execute("SELECT count(*) FROM kv").fetchone() == (0,)
+            assert conn.execute(
+                "SELECT count(*) FROM migwatch.applied_offsets WHERE migration_id = %s",
+                [migration_id]).fetchone() == (0,)
+        applier._process([record(topic, 0, 1, "a"), bad, record(topic, 2, 2, "b"), bad],
+                         writer, dlq=dlq)
+        with target_db.connect() as conn:
+            assert conn.execute("SELECT count(*) FROM kv").fetchone() == (2,)
+            assert conn.execute(
+                "SELECT dlq_events FROM migwatch.applied_position WHERE migration_id = %s "
+                "AND table_name = '*'", [migration_id]).fetchone() == (1,)
+            assert conn.execute(
+                "SELECT next_offset FROM migwatch.applied_offsets WHERE migration_id = %s",
+                [migration_id]).fetchone() == (3,)
+    finally:
+        dlq.close(timeout=5)
+        writer.close()

@@ -130,3 +130,11 @@ def test_a_malformed_table_name_is_refused_naming_it(text: str) -> None:
 
     with pytest.raises(ValueError):
         TableSpec(source=text)
+
+
+@pytest.mark.parametrize("topic", ["has space", "x" * 250, "", "tab\tbed"])
+def test_a_dead_letter_topic_kafka_would_refuse_is_refused_in_the_spec(topic: str) -> None:
+    from migwatch.config import KafkaSpec
+
+    with pytest.raises(ValueError, match="not a Kafka topic name"):
+        KafkaSpec(dlq_topic=topic)
