@@ -31,10 +31,11 @@ def as_paragraphs(text: str | None) -> str | None:
     typer's rich help keeps a docstring's single newlines (in every paragraph after the first,
     and in a group's list of commands) and then wraps the text again, so hard-wrapped docstrings
     read as ragged fragments. A paragraph opening with click's \\b and anything after \\f stay.
+    Square brackets are text, never rich markup (`[a-z0-9-]` vanished as an unknown tag).
     """
     if not text:
         return text
-    text, cut, rest = inspect.cleandoc(text).partition("\f")
+    text, cut, rest = escape(inspect.cleandoc(text)).partition("\f")
     paragraphs = re.split(r"\n(?:[ \t]*\n)+", text.strip())
     return "\n\n".join(p if p.startswith("\b") else re.sub(r"[ \t]*\n[ \t]*", " ", p)
                        for p in paragraphs) + cut + rest

@@ -112,3 +112,12 @@ def test_help_reads_as_paragraphs(path: tuple[str, ...], width: int) -> None:
     breaks = ragged_breaks(text)
     assert not breaks, f"`migwatch {' '.join(path)} --help` at {width} columns:\n" + \
         "\n---\n".join(breaks)
+
+
+def test_square_brackets_in_help_are_text_not_markup() -> None:
+    from typer.testing import CliRunner
+
+    from migwatch.cli import app
+
+    out = CliRunner().invoke(app, ["apply", "--help"], env={"COLUMNS": "120"}).output
+    assert "[a-z0-9-]" in out
