@@ -359,9 +359,9 @@ class PostgresWriter:
             return
         cols = sql.SQL(", ").join(sql.Identifier(k) for k in pk)
         one = sql.SQL(", ").join(sql.Placeholder() * len(pk))
+        held = self._held_keys(table, target, list(partial))
         for key, row in partial.items():
-            if self.conn.execute(sql.SQL("SELECT 1 FROM {} WHERE ({}) = ({})").format(
-                    target, cols, one), list(key)).fetchone() is not None:
+            if key in held:
                 continue  # the target's row keeps its values (see _apply_partial)
             wanted = [k for k, v in row.items() if v is UNCHANGED]
             old_key = (batch.moved.get(table) or {}).get(key)
@@ -378,6 +378,16 @@ class PostgresWriter:
                 found = None if current is None else tuple(current[k] for k in wanted)
             row.update(zip(wanted, found if found is not None else [None] * len(wanted),
                            strict=True))
+
+    def _held_keys(self, table: str, target: sql.Identifier,
+                   keys: list[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
+        """Which of `keys` the target holds, in one query (keys matched by position: a decoded
+        key and the driver's value of it need not print alike)."""
+        info = self.infos[table]
+        query = _rows_by_position(target, sql.SQL(""), list(info.primary_key),
+                                  {c.name: c.type for c in info.columns}, len(keys))
+        found = self.conn.execute(query, [v for k in keys for v in k]).fetchall()
+        return {keys[int(r[0])] for r in found}
 
     def _resolve_from_source(self, table: str, ups: dict[tuple[Any, ...], dict[str, Any]],
                              ) -> None:
@@ -776,22 +786,11 @@ class Applier:
             if self._source is None or self._source.closed or self._source.broken:
                 self._source = pg.connect_endpoint(self.spec.source, "source", autocommit=True,
                                                    application="migwatch-applier")
-            types = {c.name: c.type for c in info.columns}
-            slots = [sql.Identifier(f"k{i}") for i in range(len(pk))]
-            # keys matched by position (a row number), not by their text: a decoded key and
-            # the driver's value of it need not print alike
-            query = sql.SQL("SELECT v.i, {} FROM {} AS t JOIN (VALUES {}) AS v(i, {}) "
-                            "ON ({}) = ({})").format(
-                sql.SQL(", ").join(sql.SQL("t.{}::text" if as_text else "t.{}").format(
-                    sql.Identifier(c)) for c in columns),
+            query = _rows_by_position(
                 sql.Identifier(spec.schema_name, spec.name),
-                sql.SQL(", ").join(sql.SQL("({}, {})").format(
-                    sql.Literal(n), sql.SQL(", ").join(
-                        sql.SQL("CAST(%s AS {})").format(sql.SQL(types[k])) for k in pk))
-                    for n in range(len(keys))),
-                sql.SQL(", ").join(slots),
-                sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in pk),
-                sql.SQL(", ").join(sql.SQL("v.{}").format(s) for s in slots))
+                sql.SQL("").join(sql.SQL(", t.{}::text" if as_text else ", t.{}").format(
+                    sql.Identifier(c)) for c in columns),
+                pk, {c.name: c.type for c in info.columns}, len(keys))
             found = self._source.execute(query, [v for k in keys for v in k]).fetchall()
         out = {}
         for r in found:
@@ -1200,6 +1199,22 @@ class Applier:
             metrics.APPLIED_SOURCE_TS.labels(self.mid).set(batch.max_ts[names.ALL_TABLES] / 1000)
             metrics.EVENT_TIME_LAG.labels(self.mid).set(
                 max(0.0, (now_ms - batch.max_ts[names.ALL_TABLES]) / 1000))
+
+
+def _rows_by_position(table: sql.Identifier, columns: sql.Composable, pk: list[str],
+                      types: dict[str, str], count: int) -> sql.Composed:
+    """SELECT the ordinal of each of `count` keys (bound as parameters, cast to the key
+    columns' types) with `columns` of its row in `table` — keys matched by position, since a
+    decoded key and the driver's value of it need not print alike."""
+    slots = [sql.Identifier(f"k{i}") for i in range(len(pk))]
+    return sql.SQL("SELECT v.i{} FROM {} AS t JOIN (VALUES {}) AS v(i, {}) ON ({}) = ({})").format(
+        columns, table,
+        sql.SQL(", ").join(sql.SQL("({}, {})").format(sql.Literal(n), sql.SQL(", ").join(
+            sql.SQL("CAST(%s AS {})").format(sql.SQL(types[k])) for k in pk))
+            for n in range(count)),
+        sql.SQL(", ").join(slots),
+        sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in pk),
+        sql.SQL(", ").join(sql.SQL("v.{}").format(slot) for slot in slots))
 
 
 def _id_key(value: Any) -> Any:
