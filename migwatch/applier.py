@@ -1093,8 +1093,6 @@ class Applier:
         if bad:
             # dead letters are acknowledged by Kafka before the target stores the offsets past
             # them; a batch the target applied already sends none
-            if isinstance(writer, PostgresWriter):
-                writer.stored_offsets([])  # nothing: ends any open read transaction
             stored = writer.stored_offsets(batch.first_offsets)
             if any(first < stored.get(tp, 0) for tp, first in batch.first_offsets.items()):
                 raise StaleBatch(stored)
