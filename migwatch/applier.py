@@ -42,8 +42,8 @@ from migwatch.connectors import kafka as kafka_conn
 from migwatch.connectors import mongo
 from migwatch.connectors import postgres as pg
 from migwatch.decoding import FROM_SOURCE, UNCHANGED, ColumnDecoder, SkipEvent, load_value
-from migwatch.errors import MigwatchError, PermanentError, TransientError
-from migwatch.mapping import key_to_id, row_to_document, supports_decimal128
+from migwatch.errors import MigwatchError, PermanentError, TransientError, UnsupportedValue
+from migwatch.targets.mongo_values import SOURCE_SESSION, DocumentForm, supports_decimal128
 
 log = logging.getLogger("migwatch.applier")
 
@@ -535,6 +535,10 @@ class MongoWriter:
             raise TransientError(f"target ({spec.target.redacted()}): unreachable: "
                                  f"{type(exc).__name__}") from exc
         self.db = self.client[spec.target.database]
+        #: each table's document form, decided once (numeric's form depends on the server)
+        self.forms = {t: DocumentForm(info, decimal128=self.decimal128,
+                                      json_string_columns=self.tables[t].json_string_columns)
+                      for t, info in infos.items() if t in self.tables}
 
     def stored_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         wanted = {(tp.topic, tp.partition): tp for tp in partitions}
@@ -552,10 +556,9 @@ class MongoWriter:
             self._refuse_stale(batch)
             for table in batch.tables:
                 spec = self.tables[table]
-                pk = list(self.infos[table].primary_key)
+                form = self.forms[table]
                 coll = self.db[spec.target_table]
-                gone = [key_to_id(list(key), pk, decimal128=self.decimal128)
-                        for key in batch.deletes.get(table) or ()]
+                gone = [form.id(key) for key in batch.deletes.get(table) or ()]
                 docs = self._documents(coll, table, batch)
                 if self.chunk is not None:
                     self._replace_by_delete_and_insert(coll, table in batch.truncates, gone, docs)
@@ -615,55 +618,50 @@ class MongoWriter:
             raise StaleBatch(stored)
 
     def _documents(self, coll: Any, table: str, batch: Batch) -> list[dict[str, Any]]:
-        """The batch's rows as documents; a row whose event left out unchanged TOASTed columns
-        takes those fields from the document the target holds."""
-        spec = self.tables[table]
-        pk = list(self.infos[table].primary_key)
+        """The batch's rows as documents (their fields mapped when decoded: `Applier._change`);
+        a row whose event left out unchanged TOASTed columns takes those fields from the
+        document the target holds."""
+        form = self.forms[table]
         moved = batch.moved.get(table) or {}
         ups = batch.upserts.get(table) or {}
         doubtful = [k for k, r in ups.items() if any(v is FROM_SOURCE for v in r.values())]
         if doubtful and self.source_rows is not None:
             columns = [c.name for c in self.infos[table].columns]
-            current = self.source_rows(table, doubtful, columns, False)
+            current = self.source_rows(table, doubtful, columns, True)
             for key in doubtful:
-                now = current.get(key) or {}
-                ups[key] = {k: now.get(k) if v is FROM_SOURCE else v
-                            for k, v in ups[key].items()}
+                wanted = [k for k, v in ups[key].items() if v is FROM_SOURCE]
+                now = form.fields({k: (current.get(key) or {}).get(k) for k in wanted})
+                ups[key] = {k: now[k] if v is FROM_SOURCE else v for k, v in ups[key].items()}
         docs, partial = [], []
         for key, row in ups.items():
-            carried = {k: v for k, v in row.items() if v is not UNCHANGED}
-            doc = row_to_document(carried, pk, spec.json_string_columns,
-                                  decimal128=self.decimal128)
+            fields = {k: v for k, v in row.items()
+                      if v is not UNCHANGED and k not in form.primary_key}
+            doc = {"_id": form.id(key), **fields}
             docs.append(doc)
-            if len(carried) < len(row):
+            if any(v is UNCHANGED for v in row.values()):
                 # where the held values are: this key's document, or the old key's (key change)
                 old = moved.get(key)
-                source_id = doc["_id"] if old is None else \
-                    key_to_id(list(old), pk, decimal128=self.decimal128)
-                partial.append((doc, source_id))
+                source_id = doc["_id"] if old is None else form.id(old)
+                partial.append((key, doc, source_id))
         if partial:
-            ids = [source_id for _, source_id in partial]
+            ids = [source_id for _, _, source_id in partial]
             held = {_id_key(d["_id"]): d for d in coll.find({"_id": {"$in": ids}})}
-            for doc, source_id in partial:
+            for key, doc, source_id in partial:
                 got = held.get(_id_key(source_id))
                 if got is None:
-                    got = self._from_source(table, doc, pk)
+                    got = self._from_source(table, key)
                 for k, v in (got or {}).items():
                     if k != "_id":
                         doc.setdefault(k, v)
         return docs
 
-    def _from_source(self, table: str, doc: dict[str, Any], pk: list[str]) -> dict[str, Any]:
-        """The document of the source's current row, for fields the target does not hold."""
+    def _from_source(self, table: str, key: tuple[Any, ...]) -> dict[str, Any]:
+        """The fields of the source's current row, for fields the target does not hold."""
         if self.source_rows is None:
             return {}
-        key = tuple(doc["_id"][k] for k in pk) if len(pk) > 1 else (doc["_id"],)
         columns = [c.name for c in self.infos[table].columns]
-        current = self.source_rows(table, [key], columns, False).get(key)
-        if current is None:
-            return {}
-        return row_to_document(current, pk, self.tables[table].json_string_columns,
-                               decimal128=self.decimal128)
+        current = self.source_rows(table, [key], columns, True).get(key)
+        return {} if current is None else self.forms[table].fields(current)
 
     def _bulk(self, coll: Any, ops: list[Any]) -> None:
         """Ordered writes, in commands FerretDB can finish (see FERRETDB_WRITE_CHUNK)."""
@@ -724,6 +722,11 @@ class Applier:
         self.decoders: dict[str, ColumnDecoder] = {}
         #: tables without a key (REPLICA IDENTITY FULL) on a PostgreSQL target: applied in order
         self.keyless: set[str] = set()
+        #: tables without a key on a MongoDB target, which needs one for _id: dead-lettered
+        self.unkeyed: set[str] = set()
+        #: a MongoDB target's document forms (from its writer): values are mapped as decoded,
+        #: so a value the target cannot hold dead-letters its own event
+        self.forms: dict[str, DocumentForm] | None = None
         self._source: Any = None
         #: since when the consumer has not been a stable group member (None: it is)
         self._unstable_since: float | None = None
@@ -752,24 +755,20 @@ class Applier:
                     log.warning("table %s is missing on the source", t.source)
                     continue
                 if not info.primary_key:
-                    if self.spec.target.kind == "postgres":
-                        self.keyless.add(t.source)
-                    else:  # replica identity full: the whole row is the document's key
-                        info = pg.TableInfo(info.schema, info.name, info.columns,
-                                            tuple(c.name for c in info.columns),
-                                            info.replica_identity)
+                    (self.keyless if self.spec.target.kind == "postgres"
+                     else self.unkeyed).add(t.source)
                 self.infos[t.source] = info
                 self.decoders[t.source] = ColumnDecoder(
-                    info.columns,
-                    target="postgres" if self.spec.target.kind == "postgres" else "mongodb",
-                    full_identity=info.replica_identity == "f")
+                    info.columns, full_identity=info.replica_identity == "f")
 
     def _writer(self) -> PostgresWriter | MongoWriter:
         if self.spec.target.kind == "postgres":
             return PostgresWriter(self.spec, self.mid, self.infos, self.tables, self.keyless,
                                   source_rows=self.source_rows)
-        return MongoWriter(self.spec, self.mid, self.infos, self.tables,
-                           source_rows=self.source_rows)
+        writer = MongoWriter(self.spec, self.mid, self.infos, self.tables,
+                             source_rows=self.source_rows)
+        self.forms = writer.forms
+        return writer
 
     def source_rows(self, table: str, keys: list[tuple[Any, ...]], columns: list[str],
                     as_text: bool) -> dict[tuple[Any, ...], dict[str, Any]]:
@@ -786,10 +785,14 @@ class Applier:
             if self._source is None or self._source.closed or self._source.broken:
                 self._source = pg.connect_endpoint(self.spec.source, "source", autocommit=True,
                                                    application="migwatch-applier")
+                self._source.execute(SOURCE_SESSION)  # text forms: UTC, ISO, hex
+            if as_text and self.forms is not None:
+                values = self.forms[table].select_list(columns, alias="t")
+            else:
+                values = sql.SQL(", ").join(sql.SQL("t.{}::text" if as_text else "t.{}").format(
+                    sql.Identifier(c)) for c in columns)
             query = _rows_by_position(
-                sql.Identifier(spec.schema_name, spec.name),
-                sql.SQL("").join(sql.SQL(", t.{}::text" if as_text else ", t.{}").format(
-                    sql.Identifier(c)) for c in columns),
+                sql.Identifier(spec.schema_name, spec.name), sql.SQL(", ") + values,
                 pk, {c.name: c.type for c in info.columns}, len(keys))
             found = self._source.execute(query, [v for k in keys for v in k]).fetchall()
         out = {}
@@ -825,6 +828,10 @@ class Applier:
         op = value.get("op")
         if op not in ("r", "c", "u", "d", "t"):
             raise SkipEvent("invalid_envelope", f"unknown op {op!r}")
+        if table.source in self.unkeyed:
+            raise SkipEvent("unsupported_value", f"table {table.source}: no primary key (nor "
+                                                 "REPLICA IDENTITY USING INDEX): a MongoDB "
+                                                 "target needs a key for _id")
         info = self.infos[table.source]
         decoder = self.decoders[table.source]
         ts = int(source.get("ts_ms") or value.get("ts_ms") or 0)
@@ -862,8 +869,25 @@ class Applier:
             if raw:
                 old = decoder.decode(orjson.loads(raw), update=True)  # the key columns only
                 old_key = tuple(old.get(k) for k in info.primary_key)
+        if self.forms is not None:
+            row = self._mapped(table.source, op, key, row, old_key)
         return Change(table, op, key, None if op == "d" else row, ts, lsn, snap,
                       old_key=old_key)
+
+    def _mapped(self, table: str, op: str, key: tuple[Any, ...], row: dict[str, Any],
+                old_key: tuple[Any, ...] | None) -> dict[str, Any]:
+        """A MongoDB target: the row's fields in their document form (key columns stay as
+        decoded: the writer maps them to `_id`); a value the target cannot hold dead-letters
+        this event, naming its column."""
+        assert self.forms is not None
+        form = self.forms[table]
+        try:
+            form.id(key)
+            if old_key is not None:
+                form.id(old_key)
+            return row if op == "d" else {**row, **form.fields(row)}
+        except UnsupportedValue as exc:
+            raise SkipEvent("unsupported_value", str(exc)) from exc
 
     # -------------------------------------------------------------- main loop
     def run(self, on_batch: Callable[[Batch], None] | None = None,

@@ -46,6 +46,7 @@ from migwatch.errors import (
     TargetNotEmpty,
     TransientError,
 )
+from migwatch.targets.mongo_values import DocumentForm
 
 #: the applier's stored Kafka offsets on the target, next to `names.POSITION_TABLE` /
 #: `names.POSITION_COLLECTION` (named as migwatch/applier.py names them)
@@ -332,7 +333,8 @@ def _check_source(spec: MigrationSpec, migration_id: str) -> Checks:
             bad.append(f"source: no free WAL sender ({senders} of max_wal_senders="
                        f"{max_senders} in use)")
         for t in spec.tables:
-            problems = _table_problems(conn, t.schema_name, t.name)
+            problems = _table_problems(conn, t.schema_name, t.name, spec.target.kind,
+                                       t.json_string_columns)
             if problems:
                 bad += [f"table {t.source}: {p}" for p in problems]
             else:
@@ -343,10 +345,12 @@ def _check_source(spec: MigrationSpec, migration_id: str) -> Checks:
 _IDENTITY = {"d": "DEFAULT", "n": "NOTHING", "f": "FULL", "i": "USING INDEX"}
 
 
-def _table_problems(conn: Any, schema: str, name: str) -> list[str]:
+def _table_problems(conn: Any, schema: str, name: str, target_kind: str = "postgres",
+                    json_string_columns: tuple[str, ...] = ()) -> list[str]:
     """Why logical decoding cannot carry this table exactly (nothing when it can): it is
     missing, a partition rather than its root, unlogged, holds large objects, or its updates
-    and deletes would arrive without a key to apply them by. Each says what to do instead."""
+    and deletes would arrive without a key to apply them by; on a MongoDB target also what a
+    document cannot hold (`DocumentForm.refusals`). Each says what to do instead."""
     info = describe_table(conn, schema, name)
     if info is None:
         return ["does not exist on the source"]
@@ -364,7 +368,7 @@ def _table_problems(conn: Any, schema: str, name: str) -> list[str]:
         problems.append(f"column(s) {', '.join(lobs)} hold large-object references (oid/lo): "
                         "logical decoding carries the reference number, never the large "
                         "object's data; move the data into a bytea column first")
-    uncarried = [f"{c.name} ({c.type})" for c in info.columns if _uncarried(c.type)]
+    uncarried = [f"{c.name} ({c.type})" for c in info.columns if _uncarried(c.value_type)]
     if uncarried:
         problems.append(f"column(s) {', '.join(uncarried)}: Debezium's change events do not "
                         "carry values of this type exactly (bit varying loses its length, "
@@ -376,6 +380,10 @@ def _table_problems(conn: Any, schema: str, name: str) -> list[str]:
                              leaf.schema, leaf.name).as_string(conn))]
     else:
         problems += _key_problems(info, ident)
+    if target_kind == "mongodb":
+        form = DocumentForm(info, json_string_columns=json_string_columns)
+        problems += [p for p in form.refusals() if not p.startswith(tuple(
+            f"column {c.name!r} (" for c in info.columns if _uncarried(c.value_type)))]
     return problems
 
 

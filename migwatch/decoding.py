@@ -14,9 +14,10 @@ hstore.handling.mode=json, time.precision.mode=adaptive_time_microseconds):
   bytea                base64;  bit(n) base64 of a little-endian bit set;  point {x, y, wkb}
   unchanged TOASTed    `__debezium_unavailable_value`, in the column's own encoding
 
-For a PostgreSQL target, temporal values become PostgreSQL's own text (BC years, infinity and
-24:00:00 included, which Python's datetime cannot hold); for a MongoDB target they become Python
-values (documented limits: no BC, no infinity — those dead-letter naming the column).
+Values come out in one form whatever the target: PostgreSQL's own text of the value (BC years,
+infinity and 24:00:00 included, which Python's datetime cannot hold), or the JSON value where
+it is already exact (numbers, booleans, text; bytea as bytes, numeric as Decimal). A PostgreSQL
+target takes them as they are; `targets.mongo_values` maps them to a MongoDB document.
 A value the event does not carry (an unchanged TOASTed column) decodes to `UNCHANGED`: the
 writer keeps the target's current value.
 """
@@ -25,11 +26,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
 import re
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import orjson
@@ -108,7 +108,6 @@ _DATE_MIN_DAYS, _DATE_MAX_DAYS = -2440588, 2145031948
 _NUMERIC_INFINITY = {"POSITIVE_INFINITY": Decimal("Infinity"),
                      "NEGATIVE_INFINITY": Decimal("-Infinity")}
 
-Target = Literal["postgres", "mongodb"]
 _PRECISION = re.compile(r"\((\d+)\)")
 _JAVA_ARRAY = re.compile(r"^\[+L[\w.$]+;@[0-9a-f]+$")
 
@@ -215,11 +214,9 @@ def _bits(value: str, length: int) -> str:
 
 # ------------------------------------------------------------------------------ the decoder
 class ColumnDecoder:
-    """Turns one table's Debezium JSON values into values for the target engine."""
+    """Turns one table's Debezium JSON values into PostgreSQL's values (see the module doc)."""
 
-    def __init__(self, columns: Iterable[pg.Column], target: Target = "postgres",
-                 full_identity: bool = False) -> None:
-        self.target = target
+    def __init__(self, columns: Iterable[pg.Column], full_identity: bool = False) -> None:
         self._schema: Any = None
         #: per numeric column, from the embedded schema: the Decimal scale when Connect sent the
         #: value as bytes, None when it sent text; kept with the size of the schema it came from
@@ -231,15 +228,15 @@ class ColumnDecoder:
         #: has Debezium fill unchanged values from the old row: no doubt there)
         self.unmarked_arrays: set[str] = set()
         for c in columns:
-            kind = column_kind(c.type)
+            kind = column_kind(c.value_type)
             self.kinds[c.name] = kind
-            if c.type.endswith("[]"):
+            if c.value_type.endswith("[]"):
                 self.arrays.add(c.name)
-                element = c.type[:-2].split("(")[0].strip().lower()
+                element = c.value_type[:-2].split("(")[0].strip().lower()
                 if not full_identity and element not in _MARKED_ARRAY_ELEMENTS:
                     self.unmarked_arrays.add(c.name)
             if kind == "bit":
-                self.bit_lengths[c.name] = _bit_length(c.type)
+                self.bit_lengths[c.name] = _bit_length(c.value_type)
 
     def decode(self, row: dict[str, Any], schema: Any = None,
                update: bool = False) -> dict[str, Any]:
@@ -295,7 +292,6 @@ class ColumnDecoder:
             raise SkipEvent("bad_value", f"column {name!r}: {type(exc).__name__}") from exc
 
     def _value(self, kind: str, name: str, v: Any) -> Any:  # noqa: C901 - one branch per kind
-        pg_text = self.target == "postgres"
         if kind == "numeric":
             if isinstance(v, dict) and "value" in v:  # variable scale decimal
                 raw = int.from_bytes(base64.b64decode(v["value"]), "big", signed=True)
@@ -311,17 +307,13 @@ class ColumnDecoder:
                     return Decimal(raw).scaleb(-scale)
             return Decimal(str(v))
         if kind == "json":
-            if pg_text:
-                return v if isinstance(v, str) else orjson.dumps(v).decode()
-            # json's own parser: an integer past 64 bits stays an int (the mapping refuses it)
-            # where orjson would make it a double, silently
-            return json.loads(v) if isinstance(v, str) else v
+            return v if isinstance(v, str) else orjson.dumps(v).decode()
         if kind == "bytea":
             return base64.b64decode(v) if isinstance(v, str) else bytes(v)
         if kind == "hstore":
-            return _hstore_text(v) if pg_text else v
+            return _hstore_text(v)
         if kind == "point":
-            return f"({v['x']!r},{v['y']!r})" if pg_text else v
+            return f"({v['x']!r},{v['y']!r})"
         if kind == "bit":
             if isinstance(v, bool):
                 return "1" if v else "0"
@@ -331,43 +323,35 @@ class ColumnDecoder:
                                                  "length in schema-less events")
         if kind in ("timestamp_ms", "timestamp_us"):
             if isinstance(v, str):
-                return v if pg_text else dt.datetime.fromisoformat(v)
+                return v
             inf = (_TS_INFINITY_MS if kind == "timestamp_ms" else _TS_INFINITY_US).get(v)
             if inf is not None:
-                return self._infinity(name, inf)
+                return inf
             micros = v * 1000 if kind == "timestamp_ms" else v
-            if pg_text:
-                return _pg_timestamp(micros)
-            return dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=micros)
+            return _pg_timestamp(micros)
         if kind == "timestamptz":
             if isinstance(v, int):  # a schemas-on sink form: epoch milliseconds
                 v = (dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
                      + dt.timedelta(milliseconds=v)).isoformat()
             if v in ("infinity", "-infinity"):
-                return self._infinity(name, v)
-            if pg_text:
-                return _pg_timestamptz(v)
-            return dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
+                return v
+            return _pg_timestamptz(v)
         if kind == "date":
             if isinstance(v, str):
-                return v if pg_text else dt.date.fromisoformat(v)
+                return v
             inf = _DATE_INFINITY.get(v)
             if inf is not None:
-                return self._infinity(name, inf)
+                return inf
             if not _DATE_MIN_DAYS <= v <= _DATE_MAX_DAYS:
                 raise SkipEvent("bad_value", f"column {name!r}: day number {v} is outside "
                                              "PostgreSQL's date range")
-            return _pg_date(v) if pg_text else dt.date(1970, 1, 1) + dt.timedelta(days=v)
+            return _pg_date(v)
         if kind == "time":
             if isinstance(v, str):
-                return v if pg_text else dt.time.fromisoformat(v)
-            if pg_text:
-                return _pg_time(v)
-            return (dt.datetime.min + dt.timedelta(microseconds=v)).time()
+                return v
+            return _pg_time(v)
         if kind == "timetz":
-            return v if pg_text else dt.time.fromisoformat(v.replace("Z", "+00:00"))
-        if kind == "float" and not pg_text and isinstance(v, str):
-            return float(v)  # "Infinity", "-Infinity", "NaN"
+            return v
         return v
 
     def _bytes_scale(self, name: str) -> int | None:
@@ -378,11 +362,6 @@ class ColumnDecoder:
             known = (size, _schema_decimal_scale(schema, name))
             self._decimal_bytes[name] = known
         return known[1]
-
-    def _infinity(self, name: str, text: str) -> str:
-        if self.target == "postgres":
-            return text
-        raise SkipEvent("unsupported_value", f"column {name!r}: {text} has no MongoDB form")
 
 
 def _schema_decimal_scale(schema: dict[str, Any] | msgspec.Raw, column: str) -> int | None:

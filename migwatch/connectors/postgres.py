@@ -87,6 +87,16 @@ class Column:
     collation: tuple[str, str] | None = None
     #: the column holds large-object references: type `oid`, or a domain over it such as `lo`
     large_object: bool = False
+    #: `format_type()` of the type under its domains ("" when the column's type is not a
+    #: domain): what the value is made of — Debezium sends a domain's values as its base's
+    base: str = ""
+    #: the (base) type, or an array's element type, is an enum (its values are labels: text)
+    enum: bool = False
+
+    @property
+    def value_type(self) -> str:
+        """The type whose values the column holds: `base` for a domain, else `type`."""
+        return self.base or self.type
 
 
 #: where `TableInfo.primary_key` comes from
@@ -168,7 +178,16 @@ def describe_table(conn: psycopg.Connection, schema: str, name: str) -> TableInf
         "pg_get_expr(d.adbin, d.adrelid), "
         "CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation "
         "THEN ARRAY[cn.nspname::text, co.collname::text] END, "
-        "a.atttypid = 'oid'::regtype OR (t.typtype = 'd' AND t.typbasetype = 'oid'::regtype) "
+        "a.atttypid = 'oid'::regtype OR (t.typtype = 'd' AND t.typbasetype = 'oid'::regtype), "
+        # the type under its domains (an array's element too), and whether that is an enum
+        "(WITH RECURSIVE d(oid, mod, arr) AS ("
+        " SELECT CASE WHEN t.typcategory = 'A' AND t.typelem <> 0 THEN t.typelem "
+        " ELSE a.atttypid END, a.atttypmod, t.typcategory = 'A' AND t.typelem <> 0 "
+        " UNION ALL SELECT b.typbasetype, b.typtypmod, d.arr FROM d "
+        " JOIN pg_type b ON b.oid = d.oid WHERE b.typtype = 'd') "
+        " SELECT ARRAY[format_type(d.oid, d.mod) || CASE WHEN d.arr THEN '[]' ELSE '' END, "
+        " (e.typtype = 'e')::text, (SELECT count(*) FROM d)::text] "
+        " FROM d JOIN pg_type e ON e.oid = d.oid WHERE e.typtype <> 'd') "
         "FROM pg_attribute a "
         "JOIN pg_type t ON t.oid = a.atttypid "
         "LEFT JOIN pg_collation co ON co.oid = a.attcollation "
@@ -183,7 +202,9 @@ def describe_table(conn: psycopg.Connection, schema: str, name: str) -> TableInf
     return TableInfo(
         schema=schema, name=name,
         columns=tuple(Column(r[0], r[1], bool(r[2]), r[3],
-                             (r[4][0], r[4][1]) if r[4] else None, bool(r[5])) for r in cols),
+                             (r[4][0], r[4][1]) if r[4] else None, bool(r[5]),
+                             base=_base_type(r[1], r[6]), enum=bool(r[6]) and r[6][1] == "true")
+                      for r in cols),
         primary_key=key,
         replica_identity=str(replident),
         estimated_rows=int(estimate),
@@ -193,6 +214,13 @@ def describe_table(conn: psycopg.Connection, schema: str, name: str) -> TableInf
         unlogged=bool(unlogged),
         partition_of=(root[0], root[1]) if root else None,
     )
+
+
+def _base_type(type_name: str, base: list[str] | None) -> str:
+    """The base type's name when the column's type is a domain (or an array of one), else ""."""
+    if not base or base[0] == type_name or int(base[2]) <= 1:
+        return ""
+    return base[0]
 
 
 def _index_columns(conn: psycopg.Connection, oid: int, which: str) -> tuple[str, ...]:

@@ -131,7 +131,6 @@ class TableComparer:
         self.located_rows = 0
         self.sampled = 0  # keys fetched for whole missing/extra ranges
         self.key_span: tuple[int | None, int | None] = (None, None)
-        self.hash_only = 0  # rows whose hashes differ but values are equal (MongoDB side)
         self.kept = 0  # differing keys held in leaves (capped: memory stays bounded)
         self.keep_cap = max(options.pending_keys, options.sample_cap)
         self.progress_done = 0  # rows digested, then rows located (progress reports)
@@ -252,9 +251,6 @@ class TableComparer:
         if any(not lf.located for lf in leaves):
             r.warnings.append("some differing ranges were not located row by row "
                               f"(over {self.o.locate_limit} rows fetched)")
-        if self.hash_only:
-            r.warnings.append(f"{self.hash_only} row(s) hashed differently but hold equal values "
-                              "(formatting the target cannot keep, e.g. jsonb 1.50 as 1.5)")
         r.settle_status()
         r.seconds = round(time.perf_counter() - started, 3)
         return r
@@ -348,9 +344,19 @@ class TableComparer:
                 level, merge_next = self._split(split)
                 depth += 1
         else:
-            self.target.prefetch([rng for rng, s, t, _ in items if t[0]])
+            # a side that reads whole passes: the rows of the differing ranges that fit in
+            # `locate_limit` are kept in one pass; the ranges past it stay unlocated
+            kept, budget = [], self.o.locate_limit - self.located_rows
+            for rng, s, t, _ in items:
+                if s[0] and t[0] and s[0] + t[0] <= budget:
+                    kept.append(rng)
+                    budget -= s[0] + t[0]
+            self.target.prefetch(kept)
             for rng, s, t, path in items:
-                self._leaf(rng, s, t, leaves, path)
+                if s[0] and t[0] and rng not in kept:
+                    self._unlocated(Leaf(rng, s, path=path), s, t, leaves)
+                else:
+                    self._leaf(rng, s, t, leaves, path)
 
     # --- steps 2 and 3 -----------------------------------------------------------------------
     def _arithmetic(self) -> bool:
@@ -566,8 +572,6 @@ class TableComparer:
         leaf.missing = sorted(k for k in src if k not in tgt)
         leaf.extra = sorted(k for k in tgt if k not in src)
         leaf.changed = sorted(k for k, h in src.items() if k in tgt and tgt[k] != h)
-        if not self.target.can_split and leaf.changed:
-            leaf.changed = self._confirm(leaf.changed)
         leaf.missing_count, leaf.extra_count = len(leaf.missing), len(leaf.extra)
         leaf.changed_count = len(leaf.changed)
         self.kept += leaf.missing_count + leaf.extra_count + leaf.changed_count
@@ -587,9 +591,8 @@ class TableComparer:
             leaf.extra_count = t[0]
             leaf.extra = self.target.keys(rng, cap) if self._want_keys() else []
         elif self.located_rows >= self.o.locate_limit:
-            leaf.located = False
-            leaf.missing_count = max(0, s[0] - t[0])
-            leaf.extra_count = max(0, t[0] - s[0])
+            self._unlocated(leaf, s, t, leaves)
+            return
         else:
             src, tgt = self._both("row_digests", rng)
             self.located_rows += len(src) + len(tgt)
@@ -598,21 +601,18 @@ class TableComparer:
         self.sampled += len(leaf.missing) + len(leaf.extra)
         leaves.append(leaf)
 
+    @staticmethod
+    def _unlocated(leaf: Leaf, s: Digest, t: Digest, leaves: list[Leaf]) -> None:
+        """A differing range past `locate_limit`: its counts only."""
+        leaf.located = False
+        leaf.missing_count = max(0, s[0] - t[0])
+        leaf.extra_count = max(0, t[0] - s[0])
+        leaves.append(leaf)
+
     def _want_keys(self) -> bool:
         """Whole ranges missing or extra: their keys are fetched only while the sample needs
         more (their counts come from the digests)."""
         return self.sampled < self.o.sample_cap
-
-    def _confirm(self, keys: list[Key]) -> list[Key]:
-        """Keep the keys whose values really differ (a hash can differ where values are equal)."""
-        src, tgt = self._both("column_tokens", keys)
-        out = []
-        for k in keys:
-            a, b = src.get(k), tgt.get(k)
-            if a is None or b is None or any(a[c][0] != b[c][0] for c in a):
-                out.append(k)
-        self.hash_only += len(keys) - len(out)
-        return out
 
     # --- step 4 ------------------------------------------------------------------------------
     def _reconcile(self, leaves: list[Leaf]) -> None:

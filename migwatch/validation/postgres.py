@@ -5,14 +5,11 @@ Range hashes are computed inside the database — rows of a matching range never
     SELECT width_bucket(<key>, <bounds>) b, count(*), bit_xor(h)
     FROM (SELECT <key>, <row hash> h FROM t WHERE <range>) s GROUP BY b
 
-Two row hashes:
-  - `hash` mode (PostgreSQL ↔ PostgreSQL): `hash_record_extended(ROW(c1, c2, …), 0)` — the
-    types' own hash functions, which already make equal values hash equal (numeric 1.0 = 1.00,
-    jsonb key order, bpchar padding, int4 = int8) at full (microsecond) timestamp precision,
-    without rendering text; several times faster than md5 of text;
-  - `text` mode (MongoDB involved): md5 of the canonical row text (`canonical.py`), which
-    migwatch can reproduce from a MongoDB document; timestamps at milliseconds.
-Both need PostgreSQL 14+ (`hash_record_extended`, `bit_xor`).
+The row hash is `hash_record_extended(ROW(c1, c2, …), 0)` — the types' own hash functions,
+which already make equal values hash equal (numeric 1.0 = 1.00, jsonb key order, bpchar
+padding, int4 = int8) at full (microsecond) timestamp precision, without rendering text; it
+needs PostgreSQL 14+ (`hash_record_extended`, `bit_xor`). A MongoDB target is compared as
+documents instead (`validation/mongo.py`), with keys, counts and cut points from here.
 
 Keys are ordered in ONE byte order on both sides, whatever their collations: every comparison,
 ORDER BY and `width_bucket` of a key column with a collation says `COLLATE "C"` — unless the
@@ -32,12 +29,8 @@ from psycopg import sql
 
 from migwatch.connectors import postgres as pg
 from migwatch.errors import PermanentError
-from migwatch.mapping import row_to_document
 from migwatch.validation.base import Digest, Key, KeyRange, Side
-from migwatch.validation.canonical import MICROSECONDS, MILLISECONDS, column_kind, value_text
-
-HASH_MODE = "hash"
-TEXT_MODE = "text"
+from migwatch.validation.kinds import column_kind
 
 SESSION_SETTINGS = (
     "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; "
@@ -69,18 +62,16 @@ def coalesced(ranges: Sequence[KeyRange]) -> list[KeyRange]:
 
 
 class PostgresDialect:
-    """SQL for one table on one PostgreSQL server, in one mode. Pure: builds, never runs."""
+    """SQL for one table on one PostgreSQL server. Pure: builds, never runs."""
 
     def __init__(self, info: pg.TableInfo, columns: Sequence[str], primary_key: Sequence[str],
-                 mode: str = HASH_MODE, collated: Collection[str] | None = None,
+                 collated: Collection[str] | None = None,
                  byte_ordered: Collection[str] = ()) -> None:
         """`collated`: the key columns that have a collation (None: those of text kinds);
         `byte_ordered`: those whose collation already orders bytewise (no `COLLATE "C"`)."""
         self.info = info
         self.columns = list(columns)
         self.primary_key = list(primary_key)
-        self.mode = mode
-        self.precision = MICROSECONDS if mode == HASH_MODE else MILLISECONDS
         self.table = info.ident
         self.kinds = {c.name: column_kind(c.type) for c in info.columns}
         self.types = {c.name: c.type for c in info.columns}
@@ -123,30 +114,12 @@ class PostgresDialect:
         return ident
 
     def text_expr(self, column: str) -> sql.Composable:
-        """The canonical text of a column (see canonical.py), at this dialect's precision."""
-        c = sql.Identifier(column)
-        kind = self.kinds[column]
-        ms = self.precision == MILLISECONDS
-        if kind == "numeric":
-            return sql.SQL("trim_scale({})::text").format(c)
-        if kind in ("timestamptz", "timestamp") and ms:
-            return sql.SQL("date_trunc('milliseconds', {})::text").format(c)
-        if kind == "json":
-            return sql.SQL("{}::jsonb::text").format(c)
-        if kind == "interval":
-            return sql.SQL(
-                "(((extract(year FROM {0}) * 365 + extract(month FROM {0}) * 30) * 86400"
-                " + extract(epoch FROM {0} - make_interval(years => extract(year FROM {0})::int,"
-                " months => extract(month FROM {0})::int))) * 1000000)::numeric(38,0)::text"
-            ).format(c)
-        return sql.SQL("{}::text").format(c)
+        """A column's text, to show a differing value."""
+        return sql.SQL("{}::text").format(sql.Identifier(column))
 
     def row_hash(self) -> sql.Composable:
-        if self.mode == HASH_MODE:
-            return sql.SQL("hash_record_extended(ROW({}), 0)").format(
-                sql.SQL(", ").join(self._hash_input(c) for c in self.columns))
-        return sql.SQL("('x' || left(md5(ROW({})::text), 16))::bit(64)::bigint").format(
-            sql.SQL(", ").join(self.text_expr(c) for c in self.columns))
+        return sql.SQL("hash_record_extended(ROW({}), 0)").format(
+            sql.SQL(", ").join(self._hash_input(c) for c in self.columns))
 
     def _key_column(self, column: str) -> sql.Composable:
         ident = sql.Identifier(column)
@@ -334,7 +307,7 @@ class PostgresDialect:
         return sql.SQL("{} IN ({})").format(lhs, sql.SQL(", ").join(values)), params
 
     def column_tokens_query(self, keys: Sequence[Key]) -> tuple[sql.Composed, list[Any]]:
-        """Per key: every column's hash (hash mode) and canonical text."""
+        """Per key: every column's hash and its text."""
         cond, params = self._keys_in(keys)
         tokens = [sql.SQL("hash_record_extended(ROW({}), 0)").format(self._hash_input(c))
                   for c in self.columns]
@@ -431,7 +404,7 @@ def byte_ordered_keys(conn: psycopg.Connection, info: pg.TableInfo,
 
 def open_connection(conninfo: str, what: str,
                     statement_timeout_seconds: float | None = None) -> psycopg.Connection:
-    """A read-only REPEATABLE READ session with the settings canonical text depends on; the
+    """A read-only REPEATABLE READ session with the settings value texts depend on; the
     server cancels a statement running longer than `statement_timeout_seconds` (a bound that
     holds where a Prefect timeout cannot interrupt a task's blocking call)."""
     conn = pg.connect(conninfo, what, autocommit=True)
@@ -454,14 +427,11 @@ def open_connection(conninfo: str, what: str,
 class PostgresSide(Side):
     """A PostgreSQL table as one side of a comparison; one snapshot for its whole life."""
 
-    def __init__(self, conn: psycopg.Connection, dialect: PostgresDialect, label: str,
-                 mapping: dict[str, Any] | None = None) -> None:
+    def __init__(self, conn: psycopg.Connection, dialect: PostgresDialect, label: str) -> None:
         self.conn = conn
         self.d = dialect
         self.label = label
         self.what = f"{label} {dialect.info.qualified}"
-        #: when set (MongoDB target), column tokens are the canonical texts of mapped values
-        self.mapping = mapping
         self.cursors = 0  # server-side cursors opened (their names differ within a session)
 
     def _run(self, query: sql.Composed | sql.SQL,
@@ -554,8 +524,6 @@ class PostgresSide(Side):
     def column_tokens(self, keys: Sequence[Key]) -> dict[Key, dict[str, tuple[Any, str | None]]]:
         if not keys:
             return {}
-        if self.mapping is not None:
-            return self._mapped_tokens(keys)
         out: dict[Key, dict[str, tuple[Any, str | None]]] = {}
         n, m = len(self.d.primary_key), len(self.d.columns)
         for i in range(0, len(keys), 500):
@@ -563,35 +531,6 @@ class PostgresSide(Side):
             for r in self._run(query, params):
                 out[tuple(r[:n])] = {c: (r[n + j], r[n + m + j])
                                      for j, c in enumerate(self.d.columns)}
-        return out
-
-    def _mapped_tokens(self, keys: Sequence[Key]) -> dict[Key, dict[str, tuple[Any, str | None]]]:
-        """Tokens for a MongoDB comparison: each row mapped as the applier maps it, rendered."""
-        from migwatch.validation.canonical import json_column_text
-
-        assert self.mapping is not None
-        as_json = set(self.mapping.get("json_string_columns", ()))
-        out: dict[Key, dict[str, tuple[Any, str | None]]] = {}
-        for key, row in self.rows(keys).items():
-            try:
-                doc = row_to_document(row, self.d.primary_key, as_json,
-                                      decimal128=self.mapping.get("decimal128", True))
-            except PermanentError as exc:  # the target cannot hold it: every column differs
-                out[key] = {c: (f"unmappable: {exc}", None) for c in self.d.columns}
-                continue
-            tokens: dict[str, tuple[Any, str | None]] = {}
-            for c in self.d.columns:
-                kind = self.d.kinds[c]
-                if c in self.d.primary_key:
-                    v = doc["_id"] if len(self.d.primary_key) == 1 else doc["_id"][c]
-                else:
-                    v = doc.get(c)
-                if c in as_json and isinstance(v, str):
-                    text = json_column_text(v, kind, self.d.precision)
-                else:
-                    text = value_text(v, kind, self.d.precision)
-                tokens[c] = (text, text)
-            out[key] = tokens
         return out
 
     # --- re-checking while the source moves ------------------------------------------------

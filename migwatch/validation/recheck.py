@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from migwatch.connectors import mongo
 from migwatch.positions import AppliedThrough
 from migwatch.validation.base import Digest, Key, KeyRange, Side
 from migwatch.validation.compare import CompareOptions, TableComparer, digest_of
@@ -153,9 +152,8 @@ class TableRecheck:
         return None if self.whole else KeyRange(decode_key(c.lo), decode_key(c.hi))
 
     def _token_keys(self, keys: list[Key]) -> list[Key]:
-        """Keys whose columns are read: all of them when values must confirm a hash difference
-        (a MongoDB target), else those the sample can show."""
-        return keys if not self.target.can_split else keys[:max(self.o.sample_cap, 1)]
+        """Keys whose columns are read: those the sample can show."""
+        return keys[:max(self.o.sample_cap, 1)]
 
     def _target_digest(self, rng: KeyRange | None) -> Digest:
         if rng is None:
@@ -163,11 +161,8 @@ class TableRecheck:
         return digest_of(self.target, rng)
 
     def _target_count(self) -> int:
-        if isinstance(self.target, PostgresSide):
-            return self.target.count()
-        assert isinstance(self.target, MongoSide)
-        with mongo.translated(self.target.what):
-            return int(self.target.coll.count_documents({}))
+        assert isinstance(self.target, PostgresSide | MongoSide)
+        return self.target.count()
 
     # --- deciding --------------------------------------------------------------------------
     def _same(self, key: Key, reads: _Reads) -> bool:
@@ -175,12 +170,7 @@ class TableRecheck:
         s, t = reads.s2.get(key), reads.t.get(key)
         if s is None or t is None:
             return s is None and t is None
-        if s[1] == t:
-            return True
-        if self.target.can_split:
-            return False
-        a, b = reads.src_tok.get(key), reads.tgt_tok.get(key)  # hash differs, values may not
-        return a is not None and b is not None and all(a[c][0] == b[c][0] for c in a)
+        return s[1] == t
 
     @staticmethod
     def _kind(key: Key, reads: _Reads, before: str) -> str:

@@ -31,9 +31,16 @@ from migwatch.connectors import mongo
 from migwatch.connectors import postgres as pg
 from migwatch.errors import ConfigError, MigwatchError, PermanentError, TransientError
 from migwatch.positions import AppliedThrough
+from migwatch.targets.mongo_values import (
+    READABLE_KEY_KINDS,
+    SOURCE_SESSION,
+    DocumentForm,
+    kind_of,
+    supports_decimal128,
+)
 from migwatch.validation.base import Side
-from migwatch.validation.canonical import MICROSECONDS, MILLISECONDS, column_kind
 from migwatch.validation.compare import CompareOptions, ProgressFn, TableComparer
+from migwatch.validation.kinds import MICROSECONDS, MILLISECONDS, column_kind
 from migwatch.validation.model import (
     RANGE_MISMATCHED,
     RANGE_PENDING,
@@ -42,10 +49,8 @@ from migwatch.validation.model import (
     ValidationResult,
     now_iso,
 )
-from migwatch.validation.mongo import MongoSide
+from migwatch.validation.mongo import MappedSourceSide, MongoSide
 from migwatch.validation.postgres import (
-    HASH_MODE,
-    TEXT_MODE,
     PostgresDialect,
     PostgresSide,
     byte_ordered_keys,
@@ -55,8 +60,9 @@ from migwatch.validation.recheck import STILL_CHANGING, RoundOutcome, TableReche
 
 ADHOC = "adhoc"  # metrics label when no migration id is given
 APPLICATION = "migwatch-validate"
-MONGO_NOTE = ("MongoDB target: timestamps are compared at millisecond precision (BSON dates "
-              "hold milliseconds); values are compared as migwatch.mapping stores them")
+MONGO_NOTE = ("MongoDB target: each source row is compared as the document the applier writes "
+              "for it (docs/types.md: timestamps at milliseconds, numbers in JSON as doubles, "
+              "timetz at UTC); a value the target cannot hold counts as a difference")
 
 
 def result_path(state_dir: Path, migration_id: str) -> Path:
@@ -117,8 +123,43 @@ def _collations(conn: Any, info: pg.TableInfo, what: str) -> tuple[set[str], set
         return byte_ordered_keys(conn, info)
 
 
+def _open_mongo(spec: MigrationSpec, table: TableSpec, sconn: Any, sinfo: pg.TableInfo,
+                columns: list[str], closers: list[Callable[[], None]],
+                on_rows: Callable[[int], None] | None, keep_limit: int,
+                ) -> tuple[PostgresSide, Side]:
+    """Both sides of a table on a MongoDB target, as documents (validation/mongo.py)."""
+    what = f"target ({spec.target.redacted()})"
+    client = mongo.client(spec.target, appname=APPLICATION, tz_aware=False)
+    closers.append(client.close)
+    with mongo.translated(what):
+        decimal128 = supports_decimal128(client.admin.command("buildInfo"))
+    form = DocumentForm(sinfo, decimal128=decimal128,
+                        json_string_columns=table.json_string_columns)
+    refused = form.refusals()
+    if refused:
+        raise PermanentError(f"source {table.source}: a MongoDB target cannot hold it: "
+                             + "; ".join(refused))
+    unreadable = [k for k in sinfo.primary_key
+                  if kind_of(sinfo.column(k).value_type, sinfo.column(k).enum)
+                  not in READABLE_KEY_KINDS]
+    if unreadable:
+        raise PermanentError(f"source {table.source}: key column(s) {unreadable} cannot be "
+                             "read back from _id for comparison")
+    with pg.translated("source"):  # the text forms ValueForm.select reads (before the
+        sconn.rollback()           # snapshot: a SET inside it would end with it)
+        sconn.autocommit = True
+        sconn.execute(SOURCE_SESSION)
+        sconn.autocommit = False
+    coll = client[spec.target.database][table.target_table]
+    source = MappedSourceSide(sconn, PostgresDialect(
+        sinfo, columns, list(sinfo.primary_key), *_collations(sconn, sinfo, "source")),
+        "source", form)
+    return source, MongoSide(coll, form, columns, on_rows=on_rows, keep_limit=keep_limit)
+
+
 def open_table(spec: MigrationSpec, table: TableSpec, result: TableResult,
-               on_rows: Callable[[int], None] | None = None) -> OpenTable:
+               on_rows: Callable[[int], None] | None = None,
+               keep_limit: int = 200_000) -> OpenTable:
     """Connect both sides of `table`, introspect them, and fill the result's shape fields."""
     closers: list[Callable[[], None]] = []
     try:
@@ -157,30 +198,16 @@ def open_table(spec: MigrationSpec, table: TableSpec, result: TableResult,
             result.method = "hash_record_extended over primary-key ranges, in both databases"
             result.precision = MICROSECONDS
             source = PostgresSide(sconn, PostgresDialect(
-                sinfo, common, pk, HASH_MODE, *_collations(sconn, sinfo, "source")), "source")
+                sinfo, common, pk, *_collations(sconn, sinfo, "source")), "source")
             target: Side = PostgresSide(tconn, PostgresDialect(
-                tinfo, common, pk, HASH_MODE, *_collations(tconn, tinfo, "target")), "target")
+                tinfo, common, pk, *_collations(tconn, tinfo, "target")), "target")
         else:
-            if whole:
-                raise PermanentError(f"source {table.source}: a MongoDB target needs a primary "
-                                     "key (it becomes _id)")
-            from migwatch.mapping import supports_decimal128
-
-            what = f"target ({spec.target.redacted()})"
-            client = mongo.client(spec.target, appname=APPLICATION, tz_aware=False)
-            closers.append(client.close)
-            with mongo.translated(what):
-                decimal128 = supports_decimal128(client.admin.command("buildInfo"))
-            coll = client[spec.target.database][table.target_table]
-            result.method = ("md5 of canonical row text over primary-key ranges: in PostgreSQL "
-                             "for the source, in migwatch for MongoDB documents paged by _id")
+            source, target = _open_mongo(spec, table, sconn, sinfo, columns, closers,
+                                         on_rows, keep_limit)
+            result.method = ("md5 of each row's document — the source's mapped as the applier "
+                             "maps it, the target's as stored — over primary-key ranges, in "
+                             "migwatch")
             result.precision = MILLISECONDS
-            source = PostgresSide(sconn, PostgresDialect(
-                sinfo, columns, pk, TEXT_MODE, *_collations(sconn, sinfo, "source")), "source",
-                mapping={"json_string_columns": table.json_string_columns,
-                         "decimal128": decimal128})
-            target = MongoSide(coll, columns, kinds, pk, table.json_string_columns,
-                               on_rows=on_rows, decimal128=decimal128)
         return OpenTable(source, target, [kinds[k] for k in pk], whole, closers)
     except BaseException:
         for close in reversed(closers):
@@ -220,7 +247,8 @@ def validate_table(spec: MigrationSpec, table: TableSpec, options: CompareOption
     started = time.perf_counter()
     opened: OpenTable | None = None
     try:
-        opened = open_table(spec, table, result, on_rows=on_rows)
+        opened = open_table(spec, table, result, on_rows=on_rows,
+                            keep_limit=options.locate_limit)
         result.timings["open"] = round(time.perf_counter() - started, 4)
         if opened.whole_table:
             _compare_whole(opened, result, options)
@@ -232,10 +260,7 @@ def validate_table(spec: MigrationSpec, table: TableSpec, options: CompareOption
             finally:
                 comparer.close()
         if isinstance(opened.target, MongoSide) and opened.target.unreadable:
-            result.warnings.append(f"{len(opened.target.unreadable)} document(s) with an _id "
-                                   f"that maps to no key, e.g. {opened.target.unreadable[0]}")
-            result.extra += len(opened.target.unreadable)
-            result.settle_status()
+            _unmapped_documents(opened, result)
     except MigwatchError as exc:
         if raise_transient and isinstance(exc, TransientError):
             raise
@@ -248,6 +273,23 @@ def validate_table(spec: MigrationSpec, table: TableSpec, options: CompareOption
     metrics.VALIDATION_ROWS.labels(migration_id, table.source).inc(result.rows_compared)
     _set_mismatch_gauges(migration_id, result)
     return result
+
+
+def _unmapped_documents(opened: OpenTable, result: TableResult) -> None:
+    """Documents whose `_id` stands for no source key: extra, in a check of their own that
+    revalidation never re-checks (it cannot read them by key) — they stay extra, and the table
+    different, until a new validation reads the collection again."""
+    from migwatch.validation.model import RangeCheck
+
+    assert isinstance(opened.target, MongoSide)
+    found = opened.target.unreadable
+    lsn, lsn_num = opened.source.current_lsn()
+    result.ranges.append(RangeCheck(
+        lo=None, hi=None, lsn=lsn, lsn_num=lsn_num, state=RANGE_MISMATCHED, extra=len(found),
+        checked_at=now_iso(), row_keys=[],
+        note=f"{len(found)} document(s) whose _id stands for no source key, e.g. {found[0]}"))
+    result.extra += len(found)
+    result.settle_status()
 
 
 def _compare_whole(opened: OpenTable, result: TableResult, options: CompareOptions) -> None:
@@ -407,7 +449,7 @@ def _recheck_table(spec: MigrationSpec, table: TableSpec, result: TableResult,
     """One round on one table: its pending checks re-checked, its rows re-counted."""
     scratch = TableResult(table=result.table, target=result.target)
     try:
-        opened = open_table(spec, table, scratch)
+        opened = open_table(spec, table, scratch, keep_limit=options.locate_limit)
     except MigwatchError as exc:
         _warn(result, f"revalidation could not open the table: {exc}")
         return RoundOutcome(not_rechecked=str(exc))

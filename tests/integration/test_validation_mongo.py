@@ -1,7 +1,7 @@
 """Validation PostgreSQL → MongoDB (FerretDB) on the real stack: documents paged by `_id` and
-hashed in migwatch in the canonical form PostgreSQL computes for the source.
+both as the documents `migwatch.targets.mongo_values` defines, hashed in migwatch.
 
-The target collections are filled with `migwatch.mapping.row_to_document`, exactly what the
+The target collections are filled with `DocumentForm.document`, exactly what the
 applier writes; each test then changes one document in one precise way.
 """
 
@@ -158,3 +158,86 @@ def test_every_mapped_type_compares_equal(stack: Stack, source_db: PgDatabase,
     assert r.source_rows == r.target_rows == 3
     # the rows really were hashed equal, not only confirmed equal value by value
     assert not any("hashed differently" in w for w in r.warnings)
+
+
+# ----------------------------------------------------------------------------- no false GO
+def test_documents_standing_for_no_key_stay_extra_through_revalidation(
+        stack: Stack, source_db: PgDatabase, mongo_db: str, db: Any,
+        shop: dict[str, int]) -> None:
+    """An `_id` no source key maps to (a string where the key is an integer, a uuid stored as
+    text) is extra, and stays extra when revalidation recounts: revalidation re-reads keys it
+    can read back, never erases what it did not re-read (it made such a table `equal`)."""
+    from migwatch.validation import revalidate
+
+    db.orders.insert_many([{"_id": "321", "status": "lost"}, {"_id": {"id": 5}, "n": 1}])
+    spec = spec_for(stack, source_db, mongo_db, tables=["public.orders"])
+    first = validate(spec, "mw-extra-ids", moving_source=True)
+    t = first.table("orders")
+    assert (t.status, t.extra, t.missing, t.changed) == (DIFFERENT, 2, 0, 0), t.warnings
+    again = revalidate(spec, "mw-extra-ids", first, max_attempts=1, apply_wait_seconds=1.0)
+    t = again.table("orders")
+    assert (t.status, t.extra) == (DIFFERENT, 2), (t.ranges, t.warnings)
+    assert any("stands for no source key" in r.note for r in t.ranges)
+
+
+def test_a_differing_collection_is_kept_in_memory_only_up_to_locate_limit(
+        stack: Stack, source_db: PgDatabase, mongo_db: str, db: Any,
+        shop: dict[str, int]) -> None:
+    """Every row differs, the locate limit is 500: the target side keeps at most 500 rows of
+    the differing ranges (their hashes), the ranges past it are reported unlocated with
+    their counts, and the verdict is still `different`."""
+    from migwatch.validation.compare import TableComparer
+    from migwatch.validation.run import open_table
+
+    db.orders.update_many({}, {"$set": {"status": "everything differs"}})
+    spec = spec_for(stack, source_db, mongo_db, tables=["public.orders"])
+    table = spec.tables[0]
+    opts = CompareOptions(chunk_rows=200, moving_source=False, locate_limit=500)
+    result = TableResult(table=table.source, target="orders")
+    opened = open_table(spec, table, result, keep_limit=opts.locate_limit)
+    kept: list[int] = []
+    target = opened.target
+    prefetch = target.prefetch
+
+    def watched(ranges: Any) -> None:
+        prefetch(ranges)
+        kept.append(len(target._rows))  # type: ignore[attr-defined]
+
+    target.prefetch = watched  # type: ignore[method-assign]
+    try:
+        TableComparer(opened.source, target, result, opts, opened.key_kinds).run()
+    finally:
+        opened.close()
+    result.settle_status()
+    assert result.status == DIFFERENT
+    assert kept and max(kept) <= 500, kept
+    assert any("not located" in w for w in result.warnings)
+    assert result.changed <= 500 and result.source_rows == shop["orders"]
+
+
+def test_pre_flight_refuses_what_a_document_cannot_hold_naming_table_and_column(
+        stack: Stack, source_db: PgDatabase, mongo_db: str) -> None:
+    from migwatch import capture
+    from migwatch.errors import PreflightError
+
+    with source_db.connect() as conn:
+        conn.execute(
+            "CREATE TABLE public.keyless (a int, b text);"
+            "ALTER TABLE public.keyless REPLICA IDENTITY FULL;"
+            'CREATE TABLE public.odd (id int PRIMARY KEY, "a.b" text, "$x" int, shape box, '
+            "ok interval);"
+            "CREATE TABLE public.jkey (doc jsonb PRIMARY KEY);"
+            "CREATE DOMAIN public.when3 AS timestamp(3);"
+            "CREATE TYPE public.mood AS ENUM ('ok', 'sad');"
+            "CREATE TABLE public.fine (id uuid PRIMARY KEY, w public.when3, m public.mood, "
+            "h interval, tz timetz, p point, n numeric, ar int[], j jsonb)")
+    spec = spec_for(stack, source_db, mongo_db, tables=[
+        "public.keyless", "public.odd", "public.jkey", "public.fine"])
+    with pytest.raises(PreflightError) as err:
+        capture.preflight(spec, "mw-preflight-mongo")
+    text = " | ".join(err.value.failures)
+    assert "table public.keyless: no primary key" in text and "needs a key for _id" in text
+    assert "table public.odd: column 'a.b'" in text and "column '$x'" in text
+    assert "column 'shape' (box): no MongoDB form for type box" in text
+    assert "table public.jkey: column 'doc': a key column of type jsonb" in text
+    assert "public.fine" not in text and "'ok'" not in text

@@ -8,7 +8,7 @@ import psycopg
 from psycopg import sql
 
 from migwatch.connectors.postgres import create_table_sql, describe_table
-from migwatch.mapping import row_to_document, supports_decimal128
+from migwatch.targets.mongo_values import SOURCE_SESSION, DocumentForm, supports_decimal128
 
 
 def copy_tables(source_dsn: str, target_dsn: str, tables: list[str]) -> None:
@@ -43,12 +43,14 @@ def fill_mongo(source_dsn: str, mongo_uri: str, database: str, tables: list[str]
                 schema, name = qualified.split(".")
                 info = describe_table(src, schema, name)
                 assert info is not None
+                form = DocumentForm(info, decimal128=decimal128, json_string_columns=(
+                    json_string_columns or {}).get(qualified, ()))
+                src.execute(SOURCE_SESSION)
                 cur = src.cursor(row_factory=psycopg.rows.dict_row)
-                rows = cur.execute(sql.SQL("SELECT * FROM {}").format(
-                    sql.Identifier(schema, name))).fetchall()
-                docs = [row_to_document(r, info.primary_key,
-                                        (json_string_columns or {}).get(qualified, ()),
-                                        decimal128=decimal128) for r in rows]
+                rows = cur.execute(sql.SQL("SELECT {} FROM {}").format(
+                    form.select_list(), sql.Identifier(schema, name))).fetchall()
+                docs = [form.document(dict(zip(form.columns, r.values(), strict=True)))
+                        for r in rows]
                 if docs:
                     client[database][name].insert_many(docs)
                 counts[qualified] = len(docs)

@@ -13,7 +13,6 @@ from migwatch.validation.base import Key, KeyRange, sub_ranges
 from migwatch.validation.compare import CompareOptions, TableComparer
 from migwatch.validation.model import TableResult
 from migwatch.validation.postgres import (
-    HASH_MODE,
     PostgresDialect,
     PostgresSide,
     coalesced,
@@ -28,7 +27,7 @@ def _info(*columns: tuple[str, str], pk: tuple[str, ...] = ("id",)) -> TableInfo
 # ----------------------------------------------------------------------------- SQL
 def test_text_keys_are_compared_in_byte_order_unless_their_collation_already_is() -> None:
     info = _info(("w", "text"), ("n", "integer"), pk=("w", "n"))
-    d = PostgresDialect(info, ["w", "n"], ["w", "n"], HASH_MODE)  # hash mode too, now
+    d = PostgresDialect(info, ["w", "n"], ["w", "n"])
     where, _ = d.range_where(KeyRange(("a", 1), None))
     assert 'ROW("w" COLLATE "C", "n") >=' in where.as_string(None)
     assert '"w" COLLATE "C", "n"' in d.keys_query(KeyRange(), 5)[0].as_string(None)
@@ -42,14 +41,14 @@ def test_text_keys_are_compared_in_byte_order_unless_their_collation_already_is(
     assert "COLLATE" not in keys.as_string(None)
 
     # a column already ordered bytewise: no COLLATE where an index must serve the range...
-    bytewise = PostgresDialect(info, ["w", "n"], ["w", "n"], HASH_MODE, collated={"w"},
+    bytewise = PostgresDialect(info, ["w", "n"], ["w", "n"], collated={"w"},
                                byte_ordered={"w"})
     assert "COLLATE" not in bytewise.range_where(KeyRange(("a", 1), None))[0].as_string(None)
     assert "COLLATE" not in bytewise.order_by().as_string(None)
     # ...but the same record collation in width_bucket as on the other side
     assert bytewise.bucket_key().as_string(None) == 'ROW("w" COLLATE "C", "n")'
     # keys of types without collation are unaffected
-    ints = PostgresDialect(_info(("id", "bigint")), ["id"], ["id"], HASH_MODE, collated=set())
+    ints = PostgresDialect(_info(("id", "bigint")), ["id"], ["id"], collated=set())
     assert "COLLATE" not in ints.merge_query([KeyRange((1,), (9,))], [(5,)])[0].as_string(None)
 
 
