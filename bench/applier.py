@@ -428,10 +428,10 @@ CATEGORIES: list[tuple[str, Callable[[Any], bool]]] = [
     ("Kafka fetch: parsing records", _is("fetched_records", "kafka/consumer/fetcher.py")),
     ("Kafka fetch: rest of poll", _is("poll", "kafka/consumer/group.py")),
     ("Kafka offset commit", _is("commit", "kafka/consumer/group.py")),
-    ("decode (JSON + values)", _is("decode", "migwatch/applier.py")),
-    ("decode heartbeats", _is("_heartbeat_ts", "migwatch/applier.py")),
-    ("collapse by key", _is("add", "migwatch/applier.py")),
-    ("position + offsets rows", _is("_record", "migwatch/applier.py")),
+    ("decode (JSON + values)", _is("decode", "migwatch/events.py")),
+    ("decode heartbeats", _is("heartbeat_ts", "migwatch/consuming.py")),
+    ("collapse by key", _is("add", "migwatch/batches.py")),
+    ("position + offsets rows", _is("_record", "migwatch/targets/postgres/writer.py")),
     ("COPY to staging", lambda f: "psycopg" in (f.file_path or "")
      and ("copy" in (f.file_path or "").rsplit("/", 1)[-1] or f.function == "copy")),
     ("upsert/delete statements", lambda f: f.function in ("execute", "executemany")
@@ -439,7 +439,7 @@ CATEGORIES: list[tuple[str, Callable[[Any], bool]]] = [
     ("target commit", lambda f: f.function == "__exit__"
      and "psycopg/transaction.py" in (f.file_path or "")),
     ("metrics", _is("_count", "migwatch/applier.py")),
-    ("dead-letter", _is("_dead_letter", "migwatch/applier.py")),
+    ("dead-letter", _is("_send_dead_letters", "migwatch/applier.py")),
     ("start-up (describe tables, connect)", lambda f: f.function in ("_load_tables", "_writer")
      and "migwatch/applier.py" in (f.file_path or "")),
 ]

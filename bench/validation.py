@@ -257,14 +257,13 @@ def profile_source(bench: Bench, spec: MigrationSpec, repeat: int) -> dict[str, 
     from migwatch.config import postgres_conninfo
     from migwatch.connectors.postgres import describe_table
     from migwatch.validation.base import KeyRange
-    from migwatch.validation.postgres import HASH_MODE, PostgresDialect, open_connection
+    from migwatch.validation.postgres import PostgresDialect, open_connection
 
     conn = open_connection(postgres_conninfo(spec.source, "source"), "source")
     try:
         info = describe_table(conn, "public", TABLE)
         assert info is not None
-        d = PostgresDialect(info, [c.name for c in info.columns], list(info.primary_key),
-                            HASH_MODE)
+        d = PostgresDialect(info, [c.name for c in info.columns], list(info.primary_key))
         step = bench.rows * 2 // 100
         bucket, params = d.bucket_query([(2 + i * step,) for i in range(1, 100)], KeyRange())
         queries: dict[str, tuple[Any, list[Any]]] = {

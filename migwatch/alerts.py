@@ -27,7 +27,6 @@ from migwatch.config import (
     check_migration_id,
 )
 from migwatch.errors import ConfigError, PermanentError, TransientError
-from migwatch.report import SLOT_RISK_FRACTION
 
 # Go templates Prometheus expands in annotations
 ID = "{{ $labels.migration_id }}"
@@ -35,6 +34,10 @@ VALUE = "{{ $value | humanize }}"
 VALUE_DURATION = "{{ $value | humanizeDuration }}"
 VALUE_BYTES = "{{ $value | humanize1024 }}B"
 RUNBOOK = f"migwatch check --migration-id {ID} --max-lag <seconds>"
+
+#: a slot retaining this share of its limit is a blocking risk (the source may run out of disk):
+#: the critical slot alert fires there, and the report's verdict is no-go there
+SLOT_RISK_FRACTION = 0.8
 
 
 def data_lag_threshold(monitor: MonitorSpec) -> Threshold:

@@ -1,8 +1,7 @@
-"""Change data capture on the source: pre-flight (including the table shapes logical decoding
-cannot carry: a partition named instead of its root, unlogged tables, large objects, no row
-key), source and target preparation (a fresh start refuses target tables holding rows unless
-reset), the Debezium connector's lifecycle, and teardown (including the applier's stored
-positions on the target).
+"""Change data capture on the source: source and target preparation (a fresh start refuses
+target tables holding rows unless reset; what a target needs is its engine's, `migwatch.targets`),
+the Debezium connector's lifecycle, and teardown (including the applier's stored positions on
+the target). What is checked before any of it runs is `preflight.py`.
 
 The connector streams every included table (plus the heartbeat table) into
 `migwatch.<id>.<schema>.<table>` topics as JSON Debezium envelopes, which the CDC applier
@@ -21,37 +20,24 @@ from typing import Any
 from psycopg import sql
 
 from migwatch import names
-from migwatch.config import Endpoint, MigrationSpec, qualified, split_qualified
+from migwatch.config import MigrationSpec, split_qualified
 from migwatch.connectors import kafka as kafka_conn
-from migwatch.connectors import mongo
 from migwatch.connectors.connect import ConnectClient, redact
 from migwatch.connectors.postgres import (
-    KEY_NONE,
-    KEY_PRIMARY,
-    TableInfo,
     connect_endpoint,
-    create_table_sql,
     database_missing,
     describe_table,
-    leaf_partitions,
-    table_exists,
+    heartbeat_table_sql,
     translated,
 )
 from migwatch.errors import (
     ConfigError,
     ConnectorFailed,
-    MigwatchError,
     PermanentError,
-    PreflightError,
-    TargetNotEmpty,
     TransientError,
 )
-from migwatch.targets.mongo_values import DocumentForm
+from migwatch.targets import engine_for
 
-#: the applier's stored Kafka offsets on the target, next to `names.POSITION_TABLE` /
-#: `names.POSITION_COLLECTION` (named as migwatch/applier.py names them)
-OFFSETS_TABLE = "applied_offsets"
-OFFSETS_COLLECTION = "migwatch_applied_offsets"
 POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
 JSON_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
 HEARTBEAT_WRITER = "debezium"
@@ -61,7 +47,7 @@ __all__ = [
     "ConnectorResult", "ConnectorStatus", "FreshTarget", "SchemaResult", "TaskStatus",
     "TeardownResult", "captured_tables", "clear_positions", "connector_config",
     "connector_status", "ensure_connector", "ensure_fresh_target",
-    "heartbeat_table", "include_list", "prepare_source", "prepare_target_schema", "preflight",
+    "heartbeat_table", "include_list", "prepare_source", "prepare_target_schema",
     "redacted_config", "table_regex", "teardown",
 ]
 
@@ -252,21 +238,12 @@ def redacted_config(spec: MigrationSpec, migration_id: str) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------- source
-def _heartbeat_ddl(schema: str, table: str) -> list[sql.Composed]:
-    return [
-        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)),
-        sql.SQL("CREATE TABLE IF NOT EXISTS {} (migration_id text PRIMARY KEY, "
-                "beat_at timestamptz NOT NULL, writer text)").format(
-            sql.Identifier(schema, table)),
-    ]
-
-
 def prepare_source(spec: MigrationSpec, migration_id: str) -> str:
     """Create the heartbeat table on the source if missing and seed this migration's row;
     returns the table's name. The row is seeded so the snapshot already carries it."""
     schema, table = heartbeat_table(spec)
     with connect_endpoint(spec.source, "source") as conn, translated("source: heartbeat table"):
-        for stmt in _heartbeat_ddl(schema, table):
+        for stmt in heartbeat_table_sql(schema, table):
             conn.execute(stmt)
         conn.execute(sql.SQL(
             "INSERT INTO {} (migration_id, beat_at, writer) VALUES (%s, now(), 'migwatch') "
@@ -274,212 +251,6 @@ def prepare_source(spec: MigrationSpec, migration_id: str) -> str:
             [migration_id])
         conn.commit()
     return f"{schema}.{table}"
-
-
-# ---------------------------------------------------------------------------- pre-flight
-def preflight(spec: MigrationSpec, migration_id: str) -> list[str]:
-    """Check everything the migrate stage needs before it creates anything; returns the checks
-    that passed, or raises one PreflightError naming every failure."""
-    passed: list[str] = []
-    failures: list[str] = []
-    for check in (_check_source, _check_target, _check_connect, _check_kafka):
-        ok, bad = check(spec, migration_id)
-        passed += ok
-        failures += bad
-    if failures:
-        raise PreflightError(failures)
-    return passed
-
-
-Checks = tuple[list[str], list[str]]
-
-
-def _check_source(spec: MigrationSpec, migration_id: str) -> Checks:
-    ok: list[str] = []
-    bad: list[str] = []
-    try:
-        conn = connect_endpoint(spec.source, "source", autocommit=True)
-    except MigwatchError as exc:
-        return ok, [f"source unreachable: {exc}"]
-    slot = names.slot_name(migration_id)
-    with conn, translated(f"source ({spec.source.redacted()})"):
-        ok.append("source reachable")
-        wal_level = _scalar(conn, "SHOW wal_level")
-        if wal_level == "logical":
-            ok.append("wal_level=logical")
-        else:
-            bad.append(f"source: wal_level is {wal_level!r}, must be 'logical'")
-        row = conn.execute("SELECT current_user, rolsuper, rolreplication FROM pg_roles "
-                           "WHERE rolname = current_user").fetchone()
-        if row and (row[1] or row[2]):
-            ok.append("REPLICATION privilege")
-        else:
-            user = row[0] if row else spec.source.user
-            bad.append(f"source: user {user!r} has neither REPLICATION nor superuser")
-        max_slots = int(_scalar(conn, "SHOW max_replication_slots"))
-        used, mine = conn.execute(
-            "SELECT count(*), count(*) FILTER (WHERE slot_name = %s) FROM pg_replication_slots",
-            [slot]).fetchone() or (0, 0)
-        if mine or used < max_slots:
-            ok.append("replication slot available")
-        else:
-            bad.append(f"source: no free replication slot ({used} of max_replication_slots="
-                       f"{max_slots} in use)")
-        max_senders = int(_scalar(conn, "SHOW max_wal_senders"))
-        senders = int(_scalar(conn, "SELECT count(*) FROM pg_stat_replication"))
-        if senders < max_senders:
-            ok.append("WAL sender available")
-        else:
-            bad.append(f"source: no free WAL sender ({senders} of max_wal_senders="
-                       f"{max_senders} in use)")
-        for t in spec.tables:
-            problems = _table_problems(conn, t.schema_name, t.name, spec.target.kind,
-                                       t.json_string_columns)
-            if problems:
-                bad += [f"table {t.source}: {p}" for p in problems]
-            else:
-                ok.append(f"table {t.source} ok")
-    return ok, bad
-
-
-_IDENTITY = {"d": "DEFAULT", "n": "NOTHING", "f": "FULL", "i": "USING INDEX"}
-
-
-def _table_problems(conn: Any, schema: str, name: str, target_kind: str = "postgres",
-                    json_string_columns: tuple[str, ...] = ()) -> list[str]:
-    """Why logical decoding cannot carry this table exactly (nothing when it can): it is
-    missing, a partition rather than its root, unlogged, holds large objects, or its updates
-    and deletes would arrive without a key to apply them by; on a MongoDB target also what a
-    document cannot hold (`DocumentForm.refusals`). Each says what to do instead."""
-    info = describe_table(conn, schema, name)
-    if info is None:
-        return ["does not exist on the source"]
-    ident = sql.Identifier(schema, name).as_string(conn)
-    if info.partition_of is not None:
-        root = qualified(*info.partition_of)
-        return [f"is a partition of {root}: name the partitioned table {root} in the spec "
-                "instead (the changes of all its partitions are captured through it)"]
-    problems: list[str] = []
-    if info.unlogged:
-        problems.append(f"is UNLOGGED, and logical decoding does not carry its changes; "
-                        f"make it logged first (ALTER TABLE {ident} SET LOGGED)")
-    lobs = [c.name for c in info.columns if c.large_object]
-    if lobs:
-        problems.append(f"column(s) {', '.join(lobs)} hold large-object references (oid/lo): "
-                        "logical decoding carries the reference number, never the large "
-                        "object's data; move the data into a bytea column first")
-    uncarried = [f"{c.name} ({c.type})" for c in info.columns if _uncarried(c.value_type)]
-    if uncarried:
-        problems.append(f"column(s) {', '.join(uncarried)}: Debezium's change events do not "
-                        "carry values of this type exactly (bit varying loses its length, "
-                        "interval arrays are left out); change the column's type, e.g. to text")
-    if info.partitioned:
-        for leaf in leaf_partitions(conn, schema, name):
-            problems += [f"partition {leaf.qualified}: {p}" for p in
-                         _partition_problems(info, leaf, sql.Identifier(
-                             leaf.schema, leaf.name).as_string(conn))]
-    else:
-        problems += _key_problems(info, ident)
-    if target_kind == "mongodb":
-        form = DocumentForm(info, json_string_columns=json_string_columns)
-        problems += [p for p in form.refusals() if not p.startswith(tuple(
-            f"column {c.name!r} (" for c in info.columns if _uncarried(c.value_type)))]
-    return problems
-
-
-def _uncarried(type_name: str) -> bool:
-    """Types whose values schema-less Debezium events cannot carry exactly (docs/types.md)."""
-    t = type_name.lower()
-    return t.startswith("bit varying") or (t.startswith("interval") and t.endswith("[]"))
-
-
-def _key_problems(info: TableInfo, ident: str) -> list[str]:
-    """A table's updates and deletes must carry its row key (TableInfo.primary_key)."""
-    identity = _IDENTITY.get(info.replica_identity, info.replica_identity)
-    if info.replica_identity == "n":
-        return [f"has REPLICA IDENTITY NOTHING: once published, its updates and deletes fail on "
-                f"the source; ALTER TABLE {ident} REPLICA IDENTITY DEFAULT (or FULL)"]
-    if info.key_source == KEY_NONE and info.replica_identity != "f":
-        gone = " whose index no longer exists" if info.replica_identity == "i" else ""
-        return [f"has no primary key and REPLICA IDENTITY {identity}{gone}, so its updates and "
-                f"deletes could not be applied by key; add a primary key, or ALTER TABLE "
-                f"{ident} REPLICA IDENTITY FULL, or REPLICA IDENTITY USING INDEX <a unique "
-                "index on NOT NULL columns>"]
-    if (info.key_source == KEY_PRIMARY and info.replica_identity == "i"
-            and info.identity_index != info.primary_key):
-        return [f"has REPLICA IDENTITY USING INDEX ({', '.join(info.identity_index)}), not its "
-                f"primary key ({', '.join(info.primary_key)}): deleted rows would arrive "
-                f"without their primary key; ALTER TABLE {ident} REPLICA IDENTITY DEFAULT"]
-    return []
-
-
-def _partition_problems(root: TableInfo, leaf: TableInfo, ident: str) -> list[str]:
-    """A partition's own persistence and replica identity decide what is published for it,
-    under its root's name (publish_via_partition_root)."""
-    problems = []
-    if leaf.unlogged:
-        problems.append(f"is UNLOGGED, and logical decoding does not carry its changes; "
-                        f"ALTER TABLE {ident} SET LOGGED")
-    if root.primary_key:
-        problems += _key_problems(leaf, ident)
-    elif leaf.replica_identity != "f":
-        problems.append(
-            f"REPLICA IDENTITY {_IDENTITY.get(leaf.replica_identity, leaf.replica_identity)} "
-            f"and {root.qualified} has no primary key, so updates and deletes could not be "
-            f"applied by key; add a primary key to {root.qualified}, or ALTER TABLE {ident} "
-            "REPLICA IDENTITY FULL (on every partition)")
-    return problems
-
-
-def _check_target(spec: MigrationSpec, migration_id: str) -> Checks:
-    target = spec.target
-    try:
-        if target.kind == "postgres":
-            with connect_endpoint(target, "target", autocommit=True) as conn, \
-                    translated(f"target ({target.redacted()})"):
-                conn.execute("SELECT 1")
-        else:
-            _mongo_ping(target)
-    except MigwatchError as exc:
-        return [], [f"target unreachable: {exc}"]
-    return [f"target reachable ({target.kind})"], []
-
-
-def _mongo_ping(endpoint: Endpoint, timeout_ms: int = 5000) -> None:
-    what = f"target ({endpoint.redacted()})"
-    client = mongo.client(endpoint, appname="migwatch-preflight", select_ms=timeout_ms,
-                          socket_ms=timeout_ms)
-    try:
-        with mongo.translated(f"{what}: ping"):
-            client.admin.command("ping")
-    finally:
-        client.close()
-
-
-def _check_connect(spec: MigrationSpec, migration_id: str) -> Checks:
-    try:
-        with ConnectClient(spec.connect.url, timeout=10) as client:
-            classes = {p.get("class") for p in client.plugins()}
-    except MigwatchError as exc:
-        return [], [f"Kafka Connect: {exc}"]
-    if POSTGRES_CONNECTOR not in classes:
-        return ["Kafka Connect reachable"], [
-            f"Kafka Connect at {spec.connect.url}: the Debezium PostgreSQL plugin "
-            f"({POSTGRES_CONNECTOR}) is not loaded"]
-    return ["Kafka Connect reachable", "Debezium PostgreSQL plugin loaded"], []
-
-
-def _check_kafka(spec: MigrationSpec, migration_id: str) -> Checks:
-    try:
-        _admin(spec, bootstrap_timeout_ms=5000).close()
-    except MigwatchError as exc:
-        return [], [f"Kafka: {exc}"]
-    return ["Kafka reachable"], []
-
-
-def _scalar(conn: Any, query: str | sql.Composable) -> Any:
-    row = conn.execute(query).fetchone()
-    return row[0] if row else None
 
 
 # ---------------------------------------------------------------------------- target data
@@ -496,35 +267,9 @@ def ensure_fresh_target(spec: MigrationSpec, migration_id: str,
     """
     if _capture_exists(spec, migration_id):
         return FreshTarget(fresh=False, reset_ignored=reset)
-    if spec.target.kind == "postgres":
-        with connect_endpoint(spec.target, "target") as conn, \
-                translated("target: check target tables"):
-            present = [(t.target_name, sql.Identifier(*t.target_parts))
-                       for t in spec.tables if table_exists(conn, *t.target_parts)]
-            full = [name for name, ident in present if _scalar(conn, sql.SQL(
-                "SELECT EXISTS (SELECT 1 FROM {})").format(ident))]
-            if full and not reset:
-                raise TargetNotEmpty(migration_id, full)
-            if reset and present:  # one statement: foreign keys between them are no obstacle
-                conn.execute(sql.SQL("TRUNCATE {}").format(
-                    sql.SQL(", ").join(ident for _, ident in present)))
-            removed = _clear_positions_pg(conn, migration_id)
-            conn.commit()
-        emptied = [name for name, _ in present] if reset else []
-    else:
-        with mongo.database(spec.target, appname="migwatch-migrate") as db, \
-                mongo.translated("target: check target collections"):
-            full = [t.target_name for t in spec.tables
-                    if db[t.target_table].find_one({}, {"_id": 1}) is not None]
-            if full and not reset:
-                raise TargetNotEmpty(migration_id, full)
-            emptied = []
-            for t in spec.tables if reset else ():
-                db[t.target_table].delete_many({})
-                emptied.append(t.target_name)
-            removed = _clear_positions_mongo(db, migration_id)
-    return FreshTarget(fresh=True, non_empty=tuple(full), emptied=tuple(emptied),
-                       positions=removed)
+    done = engine_for(spec).make_fresh(migration_id, reset)
+    return FreshTarget(fresh=True, non_empty=done.non_empty, emptied=done.emptied,
+                       positions=done.positions)
 
 
 def _capture_exists(spec: MigrationSpec, migration_id: str) -> bool:
@@ -543,34 +288,15 @@ def clear_positions(spec: MigrationSpec, migration_id: str) -> int:
     (PostgreSQL `migwatch.applied_position`/`applied_offsets`, MongoDB `migwatch_applied_position`
     /`migwatch_applied_offsets`); returns the rows/documents removed. Left behind, they would make
     a later run with the same id seek past the start of its new topics and skip events."""
-    if spec.target.kind == "postgres":
-        try:
-            conn = connect_endpoint(spec.target, "target")
-        except PermanentError as exc:
-            if database_missing(exc):
-                return 0  # the target database is gone, and its positions with it
-            raise
-        with conn, translated("target: clear applied positions"):
-            removed = _clear_positions_pg(conn, migration_id)
-            conn.commit()
-        return removed
-    with mongo.database(spec.target, appname="migwatch-teardown") as db, \
-            mongo.translated("target: clear applied positions"):
-        return _clear_positions_mongo(db, migration_id)
-
-
-def _clear_positions_pg(conn: Any, migration_id: str) -> int:
-    removed = 0
-    for table in (names.POSITION_TABLE, OFFSETS_TABLE):
-        if table_exists(conn, names.POSITION_SCHEMA, table):
-            removed += conn.execute(sql.SQL("DELETE FROM {} WHERE migration_id = %s").format(
-                sql.Identifier(names.POSITION_SCHEMA, table)), [migration_id]).rowcount
-    return removed
-
-
-def _clear_positions_mongo(db: Any, migration_id: str) -> int:
-    return sum(int(db[name].delete_many({"_id.migration_id": migration_id}).deleted_count)
-               for name in (names.POSITION_COLLECTION, OFFSETS_COLLECTION))
+    target = engine_for(spec)
+    try:
+        session = target.session("migwatch-teardown")
+    except PermanentError as exc:
+        if database_missing(exc):
+            return 0  # the target database is gone, and its positions with it
+        raise
+    with session:
+        return session.clear_positions(migration_id)
 
 
 # ---------------------------------------------------------------------------- target schema
@@ -582,7 +308,8 @@ def prepare_target_schema(spec: MigrationSpec) -> SchemaResult:
     A MongoDB target needs no DDL (empty result). When `spec.migrations` names a folder, its
     versioned migrations run after this step, on the tables it created (the migrate stage).
     """
-    if spec.target.kind != "postgres":
+    target = engine_for(spec)
+    if not target.creates_tables:
         return SchemaResult()
     with connect_endpoint(spec.source, "source") as src, translated("source: describe tables"):
         infos = []
@@ -590,28 +317,8 @@ def prepare_target_schema(spec: MigrationSpec) -> SchemaResult:
             info = describe_table(src, t.schema_name, t.name)
             if info is None:
                 raise PermanentError(f"table {t.source}: does not exist on the source")
-            infos.append((t.target_name, info))
-    created: list[str] = []
-    present: list[str] = []
-    beat_schema, beat_table = heartbeat_table(spec)
-    with connect_endpoint(spec.target, "target") as tgt, translated("target: create tables"):
-        for target_name, info in infos:
-            schema, name = split_qualified(target_name)
-            if table_exists(tgt, schema, name):
-                present.append(target_name)
-                continue
-            tgt.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-            tgt.execute(create_table_sql(info, schema, name))
-            created.append(target_name)
-        beat = f"{beat_schema}.{beat_table}"
-        if beat not in created + present:
-            if table_exists(tgt, beat_schema, beat_table):
-                present.append(beat)
-            else:
-                for stmt in _heartbeat_ddl(beat_schema, beat_table):
-                    tgt.execute(stmt)
-                created.append(beat)
-        tgt.commit()
+            infos.append((t, info))
+    created, present = target.prepare_schema(infos, heartbeat_table(spec))
     return SchemaResult(created=tuple(created), present=tuple(present))
 
 
@@ -763,7 +470,7 @@ def _drop_slot_and_publication(spec: MigrationSpec, migration_id: str,
     return dropped_slot, had_publication
 
 
-def _admin(spec: MigrationSpec, bootstrap_timeout_ms: int = 15000) -> Any:
+def kafka_admin(spec: MigrationSpec, bootstrap_timeout_ms: int = 15000) -> Any:
     from kafka import KafkaAdminClient
     from kafka import errors as kerr
 
@@ -786,7 +493,7 @@ def _error_name(err: Any) -> str:
 
 def _delete_consumer_group(spec: MigrationSpec, migration_id: str) -> bool:
     group = names.consumer_group(migration_id)
-    admin = _admin(spec)
+    admin = kafka_admin(spec)
     try:
         with kafka_conn.translated(f"delete consumer group {group}"):
             result = admin.delete_groups([group])
@@ -809,7 +516,7 @@ def _delete_consumer_group(spec: MigrationSpec, migration_id: str) -> bool:
 def _delete_topics(spec: MigrationSpec, migration_id: str) -> tuple[str, ...]:
     prefix = names.topic_prefix(migration_id) + "."
     heartbeat = names.heartbeat_topic(migration_id)
-    admin = _admin(spec)
+    admin = kafka_admin(spec)
     try:
         with kafka_conn.translated(f"delete topics of {migration_id}"):
             mine = sorted(t for t in admin.list_topics() if t.startswith(prefix) or t == heartbeat)

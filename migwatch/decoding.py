@@ -216,7 +216,11 @@ def _bits(value: str, length: int) -> str:
 class ColumnDecoder:
     """Turns one table's Debezium JSON values into PostgreSQL's values (see the module doc)."""
 
-    def __init__(self, columns: Iterable[pg.Column], full_identity: bool = False) -> None:
+    def __init__(self, columns: Iterable[pg.Column], full_identity: bool = False,
+                 added: Iterable[str] = ()) -> None:
+        #: columns added while the migration ran: an event written before the source added one
+        #: leaves it out — the row then keeps (or takes from the source) its value: UNCHANGED
+        self.added = set(added)
         self._schema: Any = None
         #: per numeric column, from the embedded schema: the Decimal scale when Connect sent the
         #: value as bytes, None when it sent text; kept with the size of the schema it came from
@@ -265,14 +269,14 @@ class ColumnDecoder:
             else:
                 out[name] = self._one(kind, name, value)
         missing = self.kinds.keys() - out.keys()
-        if missing and update:
+        if missing and (update or missing <= self.added):
             for name in missing:
                 out[name] = UNCHANGED
         elif missing:
             # a whole row without a column: Debezium could not carry its type (it leaves such
             # columns out, e.g. interval[]) — never written as NULL
-            raise SkipEvent("unsupported_value", f"column {sorted(missing)[0]!r} is not in "
-                                                 "the event: Debezium does not carry its type")
+            raise SkipEvent("missing_column", f"column {sorted(missing)[0]!r} is not in "
+                                              "the event: Debezium does not carry its type")
         return out
 
     def _placeholder(self, name: str, kind: str, value: Any) -> bool:

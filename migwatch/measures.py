@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import threading
 import time
@@ -26,14 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from kafka import KafkaAdminClient, OffsetSpec, TopicPartition
+from kafka import TopicPartition
 from psycopg import sql
 
 from migwatch import metrics, names, positions
 from migwatch.config import MigrationSpec, TableSpec
 from migwatch.connectors import kafka as kafka_conn
-from migwatch.connectors import mongo
 from migwatch.connectors import postgres as pg
+from migwatch.consumer_lag import GroupLag, group_lag
 from migwatch.errors import MigwatchError
 from migwatch.lag import (
     CONSUMER_LAG,
@@ -47,6 +46,7 @@ from migwatch.lag import (
     Verdict,
 )
 from migwatch.positions import Position
+from migwatch.targets import engine_for
 
 log = logging.getLogger("migwatch.measures")
 
@@ -54,61 +54,6 @@ HEARTBEAT_WRITER = "monitor"
 
 
 # ------------------------------------------------------------------------------ Kafka
-@dataclass(frozen=True)
-class GroupLag:
-    """Consumer lag of a group over some topics, and whether anyone consumes."""
-
-    partitions: tuple[PartitionLag, ...]
-    committed_total: int
-    active_members: int
-    missing_topics: tuple[str, ...] = ()
-
-    @property
-    def total(self) -> int:
-        return sum(p.lag for p in self.partitions)
-
-    def of_topic(self, topic: str) -> int:
-        return sum(p.lag for p in self.partitions if p.topic == topic)
-
-
-def group_lag(bootstrap: str, group: str, topics: Iterable[str],
-              timeout_ms: int = 10_000) -> GroupLag:
-    """Lag of `group` on `topics` (topics that do not exist yet are listed, not errors).
-
-    `timeout_ms` bounds reaching the broker, so an outage costs one poll, not half a minute.
-    """
-    wanted = list(dict.fromkeys(topics))
-    with kafka_conn.translated(f"kafka admin ({bootstrap})"):
-        client = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="migwatch-monitor",
-                                  request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms)
-    try:
-        with kafka_conn.translated(f"consumer lag of group {group}"):
-            meta = client.describe_topics(wanted)
-            tps = [TopicPartition(t["name"], p["partition_index"])
-                   for t in meta if t.get("error_code") == 0 for p in t.get("partitions", ())]
-            missing = tuple(sorted(t["name"] for t in meta if t.get("error_code") != 0))
-            committed = client.list_group_offsets({group: None}).get(group, {})
-            ends = client.list_partition_offsets({tp: OffsetSpec.LATEST for tp in tps}) \
-                if tps else {}
-            fresh = [tp for tp in tps if tp not in committed or committed[tp].offset < 0]
-            starts = client.list_partition_offsets({tp: OffsetSpec.EARLIEST for tp in fresh}) \
-                if fresh else {}
-            described = client.describe_groups([group])
-    finally:
-        client.close()
-    rows = []
-    for tp in sorted(tps):
-        end = int(ends[tp].offset)
-        c = committed.get(tp)
-        done = int(c.offset) if c is not None and c.offset >= 0 else None
-        base = done if done is not None else int(starts[tp].offset)
-        rows.append(PartitionLag(tp.topic, tp.partition, end, done, max(0, end - base)))
-    return GroupLag(partitions=tuple(rows),
-                    committed_total=sum(r.committed or 0 for r in rows),
-                    active_members=kafka_conn.group_members(described, group),
-                    missing_topics=missing)
-
-
 def oldest_unapplied(bootstrap: str, partitions: Iterable[PartitionLag],
                      timeout_ms: int = 3000) -> dict[str, float]:
     """Per topic with unapplied messages: the source commit time (epoch seconds) of the oldest
@@ -180,24 +125,8 @@ def applied_positions(spec: MigrationSpec, migration_id: str) -> dict[str, Posit
 
 def target_heartbeat(spec: MigrationSpec, migration_id: str) -> float | None:
     """`beat_at` (epoch seconds) of this migration's heartbeat row on the target, if there."""
-    beat = _heartbeat_spec(spec)
-    if spec.target.kind == "postgres":
-        schema, table = beat.target_parts
-        with pg.connect_endpoint(spec.target, "target", autocommit=True,
-                                 application="migwatch-monitor") as conn, \
-                pg.translated("target: read heartbeat"):
-            if not pg.table_exists(conn, schema, table):
-                return None
-            row = conn.execute(sql.SQL("SELECT beat_at FROM {} WHERE migration_id = %s").format(
-                sql.Identifier(schema, table)), [migration_id]).fetchone()
-        return row[0].timestamp() if row and row[0] is not None else None
-    with mongo.database(spec.target, appname="migwatch-monitor", select_ms=5000) as db, \
-            mongo.translated("target: read heartbeat"):
-        doc = db[beat.target_table].find_one({"_id": migration_id})
-    value = doc.get("beat_at") if doc else None
-    if isinstance(value, dt.datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
-    return None
+    with engine_for(spec).session("migwatch-monitor", timeout_ms=5000) as session:
+        return session.heartbeat_at(migration_id, _heartbeat_spec(spec))
 
 
 # ------------------------------------------------------------------------------ source

@@ -95,6 +95,16 @@ APPLIER_OUTAGES = Counter(
     "Times the applier lost a dependency (source, target, kafka) and waited for it.",
     ["migration_id", "dependency"], registry=REGISTRY,
 )
+SCHEMA_CHANGES = Counter(
+    "migwatch_schema_changes_total",
+    "Source schema changes the applier saw, by whether the target followed or the table stopped.",
+    ["migration_id", "table_name", "outcome"], registry=REGISTRY,
+)
+TABLE_STOPPED = Gauge(
+    "migwatch_table_stopped",
+    "1 while a table's apply is stopped by a source schema change its target does not follow.",
+    ["migration_id", "table_name"], registry=REGISTRY,
+)
 APPLIER_REJOINS = Counter(
     "migwatch_applier_rejoins_total",
     "Consumer-group joins the Kafka client left half done and the applier re-armed.",

@@ -21,6 +21,9 @@ from migwatch.config import check_migration_id, pg_name, split_qualified
 POSITION_SCHEMA = "migwatch"
 POSITION_TABLE = "applied_position"
 POSITION_COLLECTION = "migwatch_applied_position"
+#: the applier's stored Kafka offsets on the target, next to its positions
+OFFSETS_TABLE = "applied_offsets"
+OFFSETS_COLLECTION = "migwatch_applied_offsets"
 ALL_TABLES = "*"
 
 

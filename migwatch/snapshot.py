@@ -40,8 +40,8 @@ from psycopg import sql
 from migwatch import metrics, names, positions
 from migwatch.config import MigrationSpec
 from migwatch.connectors import postgres as pg
+from migwatch.consumer_lag import group_lag
 from migwatch.errors import MigwatchError, PermanentError, TransientError
-from migwatch.measures import group_lag
 from migwatch.processes import applier_members
 
 log = logging.getLogger("migwatch.snapshot")

@@ -15,6 +15,7 @@ from prefect.states import State
 from prefect.tasks import exponential_backoff
 
 from migwatch import capture
+from migwatch import preflight as checks
 from migwatch.config import MigrationSpec
 from migwatch.errors import is_transient
 
@@ -39,7 +40,7 @@ _RETRIES: dict[str, Any] = {
 @task(name="capture-preflight", timeout_seconds=180, **_RETRIES)
 def preflight(spec: MigrationSpec, migration_id: str) -> list[str]:
     """Every pre-flight check; a PreflightError names each failure (not retried)."""
-    passed = capture.preflight(spec, migration_id)
+    passed = checks.preflight(spec, migration_id)
     get_run_logger().info("pre-flight passed for %s: %s", migration_id, "; ".join(passed))
     return passed
 

@@ -75,7 +75,9 @@ def _target_version(to: str | None) -> str | None:
 
 
 def _header(s: Any, what: str) -> None:
-    kind = "SQL" if s.target.kind == "postgres" else "MongoDB"
+    from migwatch.targets import engine_for
+
+    kind = engine_for(s).migrations_label
     out.print(f"{kind} migrations {what} [bold]{escape(s.target.redacted())}[/] "
               f"[dim](folder {escape(s.migrations.folder)})[/]", highlight=False, soft_wrap=True)
 

@@ -77,6 +77,13 @@ def translated(what: str) -> Iterator[None]:
         raise translate(exc, what) from exc
 
 
+#: a source session reading values as text for a target (the applier's reads of current rows,
+#: validation against MongoDB): one text per value whatever the server's defaults
+SOURCE_SESSION = ("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; "
+                  "SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 1; "
+                  "SET bytea_output = 'hex'")
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
@@ -277,3 +284,29 @@ def current_lsn(conn: psycopg.Connection) -> str:
     row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
     assert row is not None
     return str(row[0])
+
+
+def rows_by_position(table: sql.Identifier, columns: sql.Composable, pk: list[str],
+                      types: dict[str, str], count: int) -> sql.Composed:
+    """SELECT the ordinal of each of `count` keys (bound as parameters, cast to the key
+    columns' types) with `columns` of its row in `table` — keys matched by position, since a
+    decoded key and the driver's value of it need not print alike."""
+    slots = [sql.Identifier(f"k{i}") for i in range(len(pk))]
+    return sql.SQL("SELECT v.i{} FROM {} AS t JOIN (VALUES {}) AS v(i, {}) ON ({}) = ({})").format(
+        columns, table,
+        sql.SQL(", ").join(sql.SQL("({}, {})").format(sql.Literal(n), sql.SQL(", ").join(
+            sql.SQL("CAST(%s AS {})").format(sql.SQL(types[k])) for k in pk))
+            for n in range(count)),
+        sql.SQL(", ").join(slots),
+        sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in pk),
+        sql.SQL(", ").join(sql.SQL("v.{}").format(slot) for slot in slots))
+
+
+def heartbeat_table_sql(schema: str, table: str) -> list[sql.Composed]:
+    """The heartbeat table (source and PostgreSQL target alike): one row per migration."""
+    return [
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)),
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} (migration_id text PRIMARY KEY, "
+                "beat_at timestamptz NOT NULL, writer text)").format(
+            sql.Identifier(schema, table)),
+    ]

@@ -14,6 +14,7 @@ ends. `Runner(spec, on_step=...)` also reports each step's start and outcome as 
 
 from __future__ import annotations
 
+from migwatch.migrations._backend import Backend, LockAttempt, LockInfo
 from migwatch.migrations._model import (
     HistoryRow,
     Migration,
@@ -31,9 +32,6 @@ from migwatch.migrations._model import (
 )
 from migwatch.migrations._runner import (
     DEFAULT_LOCK_TTL_SECONDS,
-    Backend,
-    LockAttempt,
-    LockInfo,
     RepairResult,
     Runner,
     RunResult,

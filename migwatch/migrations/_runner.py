@@ -1,25 +1,22 @@
 """Running a plan against a backend: the lock, one transaction per step, history, metrics, logs.
 
-A backend (`sql.py`, `mongo.py`) owns connections and speaks its server's language; everything a
-user can observe — the order, the lock wait, the history rows, the metrics, the log lines — is
-decided here once, so both backends behave alike.
+A backend (each target engine's, `migwatch.targets`) owns connections and speaks its server's
+language; everything a user can observe — the order, the lock wait, the history rows, the
+metrics, the log lines — is decided here once, so both backends behave alike.
 """
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from migwatch import metrics
 from migwatch.config import MigrationSpec
@@ -28,6 +25,13 @@ from migwatch.errors import (
     MigrationFailed,
     MigrationLocked,
     TransientError,
+)
+from migwatch.migrations._backend import (
+    Backend,
+    LockInfo,
+    Progress,
+    ScriptFailed,
+    applied_by,
 )
 from migwatch.migrations._model import (
     HistoryRow,
@@ -43,124 +47,13 @@ from migwatch.migrations._model import (
     plan_up,
     status,
 )
+from migwatch.targets import engine_for
 
 log = logging.getLogger("migwatch.migrations")
 
 #: how long a lock lives without renewal; the holder renews every third of it
 DEFAULT_LOCK_TTL_SECONDS = 60.0
 _LOCK_POLL_SECONDS = 0.25
-
-
-@dataclass(frozen=True)
-class LockInfo:
-    owner: str
-    acquired_at: datetime | None
-    expires_at: datetime | None
-
-
-@dataclass(frozen=True)
-class LockAttempt:
-    """`acquired`; else `holder` is who has it. A stale lock taken over sets `previous`."""
-
-    acquired: bool
-    holder: LockInfo | None = None
-    previous: LockInfo | None = None
-
-
-class ScriptFailed(Exception):
-    """Raised by a backend when a script fails (after its transaction rolled back, if any)."""
-
-    def __init__(self, error_type: str, message: str, *, transient: bool,
-                 in_transaction: bool) -> None:
-        self.error_type = error_type
-        self.message = message
-        self.transient = transient
-        self.in_transaction = in_transaction
-        super().__init__(f"{error_type}: {message}")
-
-
-class Progress:
-    """`progress(collection, count)` for MongoDB scripts: counts documents touched per collection.
-
-    Inside a transaction the counts wait for the commit (a rollback touched nothing); without
-    one they reach `mongodb_migration_documents_total` at once, since the writes are real.
-    """
-
-    def __init__(self, version: str, counter: Any | None) -> None:
-        self.version = version
-        self._counter = counter
-        self._buffered = False
-        self._pending: dict[str, int] = defaultdict(int)
-        self.totals: dict[str, int] = defaultdict(int)
-
-    def begin(self, in_transaction: bool) -> None:
-        self._buffered = in_transaction
-        self._pending.clear()
-
-    def __call__(self, collection: str, count: int = 1) -> None:
-        if not isinstance(collection, str) or not isinstance(count, int) or count < 0:
-            raise TypeError("progress(collection: str, count: int >= 0)")
-        if self._buffered:
-            self._pending[collection] += count
-        else:
-            self._publish(collection, count)
-
-    def commit(self) -> None:
-        for collection, count in self._pending.items():
-            self._publish(collection, count)
-        self._pending.clear()
-
-    def discard(self) -> None:
-        self._pending.clear()
-
-    def _publish(self, collection: str, count: int) -> None:
-        self.totals[collection] += count
-        if self._counter is not None:
-            self._counter.labels(self.version, collection).inc(count)
-
-
-class Backend(Protocol):
-    """What a target server must offer to run versioned migrations."""
-
-    kind: Kind
-
-    def describe(self) -> str:
-        """The target without secrets, for messages and logs."""
-        ...
-
-    def close(self) -> None: ...
-
-    def history(self) -> list[HistoryRow]:
-        """Every history row; empty when the history does not exist yet (nothing is created)."""
-        ...
-
-    def ensure_storage(self) -> None:
-        """Create the history and lock storage if missing (safe to race)."""
-        ...
-
-    def lock_holder(self) -> LockInfo | None: ...
-
-    def try_lock(self, owner: str, ttl_seconds: float) -> LockAttempt:
-        """Take the lock if free, expired, or already `owner`'s; never waits."""
-        ...
-
-    def renew_lock(self, owner: str, ttl_seconds: float) -> bool:
-        """Push the expiry forward; False when `owner` no longer holds the lock."""
-        ...
-
-    def release_lock(self, owner: str) -> None: ...
-
-    def execute(self, step: Step, row_for: Any, progress: Progress) -> bool:
-        """Run the step's script; in the same transaction (if any) upsert `row_for(in_tx)` (up)
-        or delete the version's row (down). Returns whether a transaction was used; raises
-        ScriptFailed after rolling back."""
-        ...
-
-    def record(self, row: HistoryRow) -> None:
-        """Upsert one history row on its own (a failure, after the rollback)."""
-        ...
-
-    def repair(self, plan: RepairPlan) -> None: ...
 
 
 # --------------------------------------------------------------------------- results
@@ -257,14 +150,6 @@ class RepairResult:
 def default_owner() -> str:
     """Who holds the lock: user@host, pid and a run token (two runs in one process differ)."""
     return f"{applied_by()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def applied_by() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
 
 
 class _HeldLock:
@@ -375,7 +260,7 @@ def _run_step(backend: Backend, step: Step, who: str,
     duration, errors = _metrics_for(kind)
     mig = step.migration
     progress = Progress(step.version, metrics.MONGO_MIGRATION_DOCUMENTS
-                        if kind == "mongodb" else None)
+                        if backend.counts_documents else None)
     fields = _log_fields(kind, step, script=(mig.undo_path if step.direction == "down" and
                                              mig.undo_path else mig.path).name)
     log.info(_line("migration.start", fields), extra={"migration": fields})
@@ -424,7 +309,7 @@ def _run_step(backend: Backend, step: Step, who: str,
     documents = dict(progress.totals)
     end = {**fields, "status": ok_status, "duration_ms": int(seconds * 1000),
            "in_transaction": in_tx}
-    if kind == "mongodb":
+    if backend.counts_documents:
         end["documents"] = sum(documents.values())
     log.info(_line("migration.end", end), extra={"migration": end})
     outcome = StepOutcome(step.version, mig.description, step.direction, "success",
@@ -441,7 +326,8 @@ def resolve_kind(spec: MigrationSpec) -> Kind:
     """The backend a spec asks for: `migrations.kind`, else the target's kind."""
     if spec.migrations is None:
         raise ConfigError("the spec has no migrations section", field="migrations")
-    implied: Kind = "sql" if spec.target.kind == "postgres" else "mongodb"
+    target = engine_for(spec)
+    implied: Kind = target.migrations_kind  # type: ignore[assignment]
     kind = spec.migrations.kind or implied
     if kind != implied:
         raise ConfigError(f"{kind!r} migrations cannot run on a {spec.target.kind} target",
@@ -450,14 +336,9 @@ def resolve_kind(spec: MigrationSpec) -> Kind:
 
 
 def open_backend(spec: MigrationSpec) -> Backend:
-    kind = resolve_kind(spec)
-    if kind == "sql":
-        from migwatch.migrations.sql import PostgresBackend
-
-        return PostgresBackend.from_endpoint(spec.target)
-    from migwatch.migrations.mongo import MongoBackend
-
-    return MongoBackend.from_endpoint(spec.target)
+    resolve_kind(spec)
+    backend: Backend = engine_for(spec).migrations_backend()
+    return backend
 
 
 def load_migrations(spec: MigrationSpec) -> list[Migration]:

@@ -78,6 +78,8 @@ class Side(ABC):
     label: str
     #: whether this side can digest sub-ranges cheaply (an index); MongoDB reads whole passes
     can_split: bool = True
+    #: rows whose key maps back to no source key (a MongoDB `_id`), as read by the last pass
+    unreadable: Sequence[str] = ()
 
     @abstractmethod
     def bucket_digests(self, bounds: Sequence[Key], within: KeyRange) -> dict[int, Digest]: ...
@@ -94,6 +96,10 @@ class Side(ABC):
 
     def key_hashes(self, keys: Sequence[Key]) -> dict[Key, int]:
         """Row hash of each present key of `keys` (re-checking pending keys), read now."""
+        raise NotImplementedError
+
+    def count(self) -> int:
+        """Rows of the whole table, counted now."""
         raise NotImplementedError
 
     def new_snapshot(self) -> None:

@@ -26,21 +26,16 @@ A MongoDB side cannot digest sub-ranges cheaply, so steps 0 and 2 are skipped: i
 of the differing ranges in one more pass and step 3 runs on them, confirming every hash
 difference value by value (rows mapped exactly as the applier maps them) — two passes and one
 source query per differing range, without recursion.
+
+`TableComparer` builds on `comparison.py` (options, leaves, both sides, step 4) and
+`merge.py` (step 3'); this module holds the steps that decide what to digest, cut and fetch.
 """
 
 from __future__ import annotations
 
-import bisect
-import contextvars
-import functools
 import math
-import operator
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
 
 from migwatch.validation.base import (
     EVERYTHING,
@@ -51,116 +46,27 @@ from migwatch.validation.base import (
     layout,
     sub_ranges,
 )
+from migwatch.validation.comparison import (
+    INT_KINDS,
+    CompareOptions,
+    Item,
+    Leaf,
+    ProgressFn,
+)
+from migwatch.validation.merge import StreamedMerge
 from migwatch.validation.model import (
     RANGE_MISMATCHED,
     RANGE_PENDING,
-    REDACTED,
-    RangeCheck,
     RowDiff,
     TableResult,
-    display_key,
-    encode_key,
-    now_iso,
 )
 from migwatch.validation.postgres import PostgresSide
 
-#: progress callback: (table, rows done, rows expected)
-ProgressFn = Callable[[str, int, int], None]
-#: a differing range being located: (range, source digest, target digest, path in key order)
-Item = tuple[KeyRange, Digest, Digest, tuple[int, ...]]
-
-INT_KINDS = {"int"}
+__all__ = ["CompareOptions", "Leaf", "ProgressFn", "TableComparer", "digest_of"]
 
 
-@dataclass
-class CompareOptions:
-    """Knobs of one comparison; the spec's `validation` section sets the public ones."""
-
-    chunk_rows: int = 10_000
-    sample_cap: int = 20
-    show_values: bool = False
-    moving_source: bool = True
-    leaf_rows: int = 1024
-    fanout: int = 64
-    segment_ranges: int = 100
-    #: rows located by fetching leaves whole (key → hash maps); past it, leaves are merged
-    locate_limit: int = 200_000
-    whole_first_rows: int = 10_000_000
-    batch_rows: int = 50_000  # rows of leaf ranges fetched per query
-    #: differing rows of a table recorded (and re-checked) by key; past it, by leaf range
-    pending_keys: int = 10_000
-    #: bisection levels below the top ranges before the ranges still differing are merged
-    max_depth: int = 12
-    #: a range with at least this share of its sub-ranges differing has its sub-ranges merged
-    dense_fraction: float = 0.5
-    merge_batch: int = 10_000  # rows per fetch of a merge's server-side cursors
-
-
-@dataclass
-class Leaf:
-    """What one differing leaf range holds."""
-
-    range: KeyRange
-    source_digest: Digest
-    missing: list[Key] = field(default_factory=list)
-    extra: list[Key] = field(default_factory=list)
-    changed: list[Key] = field(default_factory=list)
-    missing_count: int = 0
-    extra_count: int = 0
-    changed_count: int = 0  # the lists hold keys only while the table's key budget lasts
-    located: bool = True
-    hashes: dict[str, dict[Key, int]] = field(default_factory=dict)
-    path: tuple[int, ...] = ()  # position in key order: top range, sub-range, ...
-
-
-class TableComparer:
+class TableComparer(StreamedMerge):
     """Compares one table between a PostgreSQL source and a target side."""
-
-    def __init__(self, source: PostgresSide, target: Side, result: TableResult,
-                 options: CompareOptions, key_kinds: Sequence[str],
-                 progress: ProgressFn | None = None,
-                 on_ranges: Callable[[int], None] | None = None) -> None:
-        self.source = source
-        self.target = target
-        self.result = result
-        self.o = options
-        self.key_kinds = list(key_kinds)
-        self.progress = progress
-        self.on_ranges = on_ranges
-        self.primary_key = tuple(result.primary_key)
-        self.located_rows = 0
-        self.sampled = 0  # keys fetched for whole missing/extra ranges
-        self.key_span: tuple[int | None, int | None] = (None, None)
-        self.kept = 0  # differing keys held in leaves (capped: memory stays bounded)
-        self.keep_cap = max(options.pending_keys, options.sample_cap)
-        self.progress_done = 0  # rows digested, then rows located (progress reports)
-        self.progress_total = 0
-        self._span_read = False
-        self.located_top: set[int] = set()  # top ranges a probe merged already
-        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mw-side")
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-
-    # --- both sides at once ------------------------------------------------------------------
-    def _both(self, fn: str, *args: Any) -> tuple[Any, Any]:
-        """`fn(*args)` on both sides at once, each in a copy of the caller's context (so a
-        progress callback sees, e.g., the task run it reports for)."""
-        fs = self.pool.submit(contextvars.copy_context().run, getattr(self.source, fn), *args)
-        ft = self.pool.submit(contextvars.copy_context().run, getattr(self.target, fn), *args)
-        return fs.result(), ft.result()
-
-    def _count_ranges(self, n: int) -> None:
-        self.result.ranges_checked += n
-        if self.on_ranges is not None:
-            self.on_ranges(n)
-
-    def _tick(self, rows: int) -> None:
-        """Progress of locating: `rows` more rows compared row by row."""
-        self.progress_done += rows
-        if self.progress is not None:
-            self.progress(self.result.table, self.progress_done,
-                          max(self.progress_done, self.progress_total))
 
     # --- step 1 ------------------------------------------------------------------------------
     def top_bounds(self, count: int | None = None) -> tuple[list[Key], int]:
@@ -469,94 +375,6 @@ class TableComparer:
             self._fetch_leaves(batch, leaves)
         return over
 
-    # --- step 3': the streamed merge -----------------------------------------------------------
-    def _refill(self, stream: _ReadAhead) -> tuple[list[tuple[Any, ...]], int, bool]:
-        """The next batch of a merge stream (empty when it ended), its index, whether more may
-        follow."""
-        batch = stream.next_batch()
-        if batch is None:
-            return [], 0, False
-        self._tick(len(batch))
-        return batch, 0, True
-
-    def _merge(self, items: Sequence[Item], leaves: list[Leaf]) -> tuple[int, int]:
-        """Step 3' for `items` (`segment_ranges` ranges per pair of streams): the rows merged
-        and how many of them differ."""
-        if not items:
-            return 0, 0
-        started = time.perf_counter()
-        ordered = sorted(items, key=lambda item: item[3])  # key order
-        rows = diffs = 0
-        for a in range(0, len(ordered), self.o.segment_ranges):
-            seg = self._merge_group(ordered[a:a + self.o.segment_ranges], leaves)
-            rows, diffs = rows + seg.merged, diffs + seg.differing
-        timings = self.result.timings
-        timings["merge"] = round(timings.get("merge", 0.0) + time.perf_counter() - started, 4)
-        return rows, diffs
-
-    def _merge_group(self, items: Sequence[Item], leaves: list[Leaf]) -> _Segment:
-        """Both sides' rows of `items` streamed in one order and compared while merging.
-
-        Each row comes with its bucket (which item holds it), so rows are told apart by
-        (bucket, key) — by (bucket, key text) where Python does not order the keys as the
-        database does. Differences are kept as leaves of about `leaf_rows` merged rows (one per
-        item when keys are compared by their text: a run of text-ordered keys is no key
-        range)."""
-        source = self.source
-        target = self.target
-        assert isinstance(target, PostgresSide)
-        bounds, owners = layout([(rng, ()) for rng, _, _, _ in items])
-        ranges = [rng for rng, _, _, _ in items]
-        n = len(self.primary_key)
-        native = source.d.py_ordered and target.d.py_ordered
-        cols = range(1, n + 1) if native else range(n + 1, 2 * n + 1)
-        order = operator.itemgetter(0, *cols)
-        streams = [_ReadAhead(self.pool, side.merge_rows(ranges, bounds, self.o.merge_batch))
-                   for side in (source, target)]
-        seg = _Segment(self, items, owners, native, n)
-        try:
-            src: list[tuple[Any, ...]] = []
-            tgt: list[tuple[Any, ...]] = []
-            i = j = 0
-            more = [True, True]  # whether each stream may hold more batches
-            while True:
-                if i == len(src) and more[0]:
-                    src, i, more[0] = self._refill(streams[0])
-                if j == len(tgt) and more[1]:
-                    tgt, j, more[1] = self._refill(streams[1])
-                ns, nt = len(src), len(tgt)
-                if i == ns and j == nt:
-                    break
-                start = i  # a run of rows equal on both sides, hash included: the usual case
-                while i < ns and j < nt and src[i] == tgt[j]:
-                    i += 1
-                    j += 1
-                if i > start:
-                    seg.same(src, start, i)
-                    continue
-                ka = order(src[i]) if i < ns else None
-                kb = order(tgt[j]) if j < nt else None
-                if kb is None or (ka is not None and ka < kb):
-                    a = src[i]
-                    seg.row(a[0], a[1:n + 1], a[-1], None)
-                    i += 1
-                elif ka is None or kb < ka:
-                    b = tgt[j]
-                    seg.row(b[0], b[1:n + 1], None, b[-1])
-                    j += 1
-                else:  # the same key, another hash
-                    a, b = src[i], tgt[j]
-                    seg.row(a[0], a[1:n + 1], a[-1], b[-1])
-                    i += 1
-                    j += 1
-            seg.flush(None)
-        finally:
-            for stream in streams:
-                stream.close()
-        leaves.extend(seg.leaves)
-        self._count_ranges(len(items))
-        return seg
-
     def _fetch_leaves(self, batch: Sequence[Item], leaves: list[Leaf]) -> None:
         bounds, owners = layout([(rng, ()) for rng, _, _, _ in batch])
         src, tgt = self._both("row_digests_in", [rng for rng, _, _, _ in batch], bounds)
@@ -613,199 +431,6 @@ class TableComparer:
         """Whole ranges missing or extra: their keys are fetched only while the sample needs
         more (their counts come from the digests)."""
         return self.sampled < self.o.sample_cap
-
-    # --- step 4 ------------------------------------------------------------------------------
-    def _reconcile(self, leaves: list[Leaf]) -> None:
-        """A key missing in one leaf and extra in another (collations that order keys
-        differently) is one row: equal if its hashes match, else changed."""
-        missing = {k: (leaf, leaf.hashes.get("source", {}).get(k)) for leaf in leaves
-                   for k in leaf.missing}
-        for leaf in leaves:
-            for k in list(leaf.extra):
-                if k in missing and missing[k][1] is not None:
-                    other, h = missing[k]
-                    if leaf.hashes.get("target", {}).get(k) != h:
-                        leaf.changed.append(k)
-                        leaf.changed_count += 1
-                    leaf.extra.remove(k)
-                    leaf.extra_count -= 1
-                    other.missing.remove(k)
-                    other.missing_count -= 1
-
-    def checks(self, leaves: Sequence[Leaf], lsn: str, lsn_num: int, state: str,
-               key_budget: int | None = None) -> list[RangeCheck]:
-        """One RangeCheck per differing leaf, with a sample of its rows (capped). A leaf whose
-        rows were all located carries their keys, while the table's `pending_keys` budget
-        lasts (leaves in key order); the others only their range."""
-        changed_sample = [k for lf in leaves for k in lf.changed][:self.o.sample_cap]
-        src_tok, tgt_tok = self._both("column_tokens", changed_sample) if changed_sample \
-            else ({}, {})
-        budget = self.o.pending_keys if key_budget is None else key_budget
-        out = []
-        for lf in leaves:
-            row_keys: list[list[Any]] | None = None
-            complete = lf.located and len(lf.missing) == lf.missing_count \
-                and len(lf.extra) == lf.extra_count and len(lf.changed) == lf.changed_count
-            n = lf.missing_count + lf.extra_count + lf.changed_count
-            if complete and n <= budget:
-                budget -= n
-                row_keys = [encode_key(k) or [] for k in (*lf.missing, *lf.extra, *lf.changed)]
-            diffs: list[RowDiff] = []
-            for kind, keys in (("missing", lf.missing), ("extra", lf.extra),
-                               ("changed", lf.changed)):
-                for k in keys[:max(0, self.o.sample_cap - len(diffs))]:
-                    diffs.append(self.row_diff(kind, k, src_tok.get(k), tgt_tok.get(k)))
-            out.append(RangeCheck(
-                lo=encode_key(lf.range.lo), hi=encode_key(lf.range.hi), lsn=lsn,
-                lsn_num=lsn_num, state=state, missing=lf.missing_count, extra=lf.extra_count,
-                changed=lf.changed_count, keys=[d.__dict__ for d in diffs],
-                source_digest=list(lf.source_digest), checked_at=now_iso(),
-                row_keys=row_keys))
-        return out
-
-    def row_diff(self, kind: str, key: Key, src: dict[str, Any] | None,
-                  tgt: dict[str, Any] | None) -> RowDiff:
-        """One differing row for the sample: its key, and for a changed row the columns that
-        differ (values only when the spec shows them)."""
-        diff = RowDiff(kind=kind, key=display_key(key, self.primary_key))
-        if kind != "changed" or src is None or tgt is None:
-            return diff
-        diff.columns = [c for c in src if c in tgt and src[c][0] != tgt[c][0]]
-        if self.o.show_values:
-            diff.source = {c: src[c][1] for c in diff.columns}
-            diff.target = {c: tgt[c][1] for c in diff.columns}
-        else:
-            diff.source = {c: REDACTED for c in diff.columns}
-            diff.target = {c: REDACTED for c in diff.columns}
-        return diff
-
-
-_HASH = operator.itemgetter(-1)  # a merged row's hash: its last column
-_BUCKET = operator.itemgetter(0)  # ...and its bucket: the first
-
-
-class _Segment:
-    """The leaves a merge makes, row by merged row: the rows of one item, cut every
-    `leaf_rows` merged rows where keys are ranges in Python's order too (`native`)."""
-
-    def __init__(self, comparer: TableComparer, items: Sequence[Item],
-                 owners: Sequence[Any], native: bool, key_columns: int) -> None:
-        self.c = comparer
-        self.items = items
-        self.owners = owners
-        self.native = native
-        self.n = key_columns
-        self.leaves: list[Leaf] = []
-        self.merged = 0  # rows merged (keys of either side)
-        self.differing = 0  # of them, missing, extra or changed
-        self.item = -1  # index of the item whose rows come now
-        self.part = 0
-        self._start(None)
-
-    def _start(self, lo: Key | None) -> None:
-        self.leaf = Leaf(KeyRange(lo, None), (0, 0), hashes={"source": {}, "target": {}})
-        self.rows = 0
-        self.count = 0
-        self.xor = 0
-
-    def row(self, bucket: int, key: Key, source_hash: int | None,
-            target_hash: int | None) -> None:
-        """One merged row: its hash on the source and on the target (None: absent there)."""
-        owner = self.owners[bucket]
-        if owner is None:  # between the ranges: the query does not read such rows
-            return
-        if owner[0] != self.item:
-            self.flush(None)
-            self.item, self.part = owner[0], 0
-            self._start(self.items[self.item][0].lo)
-        elif self.native and self.rows >= self.c.o.leaf_rows and source_hash != target_hash:
-            self.flush(key)  # a leaf ends where a difference comes after `leaf_rows` rows
-            self.part += 1
-            self._start(key)
-        self.rows += 1
-        self.merged += 1
-        leaf = self.leaf
-        if source_hash is not None:
-            self.count += 1
-            self.xor ^= source_hash
-        keep = self.c.kept < self.c.keep_cap
-        if target_hash is None:
-            leaf.missing_count += 1
-            if keep:
-                leaf.missing.append(key)
-                leaf.hashes["source"][key] = source_hash  # type: ignore[assignment]
-        elif source_hash is None:
-            leaf.extra_count += 1
-            if keep:
-                leaf.extra.append(key)
-                leaf.hashes["target"][key] = target_hash
-        elif source_hash != target_hash:
-            leaf.changed_count += 1
-            if keep:
-                leaf.changed.append(key)
-        else:
-            return
-        self.differing += 1
-        if keep:
-            self.c.kept += 1
-
-    def same(self, rows: Sequence[tuple[Any, ...]], start: int, end: int) -> None:
-        """Rows `start:end` of a batch, equal on both sides (bucket, key and hash): counted
-        in bulk, bucket by bucket (a batch is ordered by bucket)."""
-        while start < end:
-            bucket = rows[start][0]
-            owner = self.owners[bucket]
-            if owner is None or owner[0] != self.item:  # the first row of another item
-                r = rows[start]
-                self.row(bucket, r[1:self.n + 1], r[-1], r[-1])
-                start += 1
-                continue
-            stop = end if rows[end - 1][0] == bucket else bisect.bisect_right(
-                rows, bucket, start, end, key=_BUCKET)
-            self.rows += stop - start
-            self.merged += stop - start
-            self.count += stop - start
-            self.xor ^= functools.reduce(operator.xor, map(_HASH, rows[start:stop]), 0)
-            start = stop
-
-    def flush(self, hi: Key | None) -> None:
-        """End the current leaf at `hi` (None: where its item's range ends)."""
-        if self.item < 0:
-            return
-        leaf = self.leaf
-        if leaf.missing_count or leaf.extra_count or leaf.changed_count:
-            rng, _, _, path = self.items[self.item]
-            leaf.range = KeyRange(leaf.range.lo, hi if hi is not None else rng.hi)
-            leaf.source_digest = (self.count, self.xor)
-            leaf.path = (*path, self.part)
-            self.leaves.append(leaf)
-
-
-class _ReadAhead:
-    """One side's batches of a merge, the next one read in the pool while this one is used."""
-
-    def __init__(self, pool: ThreadPoolExecutor,
-                 batches: Iterator[list[tuple[Any, ...]]]) -> None:
-        self.pool = pool
-        self.batches = batches
-        self.pending: Future[list[tuple[Any, ...]] | None] | None = pool.submit(
-            next, batches, None)
-
-    def next_batch(self) -> list[tuple[Any, ...]] | None:
-        if self.pending is None:
-            return None
-        batch = self.pending.result()
-        self.pending = self.pool.submit(next, self.batches, None) if batch is not None \
-            else None
-        return batch
-
-    def close(self) -> None:
-        """Wait for a read under way, then close the cursor."""
-        if self.pending is not None:
-            with suppress(Exception):  # the merge's own error is the one to see
-                self.pending.result()
-            self.pending = None
-        self.batches.close()  # type: ignore[attr-defined]
 
 
 def digest_of(side: Side, rng: KeyRange) -> Digest:

@@ -26,6 +26,7 @@ from psycopg import sql
 from migwatch.config import MigrationSpec, TableSpec
 from migwatch.connectors import postgres as pg
 from migwatch.errors import ConfigError, PermanentError
+from migwatch.targets import engine_for
 from migwatch.validation.model import DIFFERENT, PENDING, REDACTED, TableResult, ValidationResult
 
 NOT_APPLICABLE = ("Great Expectations does not apply to a MongoDB target: its suites run on "
@@ -177,7 +178,7 @@ def run_expectations(spec: MigrationSpec, result: ValidationResult) -> dict[str,
     `TableResult` (a failed expectation makes the table `different`) and return them by table.
     """
     results = {t.table: t for t in result.tables}
-    if spec.target.kind != "postgres":
+    if not engine_for(spec).runs_expectations:
         outcome = {"applies": False, "note": NOT_APPLICABLE}
         for t in result.tables:
             t.expectations = dict(outcome)

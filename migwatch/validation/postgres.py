@@ -27,10 +27,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from migwatch.config import split_qualified
 from migwatch.connectors import postgres as pg
 from migwatch.errors import PermanentError
 from migwatch.validation.base import Digest, Key, KeyRange, Side
-from migwatch.validation.kinds import column_kind
+from migwatch.validation.kinds import byte_ordered_keys, column_kind
 
 SESSION_SETTINGS = (
     "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; "
@@ -359,49 +360,6 @@ class PostgresDialect:
                        ).format(hash=self.row_hash(), t=self.table)
 
 
-#: strings that no linguistic collation orders as bytes do ('B' < 'a', '_' between them, ...)
-_PROBE = ["a", "B", "ä", "Z", "_x", "a b", "ab", "aB", "A", "é", "e", "~", "😀", "東京", "1", ""]
-_BYTEWISE_LOCALES = {"c", "posix", "c.utf8", "c.utf-8"}
-
-
-def byte_ordered_keys(conn: psycopg.Connection, info: pg.TableInfo,
-                      ) -> tuple[set[str], set[str]]:
-    """The primary-key columns that have a collation, and those among them whose collation
-    already orders keys bytewise: C or POSIX, or a C.UTF-8 locale (code point order, the same as
-    UTF-8 bytes) — checked by ordering a probe of strings that linguistic collations order
-    differently. Keys of the first set but not the second are compared `COLLATE "C"`."""
-    if not info.primary_key:
-        return set(), set()
-    rows = conn.execute(
-        "SELECT a.attname, a.attcollation <> 0, co.collname, co.collprovider, co.collcollate, "
-        "ns.nspname, d.datcollate, to_jsonb(d) ->> 'datlocprovider' "
-        "FROM pg_attribute a LEFT JOIN pg_collation co ON co.oid = a.attcollation "
-        "LEFT JOIN pg_namespace ns ON ns.oid = co.collnamespace "
-        "CROSS JOIN pg_database d WHERE d.datname = current_database() "
-        "AND a.attrelid = %s::regclass AND a.attname = ANY(%s)",
-        [sql.Identifier(info.schema, info.name).as_string(conn), list(info.primary_key)],
-    ).fetchall()
-    collated: set[str] = set()
-    bytewise: set[str] = set()
-    for name, has, coll, provider, locale, schema, db_locale, db_provider in rows:
-        if not has:
-            continue
-        collated.add(name)
-        if coll in ("C", "POSIX", "ucs_basic"):
-            bytewise.add(name)
-            continue
-        if coll == "default":
-            provider, locale = db_provider or "c", db_locale
-        if provider in ("c", "d") and (locale or "").lower() in _BYTEWISE_LOCALES:
-            ordered = conn.execute(sql.SQL(
-                "SELECT array_agg(x ORDER BY x COLLATE {}) = array_agg(x ORDER BY x COLLATE "
-                '"C") FROM unnest(%s::text[]) x').format(sql.Identifier(schema, coll)),
-                [_PROBE]).fetchone()
-            if ordered is not None and ordered[0]:
-                bytewise.add(name)
-    return collated, bytewise
-
-
 def open_connection(conninfo: str, what: str,
                     statement_timeout_seconds: float | None = None) -> psycopg.Connection:
     """A read-only REPEATABLE READ session with the settings value texts depend on; the
@@ -586,3 +544,19 @@ class PostgresSide(Side):
             self.conn.rollback()
         finally:
             self.conn.close()
+
+
+# ----------------------------------------------------------------------------- opening
+def describe(conn: Any, qualified: str, what: str) -> pg.TableInfo:
+    schema, name = split_qualified(qualified)
+    with pg.translated(what):
+        info = pg.describe_table(conn, schema, name)
+    if info is None:
+        raise PermanentError(f"{what}: table {qualified} does not exist")
+    return info
+
+
+def collations(conn: Any, info: pg.TableInfo, what: str) -> tuple[set[str], set[str]]:
+    """The key columns with a collation, and those already ordered bytewise (no COLLATE)."""
+    with pg.translated(what):
+        return byte_ordered_keys(conn, info)

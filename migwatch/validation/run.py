@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from migwatch import metrics, names, positions
 from migwatch.config import (
@@ -25,22 +24,13 @@ from migwatch.config import (
     StackSettings,
     TableSpec,
     postgres_conninfo,
-    split_qualified,
 )
-from migwatch.connectors import mongo
-from migwatch.connectors import postgres as pg
 from migwatch.errors import ConfigError, MigwatchError, PermanentError, TransientError
 from migwatch.positions import AppliedThrough
-from migwatch.targets.mongo_values import (
-    READABLE_KEY_KINDS,
-    SOURCE_SESSION,
-    DocumentForm,
-    kind_of,
-    supports_decimal128,
-)
+from migwatch.targets import engine_for
 from migwatch.validation.base import Side
 from migwatch.validation.compare import CompareOptions, ProgressFn, TableComparer
-from migwatch.validation.kinds import MICROSECONDS, MILLISECONDS, column_kind
+from migwatch.validation.kinds import column_kind
 from migwatch.validation.model import (
     RANGE_MISMATCHED,
     RANGE_PENDING,
@@ -49,21 +39,11 @@ from migwatch.validation.model import (
     ValidationResult,
     now_iso,
 )
-from migwatch.validation.mongo import MappedSourceSide, MongoSide
-from migwatch.validation.postgres import (
-    PostgresDialect,
-    PostgresSide,
-    byte_ordered_keys,
-    open_connection,
-)
+from migwatch.validation.postgres import PostgresSide, describe, open_connection
 from migwatch.validation.recheck import STILL_CHANGING, RoundOutcome, TableRecheck
 
 ADHOC = "adhoc"  # metrics label when no migration id is given
 APPLICATION = "migwatch-validate"
-MONGO_NOTE = ("MongoDB target: each source row is compared as the document the applier writes "
-              "for it (docs/types.md: timestamps at milliseconds, numbers in JSON as doubles, "
-              "timetz at UTC); a value the target cannot hold counts as a difference")
-
 
 def result_path(state_dir: Path, migration_id: str) -> Path:
     """Where a migration's validation result is kept for the report stage (and `revalidate`):
@@ -108,55 +88,6 @@ class OpenTable:
                 close()
 
 
-def _describe(conn: Any, qualified: str, what: str) -> pg.TableInfo:
-    schema, name = split_qualified(qualified)
-    with pg.translated(what):
-        info = pg.describe_table(conn, schema, name)
-    if info is None:
-        raise PermanentError(f"{what}: table {qualified} does not exist")
-    return info
-
-
-def _collations(conn: Any, info: pg.TableInfo, what: str) -> tuple[set[str], set[str]]:
-    """The key columns with a collation, and those already ordered bytewise (no COLLATE)."""
-    with pg.translated(what):
-        return byte_ordered_keys(conn, info)
-
-
-def _open_mongo(spec: MigrationSpec, table: TableSpec, sconn: Any, sinfo: pg.TableInfo,
-                columns: list[str], closers: list[Callable[[], None]],
-                on_rows: Callable[[int], None] | None, keep_limit: int,
-                ) -> tuple[PostgresSide, Side]:
-    """Both sides of a table on a MongoDB target, as documents (validation/mongo.py)."""
-    what = f"target ({spec.target.redacted()})"
-    client = mongo.client(spec.target, appname=APPLICATION, tz_aware=False)
-    closers.append(client.close)
-    with mongo.translated(what):
-        decimal128 = supports_decimal128(client.admin.command("buildInfo"))
-    form = DocumentForm(sinfo, decimal128=decimal128,
-                        json_string_columns=table.json_string_columns)
-    refused = form.refusals()
-    if refused:
-        raise PermanentError(f"source {table.source}: a MongoDB target cannot hold it: "
-                             + "; ".join(refused))
-    unreadable = [k for k in sinfo.primary_key
-                  if kind_of(sinfo.column(k).value_type, sinfo.column(k).enum)
-                  not in READABLE_KEY_KINDS]
-    if unreadable:
-        raise PermanentError(f"source {table.source}: key column(s) {unreadable} cannot be "
-                             "read back from _id for comparison")
-    with pg.translated("source"):  # the text forms ValueForm.select reads (before the
-        sconn.rollback()           # snapshot: a SET inside it would end with it)
-        sconn.autocommit = True
-        sconn.execute(SOURCE_SESSION)
-        sconn.autocommit = False
-    coll = client[spec.target.database][table.target_table]
-    source = MappedSourceSide(sconn, PostgresDialect(
-        sinfo, columns, list(sinfo.primary_key), *_collations(sconn, sinfo, "source")),
-        "source", form)
-    return source, MongoSide(coll, form, columns, on_rows=on_rows, keep_limit=keep_limit)
-
-
 def open_table(spec: MigrationSpec, table: TableSpec, result: TableResult,
                on_rows: Callable[[int], None] | None = None,
                keep_limit: int = 200_000) -> OpenTable:
@@ -167,8 +98,7 @@ def open_table(spec: MigrationSpec, table: TableSpec, result: TableResult,
         sconn = open_connection(postgres_conninfo(spec.source, "source", APPLICATION), "source",
                                 limit)
         closers.append(sconn.close)
-        sinfo = _describe(sconn, table.source, "source")
-        columns = [c.name for c in sinfo.columns]
+        sinfo = describe(sconn, table.source, "source")
         pk = list(sinfo.primary_key)
         kinds = {c.name: column_kind(c.type) for c in sinfo.columns}
         result.primary_key = pk
@@ -176,38 +106,8 @@ def open_table(spec: MigrationSpec, table: TableSpec, result: TableResult,
         if whole:
             result.warnings.append("no primary key: compared as one whole-table hash; "
                                    "differences cannot be located to rows")
-        if spec.target.kind == "postgres":
-            tconn = open_connection(postgres_conninfo(spec.target, "target", APPLICATION),
-                                    "target", limit)
-            closers.append(tconn.close)
-            tinfo = _describe(tconn, table.target_name, "target")
-            tnames = {c.name for c in tinfo.columns}
-            missing = [c for c in columns if c not in tnames]
-            extra = [c.name for c in tinfo.columns if c.name not in set(columns)]
-            if missing:
-                result.schema_differences.append(f"column set: missing on target {missing}")
-            if extra:
-                result.schema_differences.append(f"column set: extra on target {extra}")
-            if any(k in missing for k in pk):
-                raise PermanentError(f"target {table.target_name}: primary-key column missing")
-            common = [c for c in columns if c in tnames]
-            for c in common:
-                st, tt = sinfo.column(c).type, tinfo.column(c).type
-                if column_kind(st) != column_kind(tt):
-                    result.warnings.append(f"column {c}: type {st} on source, {tt} on target")
-            result.method = "hash_record_extended over primary-key ranges, in both databases"
-            result.precision = MICROSECONDS
-            source = PostgresSide(sconn, PostgresDialect(
-                sinfo, common, pk, *_collations(sconn, sinfo, "source")), "source")
-            target: Side = PostgresSide(tconn, PostgresDialect(
-                tinfo, common, pk, *_collations(tconn, tinfo, "target")), "target")
-        else:
-            source, target = _open_mongo(spec, table, sconn, sinfo, columns, closers,
-                                         on_rows, keep_limit)
-            result.method = ("md5 of each row's document — the source's mapped as the applier "
-                             "maps it, the target's as stored — over primary-key ranges, in "
-                             "migwatch")
-            result.precision = MILLISECONDS
+        source, target = engine_for(spec).open_validation(
+            table, sconn, sinfo, result, closers, on_rows, keep_limit)
         return OpenTable(source, target, [kinds[k] for k in pk], whole, closers)
     except BaseException:
         for close in reversed(closers):
@@ -218,8 +118,7 @@ def open_table(spec: MigrationSpec, table: TableSpec, result: TableResult,
 # ----------------------------------------------------------------------------- validate
 def new_table_result(spec: MigrationSpec, table: TableSpec) -> TableResult:
     return TableResult(table=table.source,
-                       target=table.target_name if spec.target.kind == "postgres"
-                       else table.target_table)
+                       target=engine_for(spec).table_name(table))
 
 
 def error_result(spec: MigrationSpec, table: TableSpec, exc: BaseException) -> TableResult:
@@ -259,7 +158,7 @@ def validate_table(spec: MigrationSpec, table: TableSpec, options: CompareOption
                 comparer.run()
             finally:
                 comparer.close()
-        if isinstance(opened.target, MongoSide) and opened.target.unreadable:
+        if opened.target.unreadable:
             _unmapped_documents(opened, result)
     except MigwatchError as exc:
         if raise_transient and isinstance(exc, TransientError):
@@ -281,7 +180,6 @@ def _unmapped_documents(opened: OpenTable, result: TableResult) -> None:
     different, until a new validation reads the collection again."""
     from migwatch.validation.model import RangeCheck
 
-    assert isinstance(opened.target, MongoSide)
     found = opened.target.unreadable
     lsn, lsn_num = opened.source.current_lsn()
     result.ranges.append(RangeCheck(
@@ -337,8 +235,9 @@ def begin(spec: MigrationSpec, migration_id: str) -> ValidationResult:
     """An empty result for a run, with the notes that hold for every table."""
     result = ValidationResult(migration_id=migration_id, source=spec.source.redacted(),
                               target=spec.target.redacted(), started_at=now_iso())
-    if spec.target.kind == "mongodb":
-        result.notes.append(MONGO_NOTE)
+    note = engine_for(spec).validation_note
+    if note:
+        result.notes.append(note)
     return result
 
 

@@ -77,6 +77,9 @@ class TableComparison:
     #: MongoDB target, refused rows: the refused source value (PostgreSQL's JSON of it) and
     #: what the target holds for the key (its canonical payload; None: not on the target)
     refused_values: dict[str, tuple[Any, dict[str, Any] | None]] = field(default_factory=dict)
+    #: MongoDB target, rows set aside for a limit (compare_mongo's `aside`) that the target
+    #: holds exactly as the contract maps the source (the validator finds them equal)
+    refused_exact: set[str] = field(default_factory=set)
     #: limit classes: every source row's column texts, as compared (key → column → text)
     source_values: dict[str, dict[str, str | None]] = field(default_factory=dict)
 

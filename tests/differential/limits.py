@@ -14,12 +14,18 @@ no other row differs — and migwatch's validator reports the difference:
                keeps an earlier, unmangled value; every such source row differs; every dead
                letter of the table names the column, at least one per differing row; the
                validator says different with the comparator's counts
-    pre-flight a limit that says so is refused by `capture.preflight` naming the column; the
-               others are not refused there
-    MongoDB    in-domain rows exact; refused rows (by the MongoDB contract) either held altered
-               as `mongo_lands_as` says (reported) or dead-lettered naming the column; the
-               validator says different — refused rows the target lacks counted missing, those
-               it holds changed — or stops with an error quoting a refused value
+    pre-flight a limit that says so is refused by `preflight.preflight` naming the column; the
+               others are not refused there (on either target: the MongoDB contract refuses
+               the same two types)
+    MongoDB    rows outside the limit's domain are set aside by the comparator (compare_mongo's
+               `aside`), the others must land exactly; a set-aside row the limit alters (by
+               the row's history) is held as `mongo_lands_as` says (reported), the others are
+               dead-lettered naming the column (`others_exact` off: only those `altered` picks);
+               the validator says different — set-aside rows the target lacks counted missing,
+               those it holds changed unless they landed exactly — or stops with an error
+               quoting a refused value or naming the column. A limit whose MongoDB contract is
+               exact (`mongo_exact`: array bounds, which MongoDB arrays do not have) must land
+               exactly, with no dead letter and the validator saying equal
 
 The values compared are the comparator's (compare.py, compare_mongo.py): no migwatch code.
 """
@@ -27,6 +33,7 @@ The values compared are the comparator's (compare.py, compare_mongo.py): no migw
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -40,16 +47,22 @@ COLUMN = "v"  # a limit table's column under test (schema._limit_classes)
 SHOWN = 3     # offending rows quoted per kind of problem
 
 
+def names_column(text: str, column: str) -> bool:
+    """Whether a pre-flight failure or a reason names the column as a whole word (`v (bit
+    varying)`, `column 'v'`, `"dot.col"`)."""
+    return re.search(r"(?<![\w.$])" + re.escape(column) + r"(?![\w.])", text) is not None
+
+
 def check(outcome: ClassOutcome, limit: LimitCase, target: str) -> list[str]:
     """What in `outcome` breaks the limit's written contract (nothing: it held)."""
     problems = [f"run: {e}" for e in outcome.run_errors]
-    if target == "postgres":  # pre-flight's verdict does not depend on the target
-        named = [p for p in outcome.preflight if f"{COLUMN} (" in p]
-        if limit.preflight and not named:
-            problems.append(f"pre-flight does not refuse the column {COLUMN!r} "
-                            f"({limit.types}); its refusals: {outcome.preflight or 'none'}")
-        elif not limit.preflight and outcome.preflight:
-            problems.append(f"pre-flight refuses: {'; '.join(outcome.preflight)}")
+    # pre-flight refuses the same limits on both targets (no MongoDB mapping for them either)
+    named = [p for p in outcome.preflight if names_column(p.split(": ", 1)[-1], COLUMN)]
+    if limit.preflight and not named:
+        problems.append(f"pre-flight does not refuse the column {COLUMN!r} "
+                        f"({limit.types}); its refusals: {outcome.preflight or 'none'}")
+    elif not limit.preflight and outcome.preflight:
+        problems.append(f"pre-flight refuses: {'; '.join(outcome.preflight)}")
     for c in outcome.comparisons:
         if c.error:
             problems.append(f"{c.table}: cannot compare: {c.error}")
@@ -152,11 +165,26 @@ def _check_mongo(outcome: ClassOutcome, limit: LimitCase, c: TableComparison) ->
     if c.missing or c.extra or c.changed:
         problems.append(f"{c.table}: in-domain rows differ: " + _quote(
             [d.describe() for d in c.first]))
+    named, other = _named_dead_letters(outcome, c.table)
+    verdict = outcome.validator.get(c.table, "not validated")
+    if limit.mongo_exact:
+        exercised = [k for k, cols in c.source_values.items()
+                     if limit.holds_outside(cols.get(COLUMN))]
+        if not exercised:
+            problems.append(f"{c.table}: no row holds a value the limit is about, so the "
+                            "contract was not exercised")
+        if named or other:
+            problems.append(f"{c.table}: {named + len(other)} dead letters, but the contract "
+                            "says the values land exactly: " + _quote(other))
+        if not verdict.startswith("equal") and not (c.missing or c.extra or c.changed):
+            problems.append(f"{c.table}: the validator says {verdict}, the comparator equal "
+                            "(false NO-GO)")
+        return problems
     altered: list[str] = []
-    unaltered = 0
+    lettered = 0
     for key, (raw, held) in sorted(c.refused_values.items()):
-        alters = (limit.kind == REPORTED and limit.mongo_lands_as is not None
-                  and _alters(limit, outcome, c.table, key))
+        picked = _alters(limit, outcome, c.table, key)
+        alters = limit.kind == REPORTED and limit.mongo_lands_as is not None and picked
         value = None if held is None else held.get(COLUMN)
         if alters:
             expected = limit.mongo_lands_as(raw) if limit.mongo_lands_as else None
@@ -165,28 +193,29 @@ def _check_mongo(outcome: ClassOutcome, limit: LimitCase, c: TableComparison) ->
                                f"{'nothing' if held is None else repr(value)}, the contract "
                                f"says {expected!r}")
         else:
-            unaltered += 1
+            if limit.others_exact or picked:
+                lettered += 1
             if held is not None and limit.mangled and limit.mangled(json.dumps(value)):
                 altered.append(f"key={key}: the target holds a mangled value {value!r}")
     if altered:
         problems.append(f"{c.table}: refused rows not as the contract says: " + _quote(altered))
-    named, _ = _named_dead_letters(outcome, c.table)
-    if named < unaltered:
-        problems.append(f"{c.table}: {unaltered} rows must be dead-lettered, {named} dead "
+    if named < lettered:
+        problems.append(f"{c.table}: {lettered} rows must be dead-lettered, {named} dead "
                         f"letters name column {COLUMN!r}")
     if not c.refused:
         problems.append(f"{c.table}: no row holds a value the limit is about, so the contract "
                         "was not exercised")
-    verdict = outcome.validator.get(c.table, "not validated")
     kept = sum(1 for _, h in c.refused_values.values() if h is not None)
-    expected = (c.missing + len(c.refused_values) - kept, c.extra, c.changed + kept)
+    exact = len(c.refused_exact)
+    expected = (c.missing + len(c.refused_values) - kept, c.extra, c.changed + kept - exact)
     if verdict.startswith("different"):
         if outcome.validator_counts.get(c.table) != expected:
             problems.append(f"{c.table}: the validator says {verdict}; expected missing/extra/"
                             f"changed {expected[0]}/{expected[1]}/{expected[2]} (refused rows "
-                            f"{len(c.refused_values)}, {kept} of them on the target)")
-    elif not (verdict.startswith("error") and any(
-            isinstance(raw, str) and raw in verdict for raw, _ in c.refused_values.values())):
+                            f"{len(c.refused_values)}, {kept} of them on the target, {exact} "
+                            "of those exact)")
+    elif not (verdict.startswith("error") and (names_column(verdict, COLUMN) or any(
+            isinstance(raw, str) and raw in verdict for raw, _ in c.refused_values.values()))):
         problems.append(f"{c.table}: the validator says {verdict}, neither different nor an "
-                        "error naming a refused value")
+                        "error naming a refused value or the column")
     return problems

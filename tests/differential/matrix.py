@@ -15,6 +15,7 @@ from pathlib import Path
 from tests.differential.schema import CLASS_FAILS, CLASS_MONGO_FAILS, CLASSES, MONGO_CLASSES
 from tests.differential.types import (
     LIMITS,
+    MONGO_OBSERVED_AT,
     PG_OBSERVED_AT,
     TYPES,
     limit_mongo_today,
@@ -38,9 +39,13 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _mongo_status() -> str:
+    return f"status today, MongoDB{f' ({MONGO_OBSERVED_AT})' if MONGO_OBSERVED_AT else ''}"
+
+
 def render_types() -> str:
     lines = [f"| family | type | class | PostgreSQL target | status today, PostgreSQL "
-             f"({PG_OBSERVED_AT}) | MongoDB target | status today, MongoDB |",
+             f"({PG_OBSERVED_AT}) | MongoDB target | {_mongo_status()} |",
              "|---|---|---|---|---|---|---|"]
     for c in TYPES:
         lines.append(f"| {c.family} | `{c.sql_type}` | `{c.class_id}` | {_cell(c.pg)} | "
@@ -50,7 +55,7 @@ def render_types() -> str:
 
 def render_limits() -> str:
     lines = [f"| class | values | contract, PostgreSQL target | status today, PostgreSQL "
-             f"({PG_OBSERVED_AT}) | contract, MongoDB target | status today, MongoDB |",
+             f"({PG_OBSERVED_AT}) | contract, MongoDB target | {_mongo_status()} |",
              "|---|---|---|---|---|---|"]
     for c in LIMITS:
         types = ", ".join(f"`{t}`" for t in c.types.split(", "))
@@ -64,13 +69,15 @@ def render_limits() -> str:
 
 def render_classes() -> str:
     lines = [f"| class | what | run group | status today, PostgreSQL ({PG_OBSERVED_AT}) | "
-             "status today, MongoDB |", "|---|---|---|---|---|"]
+             f"contract, MongoDB target | {_mongo_status()} |", "|---|---|---|---|---|---|"]
     for c in CLASSES:
         if c.kind in ("type", "limit"):
             continue
-        mongo = CLASS_MONGO_FAILS.get(c.id, "PASS" if c.id in MONGO_CLASSES else "not run yet")
+        run = c.id in MONGO_CLASSES and MONGO_OBSERVED_AT
+        mongo = CLASS_MONGO_FAILS.get(c.id, "PASS") if run else "not run yet"
         lines.append(f"| `{c.id}` | {_cell(c.about)} | {c.group} | "
-                     f"{_cell(CLASS_FAILS.get(c.id, 'PASS'))} | {_cell(mongo)} |")
+                     f"{_cell(CLASS_FAILS.get(c.id, 'PASS'))} | {_cell(c.mongo)} | "
+                     f"{_cell(mongo)} |")
     return "\n".join(lines)
 
 

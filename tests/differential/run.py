@@ -2,7 +2,7 @@
 
     1. fresh source and target databases; the classes' tables on the source (types the tables
        need on both sides), the seeded initial rows (Debezium's snapshot reads them)
-    2. migwatch's own set-up: `capture.preflight` (its refusals recorded per table, never
+    2. migwatch's own set-up: `preflight.preflight` (its refusals recorded per table, never
        stopping the run: a refused table's run-time behaviour is checked too),
        `prepare_source`, `prepare_target_schema`, `ensure_connector`; the applier in a thread
     3. the seeded workload in a thread; a third of the way in, a second `Applier` joins the same
@@ -36,15 +36,17 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from migwatch import capture, names
+from migwatch import capture, names, preflight
 from migwatch.applier import Applier
 from migwatch.config import MigrationSpec
 from migwatch.errors import PreflightError
 from migwatch.stack import Stack
 from tests.conftest import PgDatabase, make_spec, mongo_endpoint, short_id
 from tests.differential.compare import ROWS_SHOWN, TableComparison, compare_pg
-from tests.differential.compare_mongo import compare_mongo
+from tests.differential.compare_mongo import Aside, compare_mongo, preflight_refusal
+from tests.differential.limits import COLUMN as LIMIT_COLUMN
 from tests.differential.limits import check as check_limit
+from tests.differential.limits import names_column
 from tests.differential.schema import (
     CATALOGUE_WEIGHT,
     DiffClass,
@@ -101,14 +103,45 @@ class ClassOutcome:
     target: str = "postgres"
     #: pre-flight's refusals naming this class's tables
     preflight: list[str] = field(default_factory=list)
+    #: MongoDB target: the tables the contract refuses as a whole (compare_mongo.
+    #: preflight_refusal) — qualified name → (the spec's name, the columns pre-flight must
+    #: name; none: the table itself, it has no key for `_id`)
+    expected_refusal: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
 
     def failures(self) -> list[str]:
         """Why the class fails its contract: a limit class's written one (limits.py), else
-        "lands exactly" and the validator agreeing; nothing when it holds."""
+        "lands exactly" (or, for a table the contract refuses, "refused at pre-flight") and the
+        validator agreeing; nothing when it holds."""
         if self.limit is not None:
             return check_limit(self, self.limit, self.target)
-        return ([] if self.equal else ["the target differs"]) + self.disagreements() + [
+        return self.lands_problems() + self.disagreements()
+
+    def lands_problems(self) -> list[str]:
+        """The class's contract on the target, without the validator's verdict: it lands
+        exactly and pre-flight lets it through — or, for the tables the contract refuses as a
+        whole, pre-flight refused them naming table and columns."""
+        if self.expected_refusal:
+            return self.refusal_problems()
+        return ([] if self.equal else ["the target differs"]) + [
             f"pre-flight refuses a table the contract says lands: {p}" for p in self.preflight]
+
+    def refusal_problems(self) -> list[str]:
+        """Tables the contract refuses at pre-flight that pre-flight did not refuse so, and
+        anything that broke the run."""
+        out = [f"run: {e}" for e in self.run_errors]
+        for table, (spec_name, columns) in self.expected_refusal.items():
+            mine = [p for p in self.preflight if names_table(p, spec_name, table)]
+            if not mine:
+                why = (f"columns {', '.join(repr(c) for c in columns)}" if columns
+                       else "no key for _id")
+                out.append(f"pre-flight does not refuse {spec_name} ({why}); its refusals: "
+                           f"{self.preflight or 'none'}")
+                continue
+            unnamed = [c for c in columns if not any(names_column(p, c) for p in mine)]
+            if unnamed:
+                out.append(f"pre-flight refuses {spec_name} without naming column(s) "
+                           f"{', '.join(repr(c) for c in unnamed)}: {'; '.join(mine)}")
+        return out
 
     @property
     def equal(self) -> bool:
@@ -136,10 +169,16 @@ class ClassOutcome:
         return out
 
     def disagreements(self) -> list[str]:
-        """Tables where the validator's verdict is not the comparator's."""
+        """Tables where the validator's verdict is not the comparator's (a table the contract
+        refuses at pre-flight: the validator must never call it equal)."""
         out = []
         for c in self.comparisons:
             v = self.validator.get(c.table, "not validated")
+            if c.table in self.expected_refusal:
+                if v.startswith("equal") or v == "not validated":
+                    out.append(f"{c.table}: refused at pre-flight by the contract, validator {v} "
+                               f"(comparator {'equal' if c.equal else 'different'}; false GO)")
+                continue
             # rows the contract refuses are not on the target: the migration is not complete,
             # and the validator must say so
             complete = c.equal and not c.refused
@@ -165,12 +204,18 @@ class ClassOutcome:
             state = "CONTRACT BROKEN" if broken else "contract held"
             lines = [f"class {self.id} (seed {self.seed}, limit: {self.limit.kind}): {state}"]
             lines += [f"  contract broken: {p}" for p in broken]
+        elif self.expected_refusal:
+            broken = self.failures()
+            state = "CONTRACT BROKEN" if broken else "contract held"
+            lines = [f"class {self.id} (seed {self.seed}, refused at pre-flight by the "
+                     f"contract): {state}"]
+            lines += [f"  contract broken: {p}" for p in broken]
         else:
             lines = [f"class {self.id} (seed {self.seed}): "
                      f"{'equal' if self.equal else 'DIFFERENT'}"]
         lines += [f"  run: {e}" for e in self.run_errors]
         lines += [f"  pre-flight refuses: {p}" for p in self.preflight]
-        if self.limit is None:
+        if self.limit is None and not self.expected_refusal:
             lines += [f"  refusal not reported: {r}" for r in self.unreported_refusals()]
         for c in self.comparisons:
             lines.append("  " + c.describe().replace("\n", "\n  "))
@@ -227,6 +272,15 @@ class RunOutcome:
 
 
 # ----------------------------------------------------------------------------- helpers
+def names_table(failure: str, spec_name: str, qualified: str) -> bool:
+    """Whether a pre-flight failure is about this table: it starts `table <spec name>: `, or
+    names the table (spec or qualified name) as a whole word."""
+    if failure.startswith(f"table {spec_name}: "):
+        return True
+    return any(re.search(r"(?<![\w.\"])" + re.escape(n) + r"(?![\w.\"])", failure)
+               for n in dict.fromkeys((spec_name, qualified)))
+
+
 def sanitized(name: str) -> str:
     """Debezium's topic-name sanitising: every character outside [a-zA-Z0-9._-] becomes `_`."""
     return re.sub(r"[^a-zA-Z0-9._-]", "_", name)
@@ -442,12 +496,12 @@ class DifferentialRun:
         kafka = _Kafka(spec, self.mid)
         try:
             try:
-                capture.preflight(spec, self.mid)
+                preflight.preflight(spec, self.mid)
             except PreflightError as exc:
                 out.preflight = list(exc.failures)
-                tables = [f"table {t.spec_name}: " for t in [*self.tables, self.fence]]
                 out.errors += [f"pre-flight: {f}" for f in exc.failures
-                               if not any(f.startswith(p) for p in tables)]
+                               if not any(names_table(f, t.spec_name, t.qualified)
+                                          for t in [*self.tables, self.fence])]
             except Exception as exc:
                 out.errors.append(f"pre-flight raised {_err(exc)}")
             try:
@@ -570,8 +624,13 @@ class DifferentialRun:
             comparisons = compare_pg(source.dsn, target.dsn, self.tables, self.config.limit,
                                      every)
         else:
+            # a limit table's rows holding the limit's values are judged by its contract
+            aside: dict[str, Aside] = {
+                t.qualified: (LIMIT_COLUMN, None if c.limit.mongo_exact
+                              else c.limit.holds_outside)
+                for c in self.config.classes if c.limit for t in c.tables}
             comparisons = compare_mongo(source.dsn, self.stack.address("ferretdb"), target,
-                                        self.tables, self.config.limit)
+                                        self.tables, self.config.limit, aside)
         validator: dict[str, str] = {}
         counts: dict[str, tuple[int, int, int]] = {}
         try:
@@ -615,8 +674,11 @@ class DifferentialRun:
                 {t.qualified: work.history.get(t.qualified, {}) for t in cls.tables},
                 {t.qualified: t.key_kind == "primary" and isinstance(target, PgDatabase)
                  for t in cls.tables}, cls.limit, self.config.target,
-                [f for f in out.preflight if any(f.startswith(f"table {t.spec_name}: ")
-                                                 for t in cls.tables)])
+                [f for f in out.preflight if any(names_table(f, t.spec_name, t.qualified)
+                                                 for t in cls.tables)],
+                {t.qualified: (t.spec_name, cols) for t in cls.tables
+                 if cls.limit is None and not isinstance(target, PgDatabase)
+                 and (cols := preflight_refusal(t)) is not None})
 
     def _teardown(self, spec: MigrationSpec) -> None:
         try:
@@ -633,6 +695,11 @@ def run(stack: Stack, config: RunConfig, echo: Echo = print) -> RunOutcome:
         if co.limit is not None:
             broken = co.failures()
             echo(f"  {'PASS' if not broken else 'FAIL'} {cid} (limit, {co.limit.kind})"
+                 + ("" if not broken else f"  [contract broken: {'; '.join(broken)}]"))
+            continue
+        if co.expected_refusal:
+            broken = co.failures()
+            echo(f"  {'PASS' if not broken else 'FAIL'} {cid} (refused at pre-flight)"
                  + ("" if not broken else f"  [contract broken: {'; '.join(broken)}]"))
             continue
         agree = co.disagreements()

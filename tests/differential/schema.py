@@ -100,6 +100,9 @@ class DiffClass:
     tables: tuple[TableDef, ...] = field(default=())
     #: a limit class: the contract its test checks instead of "lands exactly"
     limit: LimitCase | None = None
+    #: a key-shape or naming class: its MongoDB contract (docs/types.md); a type's or limit's
+    #: is in types.py
+    mongo: str = ""
 
 
 # ----------------------------------------------------------------------------- key generators
@@ -188,39 +191,46 @@ def _payload(*extra: ColumnDef) -> tuple[ColumnDef, ...]:
 
 
 def _key_classes() -> list[DiffClass]:
-    def one(cid: str, about: str, table: TableDef) -> DiffClass:
-        return DiffClass(cid, "key", MAIN, about, (replace(table, weight=3),))
+    def one(cid: str, about: str, table: TableDef, mongo: str) -> DiffClass:
+        return DiffClass(cid, "key", MAIN, about, (replace(table, weight=3),), mongo=mongo)
 
     return [
         one("key-int", "integer primary key", TableDef("public", "k_int", _payload(
-            ColumnDef("id", "integer", _n, not_null=True)), key=("id",), new_key=_int_key())),
+            ColumnDef("id", "integer", _n, not_null=True)), key=("id",), new_key=_int_key()),
+            "`_id` = the key, an int; the key column lives only in `_id`"),
         one("key-bigint", "bigint primary key with its extremes", TableDef(
             "public", "k_bigint", _payload(ColumnDef("id", "bigint", _n, not_null=True,
                                                      edges=BIGINT_EDGES)),
-            key=("id",), new_key=_bigint_key)),
+            key=("id",), new_key=_bigint_key), "`_id` = the key, an int (int64 extremes "
+            "included)"),
         one("key-text-collation", 'text primary key COLLATE "en-x-icu" with collation-sensitive '
             "values (the database's default is C)", TableDef(
                 "public", "k_text", _payload(ColumnDef("id", "text", _n, not_null=True,
                                                        collation="en-x-icu",
                                                        edges=COLLATION_WORDS)),
-                key=("id",), new_key=_collation_key)),
+                key=("id",), new_key=_collation_key), "`_id` = the key, a string"),
         one("key-uuid", "uuid primary key", TableDef(
             "public", "k_uuid", _payload(ColumnDef("id", "uuid", _n, not_null=True)),
-            key=("id",), new_key=_uuid_key)),
+            key=("id",), new_key=_uuid_key), "`_id` = the key, Binary subtype 4"),
         one("key-composite", "composite primary key (integer, text)", TableDef(
             "public", "k_composite", _payload(ColumnDef("a", "integer", _n, not_null=True),
                                               ColumnDef("b", "text", _n, not_null=True)),
-            key=("a", "b"), new_key=_composite_key)),
+            key=("a", "b"), new_key=_composite_key), "`_id` = embedded document {a, b} in key "
+            "order; key columns live only in `_id`"),
         one("key-replica-index", "no primary key; REPLICA IDENTITY USING INDEX on a unique "
             "index (integer, text)", TableDef(
                 "public", "k_replica_index", _payload(
                     ColumnDef("a", "integer", _n, not_null=True),
                     ColumnDef("b", "text", _n, not_null=True)),
-                key=("a", "b"), key_kind="index", new_key=_composite_key)),
+                key=("a", "b"), key_kind="index", new_key=_composite_key),
+            "`_id` = the replica-identity index's columns, embedded document {a, b} in index "
+            "order; they live only in `_id`"),
         one("key-none-full", "no key at all, REPLICA IDENTITY FULL, duplicate rows and NULLs",
             TableDef("public", "k_none", _payload(
                 ColumnDef("v", "numeric(10,2)", _nullable(lambda r: f"{r.randint(0, 99)}.5"))),
-                key=(), key_kind="", duplicates=True)),
+                key=(), key_kind="", duplicates=True),
+            "refused at pre-flight, naming the table: no key for `_id`; the validator never "
+            "says equal"),
     ]
 
 
@@ -232,33 +242,47 @@ def _named(schema: str, name: str, key: str = "id", cols: tuple[str, ...] = ("n"
     return TableDef(schema, name, tuple(columns), key=(key,), new_key=_int_key())
 
 
+#: a naming class's MongoDB contract: its collection and fields
+M_NAMES = "collection named as the table (no schema), fields named as the columns"
+M_DOT_COLUMN = ("refused at pre-flight, naming the column \"dot.col\" (a field name cannot "
+                "hold '.'); the validator never says equal")
+
+
 def _name_classes() -> list[DiffClass]:
     return [
         # names Kafka topics can carry: in the main run
         DiffClass("name-reserved-words", "name", MAIN,
                   'reserved words as table and column names: "select", "order", "from"',
-                  (_named("public", "select", key="order", cols=("n", "from", "user")),)),
+                  (_named("public", "select", key="order", cols=("n", "from", "user")),),
+                  mongo=M_NAMES),
         DiffClass("name-mixed-case", "name", MAIN, 'mixed case: "MixedCase"."CamelCol"',
-                  (_named("public", "MixedCase", key="Id", cols=("n", "CamelCol")),)),
+                  (_named("public", "MixedCase", key="Id", cols=("n", "CamelCol")),),
+                  mongo=M_NAMES),
         DiffClass("name-odd-columns", "name", MAIN,
                   "columns with spaces, double quotes, a dot, non-ASCII, reserved words",
                   (_named("public", "odd_columns", key="key col", cols=(
-                      "n", "col with space", 'quote"col', "dot.col", "Größe", "表", "select")),)),
+                      "n", "col with space", 'quote"col', "dot.col", "Größe", "表", "select")),),
+                  mongo=M_DOT_COLUMN),
         # names outside [a-zA-Z0-9._-]: Debezium sanitises them into the topic name
         DiffClass("name-schema-space", "name", NAMES,
                   'a schema and a table with spaces: "My Schema"."orders 2024"',
-                  (_named("My Schema", "orders 2024", key="order id", cols=("n", "line item")),)),
+                  (_named("My Schema", "orders 2024", key="order id", cols=("n", "line item")),),
+                  mongo=M_NAMES + ': "orders 2024"'),
         DiffClass("name-double-quote", "name", NAMES, 'a table named we"ird',
-                  (_named("public", 'we"ird', cols=("n", 'quote"col')),)),
+                  (_named("public", 'we"ird', cols=("n", 'quote"col')),),
+                  mongo="refused at pre-flight on FerretDB 1.x, which cannot create a "
+                        "collection whose name holds a double quote (MongoDB: " + M_NAMES + ")"),
         DiffClass("name-non-ascii", "name", NAMES, 'non-ASCII table names: "Größe", "表"',
                   (_named("public", "Größe", cols=("n", "Maß")),
-                   _named("public", "表", cols=("n", "列")))),
+                   _named("public", "表", cols=("n", "列"))), mongo=M_NAMES),
         DiffClass("name-dots", "name", NAMES,
                   'dots inside names: "my.schema"."dot.table" (its topic reads like '
-                  "four parts)", (_named("my.schema", "dot.table", cols=("n", "dot.col")),)),
+                  "four parts)", (_named("my.schema", "dot.table", cols=("n", "dot.col")),),
+                  mongo=M_DOT_COLUMN),
         DiffClass("name-topic-collision", "name", COLLISION,
                   'tables "a b" and "a_b": Debezium sanitises both to the topic …public.a_b',
-                  (_named("public", "a b"), _named("public", "a_b"))),
+                  (_named("public", "a b"), _named("public", "a_b")),
+                  mongo=M_NAMES + ': two collections, "a b" and "a_b"'),
     ]
 
 
@@ -267,17 +291,9 @@ CLASSES: list[DiffClass] = [*_type_classes(), *_key_classes(), *_name_classes(),
 BY_ID: dict[str, DiffClass] = {c.id: c for c in CLASSES}
 #: total weight of every table of every class: a run's `operations` are shared by it
 CATALOGUE_WEIGHT: int = sum(t.weight for c in CLASSES for t in c.tables)
-#: the classes the MongoDB target runs (compare_mongo.py knows their contract); the others are
-#: "not run yet" on MongoDB in docs/types.md
-MONGO_CLASSES: tuple[str, ...] = (
-    "type-integer", "type-bigint", "type-numeric_12_2", "type-numeric_38_10", "type-numeric",
-    "type-double", "type-boolean", "type-text", "type-uuid", "type-bytea", "type-json",
-    "type-jsonb", "type-date", "type-timestamp3", "type-timestamp6", "type-timestamptz0",
-    "type-timestamptz3", "type-timestamptz6", "type-int_array", "type-text_array",
-    "type-uuid_array", "type-toast_text", "type-toast_jsonb", "key-int", "key-bigint",
-    "key-uuid", "key-composite", "key-text-collation", "name-mixed-case",
-    "name-reserved-words", "limit-date_bc_snapshot", "limit-array_multidim",
-    "limit-text_array_multidim")
+#: the classes the MongoDB target runs (compare_mongo.py encodes their contract): every class,
+#: in the same run groups as on PostgreSQL
+MONGO_CLASSES: tuple[str, ...] = tuple(c.id for c in CLASSES)
 
 
 def fence_table() -> TableDef:
@@ -327,8 +343,8 @@ def create_table(conn: psycopg.Connection, table: TableDef) -> None:
 
 
 # ----------------------------------------------------------------------------- status today
-#: key-shape, naming and limit classes that failed at types.PG_OBSERVED_AT, per target (the
-#: type classes' statuses live in types.py); not listed: PASS (MongoDB: PASS when in
-#: MONGO_CLASSES) — for a limit class, PASS means its written contract held exactly
+#: key-shape and naming classes that failed at types.PG_OBSERVED_AT (MongoDB: at
+#: types.MONGO_OBSERVED_AT), per target (the type and limit classes' statuses live in types.py);
+#: not listed: PASS (MongoDB: "not run yet" while MONGO_OBSERVED_AT is empty)
 CLASS_FAILS: dict[str, str] = {}
 CLASS_MONGO_FAILS: dict[str, str] = {}

@@ -26,8 +26,8 @@ from migwatch import capture, metrics, names, processes, runs, workload
 from migwatch.applier import Applier
 from migwatch.config import MigrationSpec
 from migwatch.connectors import postgres as pg
-from migwatch.targets.mongo_values import supports_decimal128
 from migwatch.stack import Stack
+from migwatch.targets.mongo.values import supports_decimal128
 from tests.conftest import PgDatabase, make_spec, mongo_endpoint
 
 SHOP = list(workload.SHOP_TABLES)

@@ -20,9 +20,11 @@ import pytest
 from psycopg import sql
 
 from migwatch import capture, names
-from migwatch.applier import Applier, Batch, PostgresWriter, StaleBatch
+from migwatch.applier import Applier
+from migwatch.batches import Batch, StaleBatch
 from migwatch.config import MigrationSpec, qualified
 from migwatch.stack import Stack
+from migwatch.targets.postgres.writer import PostgresWriter
 from tests.conftest import PgDatabase, make_spec
 
 

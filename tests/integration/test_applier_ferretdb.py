@@ -12,9 +12,10 @@ import pytest
 from pymongo import MongoClient
 
 from migwatch import capture
-from migwatch.applier import FERRETDB_WRITE_CHUNK, Applier
+from migwatch.applier import Applier
 from migwatch.config import MigrationSpec
 from migwatch.stack import Stack
+from migwatch.targets.mongo.writer import FERRETDB_WRITE_CHUNK
 from tests.conftest import PgDatabase, make_spec, mongo_endpoint
 from tests.integration.monitor_helpers import wait_for
 

@@ -27,8 +27,9 @@ from psycopg import sql
 from migwatch import capture, metrics, names, workload
 from migwatch.applier import Applier, membership_bound_seconds
 from migwatch.connectors import kafka as kafka_conn
+from migwatch.consumer_lag import group_lag
 from migwatch.errors import TransientError
-from migwatch.measures import group_lag, migration_topics
+from migwatch.measures import migration_topics
 from migwatch.stack import Stack
 from tests.conftest import PgDatabase, make_spec
 from tests.integration.test_applier import pg_differences, wait_until

@@ -21,7 +21,6 @@ from migwatch import names, workload
 from migwatch.capture import (
     connector_status,
     ensure_connector,
-    preflight,
     prepare_source,
     prepare_target_schema,
     teardown,
@@ -29,6 +28,7 @@ from migwatch.capture import (
 from migwatch.config import MigrationSpec, parse_spec
 from migwatch.connectors.postgres import describe_table
 from migwatch.errors import ConnectorFailed, PreflightError
+from migwatch.preflight import preflight
 from migwatch.stack import Stack
 from tests.conftest import PgDatabase, make_spec, mongo_endpoint, short_id
 

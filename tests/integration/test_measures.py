@@ -16,20 +16,20 @@ from pymongo import MongoClient
 from migwatch import metrics, names
 from migwatch.capture import prepare_source
 from migwatch.config import MigrationSpec
+from migwatch.consumer_lag import group_lag
 from migwatch.errors import TransientError
 from migwatch.lag import CONSUMER_LAG, END_TO_END_LAG, EVENT_TIME_LAG, SLOT_WAL, Monitor, Verdict
 from migwatch.measures import (
     HeartbeatWriter,
     MetricsExporter,
     applied_positions,
-    group_lag,
     oldest_unapplied,
     poll,
     slot_wal,
     target_heartbeat,
 )
-from migwatch.positions import ensure_table_pg
 from migwatch.stack import Stack
+from migwatch.targets.postgres.positions import ensure_tables
 from tests.conftest import PgDatabase, make_spec, mongo_endpoint
 
 
@@ -186,7 +186,7 @@ def test_poll_reads_position_and_heartbeat_on_a_postgres_target(
     spec = make_spec(source_db, target_db, ["public.orders"], stack)
     now = time.time()
     with target_db.connect() as conn:  # what the applier would have written
-        ensure_table_pg(conn)
+        ensure_tables(conn)
         conn.execute("INSERT INTO migwatch.applied_position (migration_id, table_name, "
                      "source_ts_ms, lsn, events, dlq_events) VALUES "
                      "(%s, '*', %s, 1, 90, 2), (%s, 'public.orders', %s, 1, 80, 1)",

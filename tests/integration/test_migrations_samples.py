@@ -15,12 +15,14 @@ import pytest
 from pymongo import MongoClient
 
 from migwatch import workload
-from migwatch.applier import Batch, MongoWriter, PostgresWriter
+from migwatch.batches import Batch
 from migwatch.config import MigrationSpec, TableSpec, parse_spec
 from migwatch.connectors import postgres as pg
 from migwatch.metrics import REGISTRY
 from migwatch.migrations import State, run_down, run_status, run_up
 from migwatch.stack import Stack
+from migwatch.targets.mongo.writer import MongoWriter
+from migwatch.targets.postgres.writer import PostgresWriter
 from tests.conftest import PgDatabase, mongo_endpoint
 
 SAMPLES = Path(__file__).resolve().parents[2] / "deployments" / "migrations"

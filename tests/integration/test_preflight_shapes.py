@@ -19,7 +19,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer
 from psycopg import sql
 
-from migwatch import capture, names
+from migwatch import capture, names, preflight
 from migwatch.applier import Applier
 from migwatch.config import MigrationSpec, qualified
 from migwatch.connectors.postgres import (
@@ -55,7 +55,7 @@ class Cdc:
     def start(self, spec: MigrationSpec, apply: bool = True) -> None:
         """Pre-flight, target schema, heartbeat row, connector — and an applier in a thread."""
         self.specs.append(spec)
-        capture.preflight(spec, self.mid)
+        preflight.preflight(spec, self.mid)
         capture.prepare_target_schema(spec)
         capture.prepare_source(spec, self.mid)
         capture.ensure_connector(spec, self.mid, timeout=WAIT)
@@ -99,7 +99,7 @@ def wait_equal(get: Callable[[], Any], want: Callable[[], Any], what: str,
 
 def refusals(spec: MigrationSpec, migration_id: str) -> list[str]:
     with pytest.raises(PreflightError) as err:
-        capture.preflight(spec, migration_id)
+        preflight.preflight(spec, migration_id)
     return err.value.failures
 
 

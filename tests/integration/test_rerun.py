@@ -24,6 +24,7 @@ from migwatch.applier import Applier
 from migwatch.config import MigrationSpec
 from migwatch.errors import TargetNotEmpty
 from migwatch.stack import Stack
+from migwatch.targets.postgres.positions import ensure_tables
 from tests.conftest import PgDatabase, make_spec, mongo_endpoint
 
 WAIT = 90
@@ -140,7 +141,7 @@ def test_teardown_clears_this_migrations_mongodb_positions_only(
             db[names.POSITION_COLLECTION].insert_many([
                 {"_id": {"migration_id": mid, "table_name": t}, "events": 3, "snapshot_done": True}
                 for t in ("public.t", names.ALL_TABLES)])
-            db[capture.OFFSETS_COLLECTION].insert_one(
+            db[names.OFFSETS_COLLECTION].insert_one(
                 {"_id": {"migration_id": mid, "topic": "x", "partition": 0}, "next_offset": 9})
         assert positions.read(spec, migration_id)
 
@@ -149,7 +150,7 @@ def test_teardown_clears_this_migrations_mongodb_positions_only(
         assert done.positions == 3
         assert positions.read(spec, migration_id) == {}
         assert set(positions.read(spec, "other-run")) == {"public.t", names.ALL_TABLES}
-        assert db[capture.OFFSETS_COLLECTION].count_documents({}) == 1
+        assert db[names.OFFSETS_COLLECTION].count_documents({}) == 1
         assert capture.teardown(spec, migration_id, timeout=WAIT).positions == 0
     finally:
         client.close()
@@ -177,7 +178,7 @@ def test_a_fresh_start_onto_tables_holding_rows_is_refused_unless_reset(
         # b references a: emptying must truncate them together
         conn.execute("ALTER TABLE public.b ADD FOREIGN KEY (a_id) REFERENCES public.a;"
                      "INSERT INTO public.a VALUES (1); INSERT INTO public.b VALUES (1, 1)")
-        positions.ensure_table_pg(conn)  # a stale position of an earlier run with this id
+        ensure_tables(conn)  # a stale position of an earlier run with this id
         conn.execute("INSERT INTO migwatch.applied_position (migration_id, table_name, "
                      "snapshot_done) VALUES (%s, 'public.a', true)", [migration_id])
 

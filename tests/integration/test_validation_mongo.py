@@ -1,5 +1,5 @@
 """Validation PostgreSQL → MongoDB (FerretDB) on the real stack: documents paged by `_id` and
-both as the documents `migwatch.targets.mongo_values` defines, hashed in migwatch.
+both as the documents `migwatch.targets.mongo.values` defines, hashed in migwatch.
 
 The target collections are filled with `DocumentForm.document`, exactly what the
 applier writes; each test then changes one document in one precise way.
@@ -217,7 +217,7 @@ def test_a_differing_collection_is_kept_in_memory_only_up_to_locate_limit(
 
 def test_pre_flight_refuses_what_a_document_cannot_hold_naming_table_and_column(
         stack: Stack, source_db: PgDatabase, mongo_db: str) -> None:
-    from migwatch import capture
+    from migwatch import preflight
     from migwatch.errors import PreflightError
 
     with source_db.connect() as conn:
@@ -234,7 +234,7 @@ def test_pre_flight_refuses_what_a_document_cannot_hold_naming_table_and_column(
     spec = spec_for(stack, source_db, mongo_db, tables=[
         "public.keyless", "public.odd", "public.jkey", "public.fine"])
     with pytest.raises(PreflightError) as err:
-        capture.preflight(spec, "mw-preflight-mongo")
+        preflight.preflight(spec, "mw-preflight-mongo")
     text = " | ".join(err.value.failures)
     assert "table public.keyless: no primary key" in text and "needs a key for _id" in text
     assert "table public.odd: column 'a.b'" in text and "column '$x'" in text

@@ -24,11 +24,12 @@ import pytest
 from psycopg import sql
 from pymongo import MongoClient
 
-from migwatch import capture, names, positions, processes, workload
+from migwatch import capture, names, processes, workload
 from migwatch.applier import Applier
 from migwatch.config import MigrationSpec, mongodb_uri
 from migwatch.metrics import REGISTRY
 from migwatch.stack import Stack
+from migwatch.targets.postgres.positions import ensure_tables
 from migwatch.validation import (
     DIFFERENT,
     EQUAL,
@@ -61,7 +62,7 @@ def record_applied(target_db: PgDatabase, migration_id: str, lsn: int,
     """What the applier writes after a batch: the newest source LSN it applied, per table and
     for all tables ('*')."""
     with target_db.connect() as conn:
-        positions.ensure_table_pg(conn)
+        ensure_tables(conn)
         for table in tables:
             conn.execute(sql.SQL(
                 "INSERT INTO {} (migration_id, table_name, lsn) VALUES (%s, %s, %s) "

@@ -7,8 +7,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from migwatch.connectors.postgres import create_table_sql, describe_table
-from migwatch.targets.mongo_values import SOURCE_SESSION, DocumentForm, supports_decimal128
+from migwatch.connectors.postgres import SOURCE_SESSION, create_table_sql, describe_table
+from migwatch.targets.mongo.values import DocumentForm, supports_decimal128
 
 
 def copy_tables(source_dsn: str, target_dsn: str, tables: list[str]) -> None:

@@ -175,8 +175,8 @@ def test_plan_repair_accepts_checksums_and_clears_failures(four) -> None:
 
 
 def test_importing_the_core_does_not_import_prefect() -> None:
-    code = ("import sys, migwatch.migrations, migwatch.migrations.sql, "
-            "migwatch.migrations.mongo; print('prefect' in sys.modules)")
+    code = ("import sys, migwatch.migrations, migwatch.targets.postgres.migrations, "
+            "migwatch.targets.mongo.migrations; print('prefect' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
@@ -194,6 +194,6 @@ def test_importing_the_core_does_not_import_prefect() -> None:
     ({"isWritablePrimary": True, "maxWireVersion": 21}, False),
 ])
 def test_transactions_are_used_only_where_hello_offers_them(hello: dict, expected: bool) -> None:
-    from migwatch.migrations.mongo import transactions_in
+    from migwatch.targets.mongo.migrations import transactions_in
 
     assert transactions_in(hello) is expected

@@ -18,7 +18,7 @@ from bson import BSON, Binary, Decimal128, Int64
 from migwatch.connectors.postgres import Column, TableInfo
 from migwatch.decoding import UNCHANGED, ColumnDecoder
 from migwatch.errors import UnsupportedValue
-from migwatch.targets.mongo_values import (
+from migwatch.targets.mongo.values import (
     DocumentForm,
     ValueForm,
     canonical,
@@ -193,3 +193,18 @@ def test_ids_and_keys_round_trip() -> None:
     assert key_value(Decimal128("1.50"), Column("x", "numeric", True)) == Decimal("1.50")
     with pytest.raises(TypeError):
         key_value(str(u), info.columns[0])  # a uuid stored as a string is not the key
+
+
+def test_a_real_lands_as_its_shortest_decimal_whichever_width_arrived() -> None:
+    real = form("real")
+    for sent, stored in ((1.17549435e-38, 1.1754944e-38), (310772992.0, 310773000.0),
+                         (0.10000000149011612, 0.1), ("1e-45", 1e-45)):
+        assert real.to_bson(sent) == stored
+    assert form("double precision").to_bson(310772992.0) == 310772992.0
+
+
+def test_an_array_inside_a_json_array_element_is_refused() -> None:
+    with pytest.raises(UnsupportedValue, match="nested arrays") as caught:
+        form("jsonb[]").to_bson(['{"a": 1}', "[1, 2]"])
+    assert caught.value.column == "c"
+    assert form("jsonb[]").to_bson(['{"a": [1]}', "3"]) == [{"a": [1]}, 3]

@@ -16,6 +16,7 @@ import pytest
 from migwatch.config import parse_spec
 from migwatch.connectors.postgres import Column, TableInfo
 from migwatch.errors import ConfigError
+from migwatch.targets.mongo.validation import _covers
 from migwatch.validation.base import KeyRange, layout, sub_ranges
 from migwatch.validation.expectations import (
     ROW_COUNT,
@@ -40,7 +41,6 @@ from migwatch.validation.model import (
     decode_key,
     encode_key,
 )
-from migwatch.validation.mongo import _covers
 from migwatch.validation.postgres import PostgresDialect
 
 UTC = dt.UTC
@@ -269,7 +269,7 @@ def test_scrub_removes_passwords_from_urls() -> None:
 # ----------------------------------------------------------------------------- layering
 def test_core_imports_neither_prefect_nor_great_expectations() -> None:
     code = ("import sys, migwatch.validation, migwatch.validation.expectations, "
-            "migwatch.validation.mongo; "
+            "migwatch.targets.mongo.validation; "
             "print(sorted(m for m in ('prefect', 'great_expectations') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout

@@ -21,8 +21,8 @@ from psycopg import sql
 from migwatch.config import Endpoint
 from migwatch.connectors.postgres import connect_endpoint, translate, translated
 from migwatch.errors import TransientError
+from migwatch.migrations._backend import LockAttempt, LockInfo, Progress, ScriptFailed
 from migwatch.migrations._model import HistoryRow, Kind, RepairPlan, Step
-from migwatch.migrations._runner import LockAttempt, LockInfo, Progress, ScriptFailed
 
 SCHEMA = "migwatch"
 HISTORY_TABLE = "schema_history"
@@ -76,6 +76,7 @@ class PostgresBackend:
     """Versioned SQL migrations on one PostgreSQL database."""
 
     kind: Kind = "sql"
+    counts_documents = False
 
     def __init__(self, connect: Callable[[], psycopg.Connection], where: str) -> None:
         self._connect = connect

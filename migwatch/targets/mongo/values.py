@@ -3,9 +3,9 @@ compares by.
 
 A value arrives here as PostgreSQL's text of it — rebuilt from Debezium's event by
 `decoding.ColumnDecoder`, or read from the source with `ValueForm.select` under
-`SOURCE_SESSION` — or in one of the native forms Debezium's JSON carries as they are (numbers,
-booleans, bytes, arrays as lists). Each column's form is chosen once, from its type (a domain by
-its base type, an enum as text):
+`connectors.postgres.SOURCE_SESSION` — or in one of the native forms Debezium's JSON carries
+as they are (numbers, booleans, bytes, arrays as lists). Each column's form is chosen once, from
+its type (a domain by its base type, an enum as text):
 
     smallint, integer, bigint   int32/int64
     numeric, money              Decimal128, scale kept (1.50 stays 1.50); on a server without
@@ -54,6 +54,7 @@ import hashlib
 import ipaddress
 import json
 import re
+import struct
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, DecimalException
@@ -65,15 +66,20 @@ from psycopg import sql
 
 from migwatch.connectors import postgres as pg
 from migwatch.errors import UnsupportedValue
+from migwatch.targets.mongo.texts import (
+    interval_text,
+    micros_of_time,
+    parse_hstore,
+    parse_interval,
+    point_of,
+    time_text,
+    timetz_of,
+)
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _UTC = dt.UTC
 _DAY_US = 86_400_000_000
 
-#: settings a source session needs for `ValueForm.select` to read what `to_bson` expects
-SOURCE_SESSION = ("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; "
-                  "SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 1; "
-                  "SET bytea_output = 'hex'")
 
 _TEXT_TYPES = {"text", "citext", "name", "bpchar", "character", '"char"', "inet", "cidr",
                "macaddr", "macaddr8", "xml", "tsvector", "tsquery", "int4range", "int8range",
@@ -81,6 +87,8 @@ _TEXT_TYPES = {"text", "citext", "name", "bpchar", "character", '"char"', "inet"
                "int8multirange", "nummultirange", "datemultirange", "tsmultirange",
                "tstzmultirange"}
 _INT_TYPES = {"smallint", "integer", "bigint", "oid"}
+#: types whose cast to text is not their output text (see `ValueForm.select`)
+_OUTPUT_TEXT = {"character": "bpcharout", "bpchar": "bpcharout", "inet": "inet_out"}
 _PRECISION = re.compile(r"\(.*\)")
 
 
@@ -131,7 +139,9 @@ class ValueForm:
         self.column = column.name
         self.type = column.value_type
         self.array = self.type.strip().endswith("[]")
-        self.money = _PRECISION.sub("", self.type.lower().removesuffix("[]")).strip() == "money"
+        self.base = _PRECISION.sub("", self.type.lower().removesuffix("[]")).strip()
+        self.money = self.base == "money"
+        self.float4 = self.base == "real"
         self.kind = kind_of(self.type, column.enum)
         self.decimal128 = decimal128
         self.as_json_string = as_json_string
@@ -150,6 +160,16 @@ class ValueForm:
         if self.money:
             return sql.SQL("{}::numeric[]::text[]" if self.array else "{}::numeric::text"
                            ).format(column)
+        out = _OUTPUT_TEXT.get(self.base)
+        if out is not None:
+            # the type's output text — what Debezium carries — where a cast to text differs
+            # from it: char(n) keeps its padding, an inet host address has no /32
+            if self.array:
+                return sql.SQL(
+                    "CASE WHEN {0} IS NULL THEN NULL ELSE ARRAY(SELECT {1}(e)::text "
+                    "FROM unnest({0}) WITH ORDINALITY AS u(e, n) ORDER BY n) END").format(
+                    column, sql.SQL(out))
+            return sql.SQL("{}({})::text").format(sql.SQL(out), column)
         return sql.SQL("{}::text[]" if self.array else "{}::text").format(column)
 
     def to_bson(self, value: Any) -> Any:
@@ -168,7 +188,7 @@ class ValueForm:
                 if any(isinstance(v, list | tuple) for v in value):
                     raise UnsupportedValue(self.column, "a multi-dimensional array has no "
                                                         "MongoDB form")
-                return [None if v is None else self._scalar(v) for v in value]
+                return [None if v is None else self._scalar(v, in_array=True) for v in value]
             return self._scalar(value)
         except UnsupportedValue:
             raise
@@ -179,7 +199,7 @@ class ValueForm:
     def _refuse(self, reason: str) -> UnsupportedValue:
         return UnsupportedValue(self.column, reason)
 
-    def _scalar(self, v: Any) -> Any:  # noqa: C901 - one branch per kind
+    def _scalar(self, v: Any, in_array: bool = False) -> Any:  # noqa: C901 - one per kind
         kind = self.kind
         if kind == "int":
             n = int(v) if not isinstance(v, bool) else None
@@ -192,7 +212,7 @@ class ValueForm:
             x = float(v)
             if x != x or x in (float("inf"), float("-inf")):
                 raise self._refuse(f"{v} cannot be stored")
-            return x
+            return float4_shortest(x) if self.float4 else x
         if kind == "bool":
             if isinstance(v, bool):
                 return v
@@ -207,15 +227,15 @@ class ValueForm:
         if kind in ("date", "timestamp", "timestamptz"):
             return self._datetime(str(v))
         if kind == "time":
-            return time_text(_time_micros(str(v)))
+            return time_text(micros_of_time(str(v)))
         if kind == "timetz":
-            micros, offset = _timetz(str(v))
+            micros, offset = timetz_of(str(v))
             return time_text((micros - offset * 1_000_000) % _DAY_US) + "+00"
         if kind == "interval":
             return interval_text(*parse_interval(str(v)))
         if kind == "json":
             parsed = json.loads(v) if isinstance(v, str) else v
-            return self._json(parsed, in_array=False)
+            return self._json(parsed, in_array=in_array)  # an array inside an array: refused
         if kind == "bytea":
             if isinstance(v, str):
                 if not v.startswith("\\x"):
@@ -231,7 +251,7 @@ class ValueForm:
                 self._check_key(k)
             return pairs
         if kind == "point":
-            x, y = _point(str(v))
+            x, y = point_of(str(v))
             return {"x": x, "y": y}
         raise ValueError(kind)
 
@@ -299,6 +319,21 @@ class ValueForm:
         if self.kind == "json":
             return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
         return json.dumps(_pg_text(v), ensure_ascii=False)
+
+
+def float4_shortest(x: float) -> float:
+    """A real's value by its shortest decimal that reads back as the same 32-bit float — as
+    PostgreSQL prints it — whether the event or driver handed over that decimal or the wider
+    double (Debezium's JSON: 1.17549435E-38 for 1.1754944e-38)."""
+    try:
+        f32 = struct.unpack("f", struct.pack("f", x))[0]
+    except OverflowError:
+        return x
+    for digits in range(1, 10):
+        text = f"{f32:.{digits}g}"
+        if struct.unpack("f", struct.pack("f", float(text)))[0] == f32:
+            return float(text)
+    return f32
 
 
 def _pg_text(v: Any) -> str:
@@ -516,117 +551,6 @@ def key_value(value: Any, column: pg.Column) -> Any:
             return ipaddress.ip_network(value)
         return value
     raise TypeError(f"a {column.value_type} key cannot be read back from _id")
-
-
-# ----------------------------------------------------------------------------- text forms
-_TIME = re.compile(r"^(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6})\d*)?")
-_OFFSET = re.compile(r"^(?:Z|([+-])(\d{2})(?::?(\d{2}))?(?::?(\d{2}))?)$")
-
-
-def _time_micros(text: str) -> int:
-    m = _TIME.match(text)
-    if m is None or m.end() != len(text):
-        raise ValueError(f"not a time: {text!r}")
-    return _micros_of(m)
-
-
-def _micros_of(m: re.Match[str]) -> int:
-    h, mi, s = int(m.group(1)), int(m.group(2)), int(m.group(3))
-    frac = int((m.group(4) or "").ljust(6, "0"))
-    return ((h * 60 + mi) * 60 + s) * 1_000_000 + frac
-
-
-def _timetz(text: str) -> tuple[int, int]:
-    """(microseconds in the day, offset in seconds east of UTC) of a timetz's text."""
-    m = _TIME.match(text)
-    if m is None:
-        raise ValueError(f"not a time: {text!r}")
-    o = _OFFSET.match(text[m.end():])
-    if o is None:
-        raise ValueError(f"not a time zone offset: {text[m.end():]!r}")
-    offset = 0
-    if o.group(1):
-        offset = int(o.group(2)) * 3600 + int(o.group(3) or 0) * 60 + int(o.group(4) or 0)
-        offset = -offset if o.group(1) == "-" else offset
-    return _micros_of(m), offset
-
-
-def time_text(micros: int) -> str:
-    """'HH:MM:SS[.ffffff]' with the fraction's trailing zeros trimmed, as PostgreSQL prints."""
-    s, us = divmod(micros, 1_000_000)
-    h, rest = divmod(s, 3600)
-    text = f"{h:02d}:{rest // 60:02d}:{rest % 60:02d}"
-    return text + (f".{us:06d}".rstrip("0") if us else "")
-
-
-_ISO_INTERVAL = re.compile(
-    r"^P(?:([-+]?\d+)Y)?(?:([-+]?\d+)M)?(?:([-+]?\d+)W)?(?:([-+]?\d+)D)?"
-    r"(?:T(?:([-+]?\d+)H)?(?:([-+]?\d+)M)?(?:([-+]?[\d.]+(?:[eE][-+]?\d+)?)S)?)?$")
-
-
-def parse_interval(text: str) -> tuple[int, int, int]:
-    """(months, days, microseconds) of an ISO 8601 interval (PostgreSQL's or Debezium's)."""
-    m = _ISO_INTERVAL.match(text.strip())
-    if m is None or text.strip() in ("P", "PT"):
-        raise ValueError(f"not an ISO 8601 interval: {text!r}")
-    y, mo, w, d, h, mi = (int(g or 0) for g in m.groups()[:6])
-    seconds = Decimal(m.group(7) or 0)
-    micros = h * 3_600_000_000 + mi * 60_000_000 + int((seconds * 1_000_000).to_integral_value())
-    return y * 12 + mo, w * 7 + d, micros
-
-
-def interval_text(months: int, days: int, micros: int) -> str:
-    """PostgreSQL's ISO 8601 text of an interval (IntervalStyle iso_8601)."""
-    if months == 0 and days == 0 and micros == 0:
-        return "PT0S"
-
-    def trunc(a: int, b: int) -> tuple[int, int]:  # C division: toward zero
-        q = abs(a) // b * (1 if a >= 0 else -1)
-        return q, a - q * b
-
-    years, mons = trunc(months, 12)
-    hours, rest = trunc(micros, 3_600_000_000)
-    mins, rest = trunc(rest, 60_000_000)
-    secs, frac = trunc(rest, 1_000_000)
-    out = "P" + "".join(f"{n}{u}" for n, u in ((years, "Y"), (mons, "M"), (days, "D")) if n)
-    if hours or mins or secs or frac:
-        out += "T" + "".join(f"{n}{u}" for n, u in ((hours, "H"), (mins, "M")) if n)
-        if secs or frac:
-            sign = "-" if secs < 0 or frac < 0 else ""
-            text = f"{abs(secs)}" + (f".{abs(frac):06d}".rstrip("0") if frac else "")
-            out += f"{sign}{text}S"
-    return out
-
-
-_HSTORE_ITEM = re.compile(r'\s*"((?:[^"\\]|\\.)*)"\s*=>\s*(?:"((?:[^"\\]|\\.)*)"|(NULL))\s*,?',
-                          re.IGNORECASE)
-_UNESCAPE = re.compile(r"\\(.)")
-
-
-def parse_hstore(text: str) -> dict[str, str | None]:
-    """An hstore's text (`"a"=>"1", "b"=>NULL`) as a dict."""
-    out: dict[str, str | None] = {}
-    pos = 0
-    while pos < len(text):
-        if not text[pos:].strip():
-            break
-        m = _HSTORE_ITEM.match(text, pos)
-        if m is None:
-            raise ValueError("not hstore text")
-        key = _UNESCAPE.sub(r"\1", m.group(1))
-        out[key] = None if m.group(3) else _UNESCAPE.sub(r"\1", m.group(2))
-        pos = m.end()
-    return out
-
-
-def _point(text: str) -> tuple[float, float]:
-    inner = text.strip()
-    if not (inner.startswith("(") and inner.endswith(")")):
-        raise ValueError("not a point")
-    x, y = (float(p) for p in inner[1:-1].split(","))
-    if any(v != v or v in (float("inf"), float("-inf")) for v in (x, y)):
-        raise ValueError("a point's coordinate is not finite")
-    return x, y
 
 
 __all__ = ["DocumentForm", "ValueForm", "canonical", "display",

@@ -26,7 +26,7 @@ from psycopg import sql
 from migwatch.connectors import postgres as pg
 from migwatch.connectors.mongo import translated
 from migwatch.errors import UnsupportedValue
-from migwatch.targets.mongo_values import (
+from migwatch.targets.mongo.values import (
     DocumentForm,
     canonical,
     display,

@@ -26,8 +26,8 @@ from pymongo.database import Database
 
 from migwatch.config import Endpoint
 from migwatch.connectors import mongo
+from migwatch.migrations._backend import LockAttempt, LockInfo, Progress, ScriptFailed
 from migwatch.migrations._model import HistoryRow, Kind, RepairPlan, Step
-from migwatch.migrations._runner import LockAttempt, LockInfo, Progress, ScriptFailed
 
 HISTORY_COLLECTION = "migwatch_schema_history"
 LOCK_COLLECTION = "migwatch_schema_lock"
@@ -85,6 +85,7 @@ class MongoBackend:
     """Versioned migrations on one MongoDB database."""
 
     kind: Kind = "mongodb"
+    counts_documents = True
 
     def __init__(self, client: MongoClient, database: str, where: str) -> None:
         self._client = client

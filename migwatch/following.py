@@ -1,0 +1,132 @@
+"""Following the source's schema while the applier runs (the choices are `schema_changes`):
+a table whose events stop matching its known columns, or whose values the target refuses, has
+its definition read from the source again and its target brought along; a table its target
+cannot follow by itself is held — its topic paused before the event that needs the change,
+the other tables going on — and continues once the target has the change."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from psycopg import sql
+
+from migwatch import metrics, names
+from migwatch.config import TableSpec
+from migwatch.connectors import postgres as pg
+from migwatch.errors import MigwatchError
+from migwatch.schema_changes import ADDED, TableStopped
+
+if TYPE_CHECKING:
+    from migwatch.applier import Applier
+
+log = logging.getLogger("migwatch.applier")
+
+#: how often a held table is checked for its target having the change
+STOPPED_RECHECK_SECONDS = 5.0
+
+
+class SchemaFollower:
+    """One applier's schema changes: `follow` a table, `hold` one that stopped, and
+    `retry_stopped` the held ones."""
+
+    def __init__(self, applier: Applier) -> None:
+        self.applier = applier
+        #: tables held by a change their target does not follow: why, and when last checked
+        self.stopped: dict[str, tuple[TableStopped, float]] = {}
+
+    def follow(self, table: str) -> bool:
+        """Read `table`'s definition on the source again and bring the target along where the
+        change is additive (the writer's `evolve`; TableStopped where it is not); events then
+        decode by it. True when the table's definition or its target changed."""
+        writer = self.applier.writer
+        assert writer is not None
+        spec = next(t for t in self.applier.tables if t.source == table)
+        old = self.applier.events.infos.get(table)
+        conn = self.applier.source_conn()
+        with pg.translated(f"source: describe {table}"):
+            info = pg.describe_table(conn, spec.schema_name, spec.name)
+            if info is None:
+                return False
+            fills = _existing_rows_values(conn, spec, info)
+        try:
+            changes = writer.evolve(table, info, fills)
+        except TableStopped:
+            metrics.SCHEMA_CHANGES.labels(self.applier.mid, table, "stopped").inc()
+            raise
+        changed = bool(changes) or old is None or \
+            [(c.name, c.type) for c in old.columns] != [(c.name, c.type) for c in info.columns]
+        if changed:
+            self.applier.events.set_table(table, info)
+            metrics.SCHEMA_CHANGES.labels(self.applier.mid, table, "followed").inc()
+            log.warning("applier %s: table %s changed on the source; the target follows: %s",
+                        self.applier.mid, table, "; ".join(c.describe() for c in changes) or
+                        "nothing to alter")
+            added = [c.column for c in changes if c.kind == ADDED]
+            unfilled = [c for c in added if c not in fills]
+            if unfilled:
+                log.info("applier %s: %s: column(s) %s: rows that existed when they were added "
+                         "took the source's current values (PostgreSQL kept none to copy)",
+                         self.applier.mid, table, unfilled)
+        return changed
+
+    def hold(self, consumer: Any, exc: TableStopped) -> None:
+        """Stop a table's apply before the event that needs the change (its topic paused, its
+        offsets not past that event); the other tables keep going."""
+        topic = names.table_topic(self.applier.mid, exc.table)
+        parts = [tp for tp in consumer.assignment() if tp.topic == topic]
+        if parts:
+            consumer.pause(*parts)
+        if exc.table not in self.stopped:
+            log.error("applier %s: %s", self.applier.mid, exc)
+            metrics.TABLE_STOPPED.labels(self.applier.mid, exc.table).set(1)
+        self.stopped[exc.table] = (exc, time.monotonic())
+
+    def retry_stopped(self, consumer: Any) -> None:
+        """Every `STOPPED_RECHECK_SECONDS`, a stopped table whose target now has the change
+        (a versioned migration did it) continues where it stopped."""
+        now = time.monotonic()
+        for table, (_, since) in list(self.stopped.items()):
+            if now - since < STOPPED_RECHECK_SECONDS:
+                continue
+            try:
+                self.follow(table)
+            except TableStopped as exc:
+                self.stopped[table] = (exc, now)
+                continue
+            except MigwatchError as exc:
+                log.warning("applier %s: cannot re-check stopped table %s: %s",
+                            self.applier.mid, table, exc)
+                self.stopped[table] = (self.stopped[table][0], now)
+                continue
+            topic = names.table_topic(self.applier.mid, table)
+            parts = [tp for tp in consumer.assignment() if tp.topic == topic]
+            if parts:
+                consumer.resume(*parts)
+            del self.stopped[table]
+            metrics.TABLE_STOPPED.labels(self.applier.mid, table).set(0)
+            log.warning("applier %s: table %s continues: its target has the change",
+                        self.applier.mid, table)
+
+
+def _existing_rows_values(conn: Any, table: TableSpec, info: pg.TableInfo) -> dict[str, str]:
+    """Per column added with a non-volatile default, the text of the value the rows that existed
+    then have (PostgreSQL keeps it as the column's "missing value"); a column added with NULL or
+    a volatile default (the table rewritten, row by row) has none."""
+    ident = sql.Identifier(table.schema_name, table.name).as_string(conn)
+    names_ = [r[0] for r in conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND atthasmissing",
+        [ident]).fetchall()]
+    out = {}
+    for name in names_:
+        column = info.column(name)
+        if column.value_type.endswith("[]"):
+            continue  # an array's missing value does not read back as one element
+        row = conn.execute(sql.SQL(
+            "SELECT (attmissingval::text::{}[])[1]::text FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attname = %s").format(sql.SQL(column.value_type)),
+            [ident, name]).fetchone()
+        if row is not None and row[0] is not None:
+            out[name] = row[0]
+    return out

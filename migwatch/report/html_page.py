@@ -1,0 +1,223 @@
+"""The report as one self-contained HTML page: verdict, checks, tables, charts, errors.
+
+Its own module because the page carries its CSS and chart layout. The page has inline CSS and SVG
+charts, opens offline, and its Content-Security-Policy forbids any fetch.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from html import escape
+
+from migwatch import charts
+from migwatch.charts import format_value
+from migwatch.report.model import Report, _key_text
+from migwatch.report.render import _n
+
+CHART_WIDTH = 950
+
+_CSS = """
+:root{--go:#1a7f37;--nogo:#c62828;--ink:#1f2328;--muted:#59636e;--line:#d0d7de}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--ink);
+margin:0 auto;max-width:1000px;padding:24px}
+h1{font-size:22px;margin:0}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid var(--line)}
+.verdict{border-radius:8px;padding:16px 20px;color:#fff}
+.verdict.go{background:var(--go)}.verdict.nogo{background:var(--nogo)}
+.verdict ul{margin:8px 0 0;padding-left:20px}.meta{color:var(--muted);margin:10px 0}
+table{border-collapse:collapse;width:100%;font-size:13px}
+th,td{border-bottom:1px solid var(--line);padding:5px 8px;text-align:left;vertical-align:top}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
+.badge{border-radius:10px;padding:1px 8px;font-size:12px;color:#fff}
+.badge.equal,.badge.pass{background:var(--go)}.badge.mismatched,.badge.fail{background:var(--nogo)}
+.badge.pending{background:#b26a00}.badge.not_checked{background:#6e7781}
+.warn{color:#8a5a00}.note{color:var(--muted);font-size:13px}code{font-size:12px}
+figure.chart{margin:12px 0}svg{max-width:100%;height:auto;font-size:11px}
+svg .frame{fill:#fff;stroke:var(--line)}svg .grid line{stroke:#eef1f4}
+svg .grid text,svg .x-axis text{fill:var(--muted)}svg .chart-title{font-size:13px;font-weight:600}
+svg .line{stroke-width:2}svg .threshold{stroke-dasharray:6 4;stroke-width:1.5}
+svg .empty{fill:var(--muted);font-size:13px}
+figcaption{font-size:12px;color:var(--muted)}
+figcaption .key{margin-right:14px}figcaption i{display:inline-block;width:10px;height:10px;
+margin-right:4px;border-radius:2px}.off-scale{font-style:italic}
+"""
+
+
+def _lag_rules(report: Report, unit: str) -> list[charts.Rule]:
+    m = next((m for m in report.lag if m.name == "data_lag_seconds"), None) or next(
+        (m for m in report.lag if m.unit == unit), None
+    )
+    if m is None or m.unit != unit:
+        return []
+    rules = []
+    if m.warn is not None:
+        rules.append(charts.Rule(m.warn, f"warn {format_value(m.warn, unit)}", "#b26a00"))
+    if m.critical is not None:
+        rules.append(
+            charts.Rule(m.critical, f"critical {format_value(m.critical, unit)}", "#c62828")
+        )
+    return rules
+
+
+def _charts(report: Report) -> list[str]:
+    s = report.series
+    span = (report.started_at.timestamp(), report.finished_at.timestamp())
+    out = []
+    for unit, chart_id, title in (
+        ("seconds", "lag-seconds", "Lag over time (seconds)"),
+        ("messages", "lag-messages", "Consumer lag (messages)"),
+        ("bytes", "slot-wal", "WAL retained by the replication slot"),
+    ):
+        lines = [charts.Line(x.name, x.points) for x in s.lag if x.unit == unit]
+        if lines or unit == "seconds":
+            out.append(
+                charts.line_chart(
+                    chart_id, title, lines, unit, _lag_rules(report, unit), width=CHART_WIDTH,
+                    x_range=span,
+                )
+            )
+    out.append(
+        charts.line_chart(
+            "throughput",
+            "Throughput (events per second)",
+            [charts.Line(x.name, x.points) for x in s.throughput],
+            "per_second",
+            width=CHART_WIDTH,
+            x_range=span,
+        )
+    )
+    out.append(
+        charts.line_chart(
+            "progress",
+            "Snapshot progress per table",
+            [charts.Line(x.name, x.points) for x in s.progress],
+            "ratio",
+            y_max=1.0,
+            width=CHART_WIDTH,
+            x_range=span,
+        )
+    )
+    return out
+
+
+def render_html(report: Report) -> str:
+    """One self-contained HTML page: verdict, checks, per-table figures, charts, errors."""
+    v = report.verdict
+    e = escape
+    css_class = "go" if v.go else "nogo"
+    reasons = "".join(f"<li>{e(r)}</li>" for r in v.reasons)
+    head = (
+        f'<section class="verdict {css_class}" id="verdict" data-go="{str(v.go).lower()}">'
+        f"<h1>{v.label} — migration {e(report.migration_id)}</h1>"
+        + (
+            f"<ul>{reasons}</ul>"
+            if reasons
+            else "<p>Every check passed: the target is caught up and holds the source's data.</p>"
+        )
+        + "</section>"
+    )
+    endpoints = f"{e(report.source)} → {e(report.target)}<br>" if report.source else ""
+    meta = (
+        f'<p class="meta">{endpoints}'
+        f"{report.started_at:%Y-%m-%d %H:%M:%S} → {report.finished_at:%Y-%m-%d %H:%M:%S} "
+        f"UTC ({e(format_value(report.duration_seconds, 'seconds'))}) · caught up: "
+        f"{'yes' if report.caught_up else 'no'} · DLQ events: {report.dlq_events}</p>"
+    )
+    warnings = "".join(f'<p class="warn">⚠ {e(w)}</p>' for w in v.warnings)
+    warnings += "".join(f'<p class="note">{e(n)}</p>' for n in report.notes)
+    checks = (
+        '<h2>Checks</h2><table id="checks"><tr><th>check</th><th>result</th>'
+        "<th>detail</th></tr>"
+        + "".join(
+            f'<tr><td>{e(c.name)}</td><td><span class="badge '
+            f'{"pass" if c.passed else "fail"}">{"pass" if c.passed else "fail"}</span>'
+            f"</td><td>{e(c.detail)}</td></tr>"
+            for c in v.checks
+        )
+        + "</table>"
+    )
+    rows = []
+    for t in report.tables:
+        keys = ""
+        if t.differing_keys:
+            items = "".join(f"<li><code>{e(_key_text(k))}</code></li>" for k in t.differing_keys)
+            more = " (sample capped)" if t.differing_keys_truncated else ""
+            keys = (
+                f"<details><summary>{len(t.differing_keys)} key(s){more}</summary>"
+                f"<ul>{items}</ul></details>"
+            )
+        rows.append(
+            f'<tr data-table="{e(t.target_table)}"><td>{e(t.source_table)}<br>'
+            f"→ {e(t.target_table)}</td><td class=n>{_n(t.rows_source)}</td>"
+            f"<td class=n>{_n(t.rows_target)}</td><td>{e(t.counted_at)}</td>"
+            f"<td class=n>{_n(t.rows_snapshot)}</td>"
+            f"<td class=n>{_n(t.changes_applied)}</td>"
+            f"<td class=n>{e(_n(t.event_time_lag_seconds, 'seconds'))}</td>"
+            f'<td><span class="badge {t.validation}">{t.validation.replace("_", " ")}</span>'
+            f"{f' {t.mismatched_rows} row(s)' if t.mismatched_rows else ''}{keys}"
+            + "".join(f'<br><small class="warn">fails {e(x)}</small>'
+                      for x in t.failed_expectations)
+            + f"{f'<br><small>{e(t.note)}</small>' if t.note else ''}</td></tr>"
+        )
+    tables = (
+        '<h2>Tables</h2><table id="tables"><tr><th>table</th><th>rows on source</th>'
+        "<th>rows on target</th><th>counted</th><th>loaded by snapshot</th><th>changes applied</th>"
+        "<th>event-time lag</th><th>validation</th></tr>" + "".join(rows) + "</table>"
+    )
+    lag = ""
+    if report.lag:
+        lag = (
+            '<h2>Lag</h2><table id="lag"><tr><th>measure</th><th>last</th><th>peak</th>'
+            "<th>caught-up</th><th>warn</th><th>critical</th></tr>"
+            + "".join(
+                f"<tr><td>{e(m.name)}</td>"
+                + "".join(
+                    f"<td class=n>{e(_n(x, m.unit))}</td>"
+                    for x in (m.last, m.peak, m.caught_up, m.warn, m.critical)
+                )
+                + "</tr>"
+                for m in report.lag
+            )
+            + "</table>"
+        )
+    graphs = "<h2>Over time</h2>" + "".join(_charts(report))
+    slot = ""
+    if report.slot is not None:
+        sl = report.slot
+        slot = (
+            f"<h2>Replication slot</h2><p>{e(sl.slot)}: retains "
+            f"{e(_n(sl.retained_wal_bytes, 'bytes'))} of WAL (warn "
+            f"{e(_n(sl.warn_bytes, 'bytes'))}, limit {e(_n(sl.limit_bytes, 'bytes'))})</p>"
+        )
+    errors = ""
+    if report.errors:
+        errors = (
+            '<h2>Errors</h2><table id="errors"><tr><th>stage</th><th>type</th>'
+            "<th>count</th><th>recovered</th><th>message</th></tr>"
+            + "".join(
+                f"<tr><td>{e(x.stage)}</td><td>{e(x.error_type)}</td>"
+                f"<td class=n>{x.count}</td><td>{'yes' if x.recovered else 'no'}</td>"
+                f"<td>{e(x.message)}</td></tr>"
+                for x in report.errors
+            )
+            + "</table>"
+        )
+    links = ""
+    if report.links:
+        links = (
+            "<h2>Links</h2><ul>"
+            + "".join(
+                f'<li><a href="{e(url)}">{e(name)}</a></li>' for name, url in report.links.items()
+            )
+            + "</ul>"
+        )
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "style-src 'unsafe-inline'; img-src data:\">"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{v.label} — migwatch report {e(report.migration_id)}</title>"
+        f"<style>{_CSS}</style></head><body>{head}{meta}{warnings}{checks}{tables}{lag}"
+        f'{graphs}{slot}{errors}{links}<footer class="meta">migwatch report, schema '
+        f"{report.schema_version}, generated {generated}</footer></body></html>\n"
+    )

@@ -1,0 +1,211 @@
+"""The report as data: the pydantic models a run's report is made of, and `scrub`.
+
+Every other part of the report package reads or builds these models, so they sit at the bottom
+with nothing above them imported. Nothing secret enters a report: the models' free-text fields
+(error messages, gate reasons, notes) pass through `scrub`, which masks URL passwords,
+`password=`/`token=` pairs and bearer tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION = 1
+ValidationState = Literal["equal", "pending", "mismatched", "not_checked"]
+Unit = Literal["seconds", "messages", "bytes", "ratio", "per_second"]
+
+#: lag measures as the report names them (the spec's names, plus the gate's data lag) → unit
+MEASURE_UNITS: dict[str, Unit] = {
+    "data_lag_seconds": "seconds",
+    "event_time_lag_seconds": "seconds",
+    "end_to_end_lag_seconds": "seconds",
+    "consumer_lag_messages": "messages",
+    "slot_wal_bytes": "bytes",
+}
+
+_SCRUBS = (
+    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.I), r"\1***@"),
+    (
+        re.compile(
+            r"\b(password|passwd|pwd|token|secret|api[_-]?key)(\s*[=:]\s*)"
+            r"(\"[^\"]*\"|'[^']*'|[^\s,;&]+)",
+            re.I,
+        ),
+        r"\1\2***",
+    ),
+    (re.compile(r"\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+", re.I), r"\1 ***"),
+)
+
+
+def scrub(text: str, limit: int = 500) -> str:
+    """Free text safe for a report: credentials masked, one paragraph at most `limit` long."""
+    for pattern, repl in _SCRUBS:
+        text = pattern.sub(repl, text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TableFigures(_Model):
+    """One table's figures: counts on both sides, what the snapshot and CDC wrote, its lag and
+    validation state (with a capped sample of differing keys)."""
+
+    source_table: str
+    target_table: str
+    rows_source: int | None = None
+    rows_target: int | None = None
+    rows_snapshot: int | None = None
+    changes_applied: int | None = None
+    event_time_lag_seconds: float | None = None
+    validation: ValidationState = "not_checked"
+    mismatched_rows: int = 0
+    differing_keys: list[Any] = Field(default_factory=list)
+    differing_keys_truncated: bool = False
+    #: Great Expectations expectations the target table failed, e.g. `..._not_be_null(email)`
+    failed_expectations: list[str] = Field(default_factory=list)
+    note: str | None = None
+    #: source WAL position both counts stand for (revalidation counted the source there and the
+    #: target once its applier had passed it); None: counted at two moments while comparing
+    counts_lsn: str | None = None
+
+    @property
+    def counted_at(self) -> str:
+        """Says when the two counts were taken, so unequal counts of an equal table read right."""
+        if self.counts_lsn:
+            return f"at LSN {self.counts_lsn}"
+        return "while comparing" if self.rows_source == self.rows_target else \
+            "at two moments while comparing (source moving)"
+
+    @field_validator("note")
+    @classmethod
+    def _scrub(cls, value: str | None) -> str | None:
+        return scrub(value) if value else value
+
+
+class LagMeasure(_Model):
+    """One lag measure over the run: its last and peak values against its thresholds."""
+
+    name: str
+    unit: Unit
+    last: float | None = None
+    peak: float | None = None
+    caught_up: float | None = None
+    warn: float | None = None
+    critical: float | None = None
+
+
+class SlotRetention(_Model):
+    """WAL the replication slot keeps on the source, and the limits it is judged against."""
+
+    slot: str
+    retained_wal_bytes: int | None = None
+    warn_bytes: int | None = None
+    limit_bytes: int | None = None
+
+
+class RunError(_Model):
+    """An error of the run; `recovered` errors (retried successfully) only warn."""
+
+    stage: str
+    error_type: str
+    message: str = ""
+    count: int = 1
+    recovered: bool = False
+
+    @field_validator("message")
+    @classmethod
+    def _scrub(cls, value: str) -> str:
+        return scrub(value, limit=300)
+
+
+class SeriesData(_Model):
+    name: str
+    unit: Unit
+    points: list[tuple[float, float]] = Field(default_factory=list)
+
+
+class TimeSeries(_Model):
+    """Samples taken during the run: lag per measure, throughput, snapshot progress per table."""
+
+    lag: list[SeriesData] = Field(default_factory=list)
+    throughput: list[SeriesData] = Field(default_factory=list)
+    progress: list[SeriesData] = Field(default_factory=list)
+
+    def record(
+        self,
+        group: Literal["lag", "throughput", "progress"],
+        name: str,
+        unit: Unit,
+        t: float,
+        value: float,
+    ) -> None:
+        """Append one sample (the monitor loop calls this on each poll)."""
+        series: list[SeriesData] = getattr(self, group)
+        for s in series:
+            if s.name == name:
+                s.points.append((t, value))
+                return
+        series.append(SeriesData(name=name, unit=unit, points=[(t, value)]))
+
+
+class Check(_Model):
+    name: str
+    passed: bool
+    detail: str
+
+
+class Verdict(_Model):
+    """Go when nothing blocks; `reasons` are the blocking problems, `warnings` the others."""
+
+    go: bool
+    reasons: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    checks: list[Check] = Field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return "GO" if self.go else "NO-GO"
+
+
+class Report(_Model):
+    schema_version: int = SCHEMA_VERSION
+    migration_id: str
+    source: str = ""  # redacted endpoint
+    target: str = ""
+    started_at: datetime
+    finished_at: datetime
+    verdict: Verdict
+    caught_up: bool
+    gate: str | None = None
+    tables: list[TableFigures] = Field(default_factory=list)
+    lag: list[LagMeasure] = Field(default_factory=list)
+    dlq_events: int = 0
+    errors: list[RunError] = Field(default_factory=list)
+    slot: SlotRetention | None = None
+    series: TimeSeries = Field(default_factory=TimeSeries)
+    links: dict[str, str] = Field(default_factory=dict)
+    #: what holds for the whole run (how values were compared, when counts were taken)
+    notes: list[str] = Field(default_factory=list)
+
+    @field_validator("gate")
+    @classmethod
+    def _scrub(cls, value: str | None) -> str | None:
+        return scrub(value) if value else value
+
+    @property
+    def duration_seconds(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+def _key_text(key: Any) -> str:
+    if isinstance(key, Mapping) and "key" in key:
+        key = key["key"]
+    return json.dumps(key, default=str, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,115 @@
+"""The report as text: JSON (written and read back) and the markdown summary of a Prefect artifact.
+
+Also the plain per-table rows that the Prefect table artifact and the markdown share; the HTML
+page lives in `html_page`, which reuses this module's number formatting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from migwatch.charts import format_value
+from migwatch.report.model import Report, _key_text
+
+
+def render_json(report: Report) -> str:
+    return report.model_dump_json(indent=2)
+
+
+def load_json(text: str | bytes) -> Report:
+    """A report written by `render_json` (used to rebuild a past run's HTML)."""
+    return Report.model_validate_json(text)
+
+
+def _n(value: float | int | None, unit: str = "") -> str:
+    if value is None:
+        return "–"
+    if unit:
+        return format_value(float(value), unit)
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.4g}"
+
+
+def table_rows(report: Report) -> list[dict[str, Any]]:
+    """One plain row per table (the Prefect table artifact and the markdown summary use it)."""
+    return [
+        {
+            "source table": t.source_table,
+            "target table": t.target_table,
+            "rows on source": t.rows_source,
+            "rows on target": t.rows_target,
+            "rows counted": t.counted_at,
+            "rows loaded by snapshot": t.rows_snapshot,
+            "changes applied": t.changes_applied,
+            "event-time lag (s)": None
+            if t.event_time_lag_seconds is None
+            else round(t.event_time_lag_seconds, 3),
+            "validation": t.validation,
+            "mismatched rows": t.mismatched_rows,
+            "differing keys (sample)": ", ".join(_key_text(k) for k in t.differing_keys),
+            "failed expectations": "; ".join(t.failed_expectations),
+        }
+        for t in report.tables
+    ]
+
+
+def _md(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(report: Report, html_path: str | None = None) -> str:
+    """The summary for a Prefect markdown artifact: the verdict first, then the figures."""
+    v = report.verdict
+    icon = "✅" if v.go else "⛔"
+    lines = [f"# {icon} {v.label} — migration `{report.migration_id}`", ""]
+    if v.reasons:
+        lines += ["**Why no-go:**", *[f"- {_md(r)}" for r in v.reasons], ""]
+    if v.warnings:
+        lines += ["**Warnings:**", *[f"- {_md(w)}" for w in v.warnings], ""]
+    if report.notes:
+        lines += [*[f"_{_md(n)}_  " for n in report.notes], ""]
+    if report.source:
+        lines.append(f"{_md(report.source)} → {_md(report.target)}  ")
+    lines += [
+        f"{report.started_at:%Y-%m-%d %H:%M:%S} → {report.finished_at:%H:%M:%S} UTC "
+        f"({format_value(report.duration_seconds, 'seconds')}); caught up: "
+        f"{'yes' if report.caught_up else 'no'}; DLQ events: {report.dlq_events}; "
+        f"failed stages: {sum(1 for e in report.errors if not e.recovered)}",
+        "",
+        "| check | result | detail |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {_md(c.name)} | {'pass' if c.passed else 'FAIL'} | {_md(c.detail)} |" for c in v.checks
+    ]
+    lines += [
+        "",
+        "| table | rows source | rows target | counted | snapshot rows | changes | lag | "
+        "validation |",
+        "|---|---:|---:|---|---:|---:|---:|---|",
+    ]
+    for t in report.tables:
+        state = t.validation + (f" ({t.mismatched_rows})" if t.mismatched_rows else "")
+        lines.append(
+            f"| {_md(t.target_table)} | {_n(t.rows_source)} | {_n(t.rows_target)} | "
+            f"{_md(t.counted_at)} | "
+            f"{_n(t.rows_snapshot)} | {_n(t.changes_applied)} | "
+            f"{_n(t.event_time_lag_seconds, 'seconds')} | {state} |"
+        )
+    if report.lag:
+        lines += [
+            "",
+            "| lag measure | last | peak | caught-up | warn | critical |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {m.name} | {_n(m.last, m.unit)} | {_n(m.peak, m.unit)} | "
+            f"{_n(m.caught_up, m.unit)} | {_n(m.warn, m.unit)} | "
+            f"{_n(m.critical, m.unit)} |"
+            for m in report.lag
+        ]
+    links = dict(report.links)
+    if html_path:
+        links.setdefault("HTML report", html_path)
+    if links:
+        lines += ["", *[f"- [{_md(k)}]({v})" for k, v in links.items()]]
+    return "\n".join(lines) + "\n"

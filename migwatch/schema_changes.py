@@ -1,0 +1,141 @@
+"""Schema changes on the source while CDC runs: how a table's definition on the source differs
+from what its target holds, and which of those differences a target follows by itself.
+
+Events carry no schema, so a change shows in the events themselves — a field the applier does
+not know, a field that stops arriving — or as a value the target refuses (a longer varchar, a
+bigger integer). Each is answered by reading the source's catalog again and comparing it with
+the target (never with what the applier believed: a change the user already made on the target
+is no difference). The choices, as the Debezium JDBC sink's `schema.evolution=basic`:
+
+    additive (followed)    a new column (its type; existing rows take the value the source gave
+                           them; NOT NULL when the source's has it and every row the target
+                           holds has a value by then; no default: target tables carry none,
+                           their rows come from the source), a widened type
+                           (varchar(n) → varchar(m ≥ n) or text, smallint → integer → bigint,
+                           numeric(p, s) → numeric(p' ≥ p, s) or numeric, real → double
+                           precision, timestamp(p) → timestamp(p' ≥ p), bit(n) → bit varying),
+                           a dropped NOT NULL; a NOT NULL added leaves the target as it is (it
+                           accepts every value the source does)
+    destructive (stops)    a dropped or renamed column, a narrowed or otherwise changed type:
+                           the table stops before the event that needs it
+                           (`TableStopped`), the other tables keep going, and it continues by
+                           itself once the target has the same change (a versioned migration)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from migwatch.errors import PermanentError
+
+ADDED = "added"
+WIDENED = "widened"
+NULLABLE = "nullable"
+DROPPED = "dropped"
+CHANGED = "changed"
+NOT_NULL = "not null"
+
+_INT_RANK = {"smallint": 1, "integer": 2, "bigint": 3}
+
+
+@dataclass(frozen=True)
+class ColumnChange:
+    """One column's difference: `kind` is one of the constants above."""
+
+    column: str
+    kind: str
+    source_type: str | None = None
+    target_type: str | None = None
+
+    @property
+    def additive(self) -> bool:
+        return self.kind in (ADDED, WIDENED, NULLABLE, NOT_NULL)
+
+    def describe(self) -> str:
+        if self.kind == ADDED:
+            return f"column {self.column!r} added ({self.source_type})"
+        if self.kind == DROPPED:
+            return f"column {self.column!r} dropped on the source"
+        if self.kind == NULLABLE:
+            return f"column {self.column!r} no longer NOT NULL"
+        if self.kind == NOT_NULL:
+            return f"column {self.column!r} made NOT NULL"
+        verb = "widened" if self.kind == WIDENED else "changed"
+        return f"column {self.column!r} {verb} from {self.target_type} to {self.source_type}"
+
+
+class TableStopped(PermanentError):
+    """A table's source changed in a way its target does not follow by itself: its events stop
+    before the first one that needs the change, until the target has it too."""
+
+    def __init__(self, table: str, changes: list[ColumnChange], why: str | None = None) -> None:
+        self.table = table
+        self.changes = changes
+        what = "; ".join(c.describe() for c in changes)
+        super().__init__(f"table {table}: {what}"
+                         + (f": the target refused it ({why})" if why else "")
+                         + " — apply the same change to the target (a versioned migration); "
+                         "the table then continues where it stopped")
+
+
+def _parts(type_name: str) -> tuple[str, list[int], str]:
+    """(base, modifiers, the rest): 'timestamp(3) without time zone' → ('timestamp', [3],
+    'without time zone'); 'timestamp without time zone' → ('timestamp', [], 'without time
+    zone'); 'character varying' → ('character varying', [], '')."""
+    t = type_name.strip().lower()
+    if "(" in t:
+        base, _, tail = t.partition("(")
+        args, _, rest = tail.partition(")")
+        return base.strip(), [int(a) for a in args.replace(" ", "").split(",") if a], \
+            rest.strip()
+    for word in ("timestamp", "time", "interval"):
+        if t.startswith(word + " "):
+            return word, [], t[len(word):].strip()
+    return t, [], ""
+
+
+def widens(target_type: str, source_type: str) -> bool:
+    """Whether every value of `target_type` is a value of `source_type`, unchanged."""
+    if target_type == source_type:
+        return True
+    if target_type.endswith("[]") != source_type.endswith("[]"):
+        return False
+    if target_type.endswith("[]"):
+        return widens(target_type[:-2], source_type[:-2])
+    (tb, ta, tr), (sb, sa, sr) = _parts(target_type), _parts(source_type)
+    if tr != sr:
+        return False
+    if tb in _INT_RANK and sb in _INT_RANK:
+        return _INT_RANK[sb] >= _INT_RANK[tb]
+    if tb == "character varying" and sb == "text":
+        return True
+    if tb == sb == "character varying":
+        return not sa or (bool(ta) and sa[0] >= ta[0])
+    if tb == sb == "numeric":
+        return not sa or (len(ta) == 2 and len(sa) == 2 and sa[1] == ta[1] and sa[0] >= ta[0])
+    if (tb, sb) == ("real", "double precision"):
+        return True
+    if tb == sb and tb.startswith(("timestamp", "time")):
+        return (sa[0] if sa else 6) >= (ta[0] if ta else 6)
+    return (tb, sb) == ("bit", "bit varying") and (not sa or (bool(ta) and sa[0] >= ta[0]))
+
+
+def differences(source: dict[str, tuple[str, bool]],
+                target: dict[str, tuple[str, bool]]) -> list[ColumnChange]:
+    """How the source's columns ({name: (type, NOT NULL)}) differ from the target's."""
+    out = []
+    for name, (stype, snn) in source.items():
+        if name not in target:
+            out.append(ColumnChange(name, ADDED, stype))
+            continue
+        ttype, tnn = target[name]
+        if stype != ttype:
+            out.append(ColumnChange(name, WIDENED if widens(ttype, stype) else CHANGED,
+                                    stype, ttype))
+        if tnn and not snn:
+            out.append(ColumnChange(name, NULLABLE, stype, ttype))
+        elif snn and not tnn:
+            out.append(ColumnChange(name, NOT_NULL, stype, ttype))
+    out += [ColumnChange(name, DROPPED, None, ttype) for name, (ttype, _) in target.items()
+            if name not in source]
+    return out

@@ -1,0 +1,201 @@
+"""What every target engine provides: the one interface the stages talk to.
+
+migwatch decides which engine a migration's target is once (`migwatch.targets.engine_for`) and
+from then on asks the engine — never branches on the target's kind — for:
+
+    session(application)      a connection that reads and clears the applier's stored positions
+                              and offsets, and reads the heartbeat row (monitor, revalidation)
+    ping()                    whether the target answers (pre-flight)
+    table_problems(info, t)   what the engine cannot hold of a source table (pre-flight)
+    make_fresh(mid, reset)    refuse (or empty) target tables holding rows before a fresh load
+    prepare_schema(infos)     create what the tables need before the load (DDL, or nothing)
+    writer(...)               the applier's writer: applies a Batch with its position and offsets
+    open_validation(...)      both sides of one table for the comparison
+    migrations_backend()      the versioned-migrations backend
+
+To add an engine: a package beside `postgres/` and `mongo/` with a `Target` subclass that
+implements every abstract method here, its writer (the `Writer` protocol) and its session, and
+one line in `migwatch.targets.ENGINES`; the spec's `Endpoint.kind` names it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from kafka import TopicPartition
+from psycopg import sql
+
+from migwatch.batches import Batch, SourceRows
+from migwatch.config import MigrationSpec, TableSpec
+from migwatch.connectors import postgres as pg
+from migwatch.schema_changes import ColumnChange
+
+
+@dataclass(frozen=True)
+class Position:
+    """One position row: how far the applier got for a table (or '*', every table)."""
+
+    table_name: str
+    source_ts_ms: int | None = None
+    lsn: int | None = None
+    events: int = 0
+    snapshot_rows: int = 0
+    snapshot_done: bool = False
+    dlq_events: int = 0
+    #: when the applier last wrote the row (epoch seconds, the target's clock)
+    updated_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Emptied:
+    """What `Target.make_fresh` found and did: tables holding rows, tables emptied, position
+    rows removed."""
+
+    non_empty: tuple[str, ...] = ()
+    emptied: tuple[str, ...] = ()
+    positions: int = 0
+
+
+class Writer(Protocol):
+    """The applier's writer for one engine (one connection, one batch at a time)."""
+
+    @property
+    def broken(self) -> bool:
+        """The connection is gone: a failure seen on it says nothing about the data."""
+        ...
+
+    def stored_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """The next offsets the target has applied, of `partitions` (absent: none yet)."""
+        ...
+
+    def apply(self, batch: Batch) -> None:
+        """Apply a batch with its position and offsets; StaleBatch when it starts at or below
+        what the target applied; PermanentError when a change in it cannot land."""
+        ...
+
+    def apply_one(self, batch: Batch) -> None:
+        """Apply a batch of one change (after a batch failed: one by one)."""
+        ...
+
+    def abandon(self) -> None:
+        """Forget a batch that failed half way (before applying its changes one by one)."""
+        ...
+
+    def target_row(self, table: str, op: str, key: tuple[Any, ...], row: dict[str, Any],
+                   old_key: tuple[Any, ...] | None) -> dict[str, Any]:
+        """A decoded row as this engine stores it (raise UnsupportedValue naming the column
+        when it cannot): called as each event is decoded, so a value the target cannot hold
+        dead-letters its own event."""
+        ...
+
+    def source_select(self, table: str, columns: Sequence[str]) -> sql.Composable:
+        """The select list (table alias `t`) reading the source's current values of `columns`
+        in the form this writer takes them."""
+        ...
+
+    def evolve(self, table: str, info: pg.TableInfo,
+               fills: Mapping[str, str]) -> list[ColumnChange]:
+        """Follow the source's new definition `info` of `table` where it is additive
+        (`schema_changes`); TableStopped where it is not. `fills`: per added column, the text
+        of the value the source gave its existing rows. Returns the changes followed."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class TargetSession(ABC):
+    """One connection to the target for reading (and clearing) what the applier stored."""
+
+    @abstractmethod
+    def positions(self, migration_id: str, tables: Sequence[str] | None = None,
+                  ) -> dict[str, Position]:
+        """The migration's position rows (only `tables` when given) by table; {} before any."""
+
+    @abstractmethod
+    def stored_offsets(self, migration_id: str, topic: str) -> dict[int, int]:
+        """The next offset applied per partition of `topic`."""
+
+    @abstractmethod
+    def heartbeat_at(self, migration_id: str, beat: TableSpec) -> float | None:
+        """`beat_at` (epoch seconds) of the migration's heartbeat row, if there."""
+
+    @abstractmethod
+    def clear_positions(self, migration_id: str) -> int:
+        """Remove the migration's stored positions and offsets; how many were removed."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> TargetSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Target(ABC):
+    """A migration's target engine (see the module doc)."""
+
+    kind: ClassVar[str]            # the spec's `target.kind`
+    label: ClassVar[str]           # how people name it: "PostgreSQL", "MongoDB"
+    migrations_kind: ClassVar[str]  # the versioned migrations it runs: "sql", "mongodb"
+    migrations_label: ClassVar[str]  # and how people name them: "SQL", "MongoDB"
+    #: tables without a key can be applied (in source order); else they are refused
+    applies_keyless: ClassVar[bool]
+    #: the user's Great Expectations suites run against it
+    runs_expectations: ClassVar[bool]
+    #: `prepare_schema` creates tables from the source's definitions (read only then)
+    creates_tables: ClassVar[bool]
+    #: what validation says of its comparison, once per result (None: nothing to say)
+    validation_note: ClassVar[str | None] = None
+
+    def __init__(self, spec: MigrationSpec) -> None:
+        self.spec = spec
+        self.endpoint = spec.target
+
+    @abstractmethod
+    def table_name(self, table: TableSpec) -> str:
+        """The name the table has on this target (a qualified table, a collection)."""
+
+    @abstractmethod
+    def session(self, application: str, timeout_ms: int | None = None) -> TargetSession:
+        """A connection for reading positions, offsets and the heartbeat."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise a MigwatchError when the target does not answer."""
+
+    def table_problems(self, info: pg.TableInfo, table: TableSpec) -> list[str]:
+        """What this engine cannot hold of a source table, each naming what and why."""
+        return []
+
+    @abstractmethod
+    def make_fresh(self, migration_id: str, reset: bool) -> Emptied:
+        """Before a fresh load: TargetNotEmpty naming the target tables that hold rows, unless
+        `reset` (then they are emptied); the migration's stored positions go either way."""
+
+    @abstractmethod
+    def prepare_schema(self, tables: Sequence[tuple[TableSpec, pg.TableInfo]],
+                       heartbeat: tuple[str, str]) -> tuple[list[str], list[str]]:
+        """Create what the tables (and the heartbeat table) need; (created, already present)."""
+
+    @abstractmethod
+    def writer(self, migration_id: str, infos: dict[str, pg.TableInfo],
+               tables: list[TableSpec], keyless: set[str],
+               source_rows: SourceRows | None) -> Writer:
+        """The applier's writer."""
+
+    @abstractmethod
+    def open_validation(self, table: TableSpec, source: Any, info: pg.TableInfo,
+                        result: Any, closers: list[Callable[[], None]],
+                        on_rows: Callable[[int], None] | None, keep_limit: int,
+                        ) -> tuple[Any, Any]:
+        """(source side, target side) of one table for `validation.compare` (`source` is the
+        open source connection, `info` its table; `result` the TableResult to describe)."""
+
+    @abstractmethod
+    def migrations_backend(self) -> Any:
+        """The `migrations.Backend` of this target."""

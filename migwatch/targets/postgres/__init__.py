@@ -1,0 +1,1 @@
+"""The PostgreSQL target engine: its writer, positions, schema, migrations (`engine.py`)."""

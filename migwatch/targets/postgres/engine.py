@@ -1,0 +1,138 @@
+"""The PostgreSQL target engine (see `migwatch.targets.base` for what each method is for)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from psycopg import sql
+
+from migwatch.batches import SourceRows
+from migwatch.config import TableSpec, postgres_conninfo, split_qualified
+from migwatch.connectors import postgres as pg
+from migwatch.errors import PermanentError, TargetNotEmpty
+from migwatch.targets.base import Emptied, Target, TargetSession
+from migwatch.targets.postgres.positions import PostgresSession, clear_positions
+from migwatch.targets.postgres.writer import PostgresWriter
+
+APPLICATION = "migwatch-validate"
+
+
+class PostgresTarget(Target):
+    kind = "postgres"
+    label = "PostgreSQL"
+    migrations_label = "SQL"
+    migrations_kind = "sql"
+    applies_keyless = True
+    creates_tables = True
+    runs_expectations = True
+
+    def table_name(self, table: TableSpec) -> str:
+        return table.target_name
+
+    def session(self, application: str, timeout_ms: int | None = None) -> TargetSession:
+        return PostgresSession(self.spec, application)
+
+    def ping(self) -> None:
+        with pg.connect_endpoint(self.endpoint, "target", autocommit=True) as conn, \
+                pg.translated(f"target ({self.endpoint.redacted()})"):
+            conn.execute("SELECT 1")
+
+    def make_fresh(self, migration_id: str, reset: bool) -> Emptied:
+        with pg.connect_endpoint(self.endpoint, "target") as conn, \
+                pg.translated("target: check target tables"):
+            present = [(t.target_name, sql.Identifier(*t.target_parts))
+                       for t in self.spec.tables if pg.table_exists(conn, *t.target_parts)]
+            full = [name for name, ident in present if (conn.execute(sql.SQL(
+                "SELECT EXISTS (SELECT 1 FROM {})").format(ident)).fetchone() or (False,))[0]]
+            if full and not reset:
+                raise TargetNotEmpty(migration_id, full)
+            if reset and present:  # one statement: foreign keys between them are no obstacle
+                conn.execute(sql.SQL("TRUNCATE {}").format(
+                    sql.SQL(", ").join(ident for _, ident in present)))
+            removed = clear_positions(conn, migration_id)
+            conn.commit()
+        return Emptied(tuple(full), tuple(name for name, _ in present) if reset else (),
+                       removed)
+
+    def prepare_schema(self, tables: Sequence[tuple[TableSpec, pg.TableInfo]],
+                       heartbeat: tuple[str, str]) -> tuple[list[str], list[str]]:
+        created: list[str] = []
+        present: list[str] = []
+        beat_schema, beat_table = heartbeat
+        with pg.connect_endpoint(self.endpoint, "target") as tgt, \
+                pg.translated("target: create tables"):
+            for table, info in tables:
+                schema, name = split_qualified(table.target_name)
+                if pg.table_exists(tgt, schema, name):
+                    present.append(table.target_name)
+                    continue
+                tgt.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                    sql.Identifier(schema)))
+                tgt.execute(pg.create_table_sql(info, schema, name))
+                created.append(table.target_name)
+            beat = f"{beat_schema}.{beat_table}"
+            if beat not in created + present:
+                if pg.table_exists(tgt, beat_schema, beat_table):
+                    present.append(beat)
+                else:
+                    for stmt in pg.heartbeat_table_sql(beat_schema, beat_table):
+                        tgt.execute(stmt)
+                    created.append(beat)
+            tgt.commit()
+        return created, present
+
+    def writer(self, migration_id: str, infos: dict[str, pg.TableInfo],
+               tables: list[TableSpec], keyless: set[str],
+               source_rows: SourceRows | None) -> PostgresWriter:
+        return PostgresWriter(self.spec, migration_id, infos, tables, keyless,
+                              source_rows=source_rows)
+
+    def open_validation(self, table: TableSpec, source: Any, info: pg.TableInfo,
+                        result: Any, closers: list[Callable[[], None]],
+                        on_rows: Callable[[int], None] | None, keep_limit: int,
+                        ) -> tuple[Any, Any]:
+        """Both tables hashed in their own database (`hash_record_extended`), on the columns
+        both have; the column set and type differences go into the result."""
+        from migwatch.validation.kinds import MICROSECONDS, column_kind
+        from migwatch.validation.postgres import (
+            PostgresDialect,
+            PostgresSide,
+            collations,
+            describe,
+            open_connection,
+        )
+
+        tconn = open_connection(postgres_conninfo(self.endpoint, "target", APPLICATION),
+                                "target", self.spec.validation.statement_timeout_seconds)
+        closers.append(tconn.close)
+        tinfo = describe(tconn, table.target_name, "target")
+        columns = [c.name for c in info.columns]
+        pk = list(info.primary_key)
+        tnames = {c.name for c in tinfo.columns}
+        missing = [c for c in columns if c not in tnames]
+        extra = [c.name for c in tinfo.columns if c.name not in set(columns)]
+        if missing:
+            result.schema_differences.append(f"column set: missing on target {missing}")
+        if extra:
+            result.schema_differences.append(f"column set: extra on target {extra}")
+        if any(k in missing for k in pk):
+            raise PermanentError(f"target {table.target_name}: primary-key column missing")
+        common = [c for c in columns if c in tnames]
+        for c in common:
+            st, tt = info.column(c).type, tinfo.column(c).type
+            if column_kind(st) != column_kind(tt):
+                result.warnings.append(f"column {c}: type {st} on source, {tt} on target")
+        result.method = "hash_record_extended over primary-key ranges, in both databases"
+        result.precision = MICROSECONDS
+        return (PostgresSide(source, PostgresDialect(info, common, pk,
+                                                     *collations(source, info, "source")),
+                             "source"),
+                PostgresSide(tconn, PostgresDialect(tinfo, common, pk,
+                                                    *collations(tconn, tinfo, "target")),
+                             "target"))
+
+    def migrations_backend(self) -> Any:
+        from migwatch.targets.postgres.migrations import PostgresBackend
+
+        return PostgresBackend.from_endpoint(self.endpoint)

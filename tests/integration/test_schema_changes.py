@@ -1,0 +1,162 @@
+"""Schema changes on the source while CDC runs, on the real stack: additive ones (ADD COLUMN with
+and without a default, a stable default that fills existing rows, a widened varchar and integer,
+a dropped NOT NULL) follow on the target before the events that need them — nothing is
+dead-lettered and source and target end equal, compared by PostgreSQL itself (each row's text,
+sharing no code with migwatch); a destructive one (DROP COLUMN) stops only that table, names it,
+and the table continues once the target has the same change."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from migwatch import positions
+from migwatch.config import MigrationSpec
+from migwatch.stack import Stack
+from tests.conftest import PgDatabase, make_spec, mongo_endpoint
+from tests.integration.test_applier_exact import (  # noqa: F401 - the fixture
+    rows_text,
+    streaming,
+    wait_equal,
+)
+
+
+def column_types(dsn: str, table: str) -> dict[str, tuple[str, bool]]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped", [table]
+        ).fetchall()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def dead_letters(spec: MigrationSpec, migration_id: str) -> int:
+    found = positions.read(spec, migration_id).get("*")
+    return found.dlq_events if found is not None else 0
+
+
+ADDITIVE = [
+    "ALTER TABLE t ADD COLUMN b int DEFAULT 7",
+    "ALTER TABLE t ADD COLUMN c text",
+    "ALTER TABLE t ADD COLUMN d timestamptz NOT NULL DEFAULT now()",
+    "INSERT INTO t (id, a, b, c) VALUES (51, 'x', 8, 'new')",
+    "UPDATE t SET c = 'changed' WHERE id = 3",
+    "ALTER TABLE t ADD COLUMN e varchar(5)",
+    "UPDATE t SET e = 'five!' WHERE id = 4",
+    "ALTER TABLE t ALTER COLUMN e TYPE varchar(50)",
+    "UPDATE t SET e = repeat('y', 40) WHERE id = 4",
+    "ALTER TABLE t ALTER COLUMN b TYPE bigint",
+    "UPDATE t SET b = 9000000000 WHERE id = 5",
+    "ALTER TABLE t ALTER COLUMN a DROP NOT NULL",
+    "INSERT INTO t (id, a) VALUES (52, NULL)",
+    "DELETE FROM t WHERE id = 6",
+]
+
+
+def _source_table(source_db: PgDatabase) -> None:
+    with source_db.connect() as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, a text NOT NULL)")
+        conn.execute("INSERT INTO t SELECT g, 'a' || g FROM generate_series(1, 50) g")
+
+
+def test_additive_changes_follow_on_a_postgresql_target(
+        streaming: Callable[..., MigrationSpec], source_db: PgDatabase,  # noqa: F811
+        target_db: PgDatabase, migration_id: str) -> None:
+    _source_table(source_db)
+    spec = streaming(["public.t"])
+    wait_equal(source_db, target_db, [("public", "t")])
+    with source_db.connect() as conn:
+        for stmt in ADDITIVE:
+            conn.execute(stmt)
+            conn.commit()
+    wait_equal(source_db, target_db, [("public", "t")])
+    source, target = (column_types(db.dsn, "public.t") for db in (source_db, target_db))
+    assert {c: t for c, (t, _) in target.items()} == {c: t for c, (t, _) in source.items()}
+    # NOT NULL where the source has it, unless a row the target held then had no value yet
+    # (one the source deleted meanwhile): the target may accept more, never less
+    assert all(source[c][1] for c, (_, not_null) in target.items() if not_null)
+    assert dead_letters(spec, migration_id) == 0
+
+
+def test_additive_changes_follow_on_a_mongodb_target(
+        stack: Stack, source_db: PgDatabase, mongo_db: str, migration_id: str) -> None:
+    from pymongo import MongoClient
+
+    from migwatch import capture
+    from migwatch.applier import Applier
+
+    _source_table(source_db)
+    spec = make_spec(source_db, mongo_endpoint(stack, mongo_db), ["public.t"], stack)
+    capture.prepare_source(spec, migration_id)
+    capture.ensure_connector(spec, migration_id, timeout=120)
+    applier = Applier(spec, migration_id, metrics_enabled=False)
+    th = threading.Thread(target=applier.run, daemon=True)
+    th.start()
+    client: Any = MongoClient(stack.address("ferretdb"))
+    coll = client[mongo_db]["t"]
+    try:
+        _wait(lambda: coll.count_documents({}) == 50)
+        with source_db.connect() as conn:
+            for stmt in ADDITIVE:
+                conn.execute(stmt)
+                conn.commit()
+            expected = {r[0]: r for r in conn.execute(
+                "SELECT id, a, b, c, e FROM t").fetchall()}
+        def landed() -> bool:
+            docs = {d["_id"]: d for d in coll.find()}
+            return docs.keys() == expected.keys() and all(
+                (docs[k].get("a"), docs[k].get("b"), docs[k].get("c"), docs[k].get("e"))
+                == row[1:] for k, row in expected.items())
+        _wait(landed)
+        assert all("d" in d for d in coll.find()), "every document has the added column"
+        assert dead_letters(spec, migration_id) == 0
+    finally:
+        applier.stop()
+        th.join(30)
+        capture.teardown(spec, migration_id, delete_topics=True)
+        client.close()
+
+
+def test_a_dropped_column_stops_only_its_table_until_the_target_has_it_too(
+        streaming: Callable[..., MigrationSpec], source_db: PgDatabase,  # noqa: F811
+        target_db: PgDatabase, migration_id: str) -> None:
+    with source_db.connect() as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, a text, gone text)")
+        conn.execute("CREATE TABLE other (id int PRIMARY KEY, v int)")
+        conn.execute("INSERT INTO t SELECT g, 'a', 'g' FROM generate_series(1, 20) g")
+    spec = streaming(["public.t", "public.other"])
+    wait_equal(source_db, target_db, [("public", "t")])
+    with source_db.connect() as conn:
+        conn.execute("ALTER TABLE t DROP COLUMN gone")
+        conn.execute("INSERT INTO t VALUES (21, 'after')")
+        conn.execute("INSERT INTO other VALUES (1, 1)")
+        conn.commit()
+    # the other table keeps going; t stops before the event it cannot apply, and says so
+    wait_equal(source_db, target_db, [("public", "other")])
+    time.sleep(3)
+    with psycopg.connect(target_db.dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM t WHERE id = 21").fetchone() == (0,)
+    assert dead_letters(spec, migration_id) == 0
+    from migwatch import metrics
+
+    stopped = metrics.REGISTRY.get_sample_value(
+        "migwatch_table_stopped", {"migration_id": migration_id, "table_name": "public.t"})
+    assert stopped == 1
+    # the user applies the same change to the target: the table continues where it stopped
+    with psycopg.connect(target_db.dsn) as conn:
+        conn.execute("ALTER TABLE t DROP COLUMN gone")
+    wait_equal(source_db, target_db, [("public", "t")])
+    assert dead_letters(spec, migration_id) == 0
+
+
+def _wait(check: Callable[[], bool], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail("timed out")
+        time.sleep(1)
