@@ -846,20 +846,8 @@ VALIDATOR_NOTES: dict[str, str] = {}
 #: this contract — every MongoDB status reads "not run yet"); a type not listed here passed.
 #: "Refused" means dead-lettered naming the column, one dead letter per refused row at least
 #: (checked by the harness)
-MONGO_OBSERVED_AT = "8e57b12 + uncommitted migwatch changes"
-MONGO_TODAY: dict[str, str] = {
-    "real": "FAIL — not the real's shortest decimal: 1.1754944e-38 lands as 1.17549435e-38, "
-            "1e-45 as 1.4e-45, 3.10773e+08 as 310772992.0 (6 of 26 rows; NaN/±Infinity "
-            "refused as written)",
-    "jsonb_array": "FAIL — an element that is a JSON array (an array inside an array) is not "
-                   "refused by migwatch: FerretDB rejects the write (apply_failed: "
-                   "BulkWriteError, nested arrays), a dead letter that names no column (12 "
-                   "refused rows, 7 dead letters name column 'v')",
-    "inet": "PASS; the validator says different (changed 5 of 33) where the target holds the "
-            "contract's values (false NO-GO)",
-    "char10": "PASS; the validator says different (changed 23 of 34) where the target holds "
-              "the contract's padded values (false NO-GO)",
-}
+MONGO_OBSERVED_AT = "d02ac37"
+MONGO_TODAY: dict[str, str] = {}
 #: limit classes whose written contract did not hold (PASS otherwise), per target
 LIMIT_PG_FAILS: dict[str, str] = {}
 LIMIT_MONGO_FAILS: dict[str, str] = {}
