@@ -20,7 +20,7 @@ migwatch's own (code point) order of `str` agrees with both.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Generator, Iterator, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -430,11 +430,16 @@ class PostgresSide(Side):
         time through a server-side cursor in this side's snapshot: memory holds one batch,
         however many rows the ranges hold. Close the iterator to close the cursor."""
         query, params = self.d.merge_query(ranges, bounds)
-        self.cursors += 1
         # binary rows load faster; keys of other types stay text (as every other query reads
         # them: a key must come back as the same value whichever query read it)
-        cur = self.conn.cursor(name=f"migwatch_merge_{self.cursors}",
-                               binary=self.d.py_ordered)
+        return self.batches(query, params, batch_rows, binary=self.d.py_ordered)
+
+    def batches(self, query: sql.Composed, params: Sequence[Any], batch_rows: int,
+                binary: bool = False) -> Generator[list[tuple[Any, ...]], None, None]:
+        """A query's rows a batch at a time through a server-side cursor in this side's
+        snapshot: memory holds one batch. Close the iterator to close the cursor."""
+        self.cursors += 1
+        cur = self.conn.cursor(name=f"migwatch_rows_{self.cursors}", binary=binary)
         try:
             with pg.translated(self.what):
                 cur.execute(query, params)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import suppress
 from typing import Any
 
 import psycopg
@@ -125,21 +124,13 @@ class MappedSourceSide(PostgresSide):
                         "ORDER BY {order}").format(
             keys=self.d.key_list(), version=version, values=self.select, table=self.d.table,
             where=where, order=self.d.order_by())
-        self.cursors += 1
-        cur = self.conn.cursor(name=f"migwatch_docs_{self.cursors}")
+        rows = self.batches(query, params, PAGE_SIZE)
         try:
-            with pg.translated(self.what):
-                cur.execute(query, params)
-            while True:
-                with pg.translated(self.what):
-                    batch = cur.fetchmany(PAGE_SIZE)
-                if not batch:
-                    return
+            for batch in rows:
                 for r in batch:
                     yield tuple(r[:n]), self._values(r[n + 1:]), r[n]
         finally:
-            with suppress(psycopg.Error):
-                cur.close()
+            rows.close()
 
     def _hashes(self, within: KeyRange | Sequence[KeyRange]) -> Iterator[tuple[Key, int]]:
         where, params = self.d.where_any(within)
