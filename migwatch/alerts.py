@@ -160,6 +160,16 @@ def alert_rules(
             "the slot",
         ),
         _alert(
+            "MigrationTableStopped",
+            f"max {promql.by(metrics.TABLE_STOPPED, 'migration_id', 'table_name')} "
+            f"({sel(metrics.TABLE_STOPPED)}) > 0",
+            "0s",
+            "critical",
+            f"table {{{{ $labels.table_name }}}} of migration {ID} stopped: the source's schema "
+            "changed in a way its target does not follow by itself; apply the same change to "
+            "the target (a versioned migration) and it continues",
+        ),
+        _alert(
             "MigrationConsumerLag",
             f"{per_id('sum', metrics.CDC_CONSUMER_LAG)} > {_num(consumer.warn)}",
             o.lag_for,

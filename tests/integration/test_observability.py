@@ -411,7 +411,7 @@ def test_dashboard_cli_installs_rules_into_prometheus(
         ]
         assert installed.read_text() == (tmp_path / f"migwatch-{mid}.yml").read_text()
         group = next(g for g in prom.rules() if g["name"] == f"migwatch-{mid}")
-        assert len(group["rules"]) == 8
+        assert len(group["rules"]) == len(alerts.alert_rules()["groups"][0]["rules"]) == 9
         assert all(r["health"] in ("ok", "unknown") for r in group["rules"])
     finally:
         installed.unlink(missing_ok=True)
