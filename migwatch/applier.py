@@ -131,10 +131,10 @@ class Applier:
         return self.events.infos
 
     def source_rows(self, table: str, keys: list[tuple[Any, ...]], columns: list[str],
-                    as_text: bool) -> dict[tuple[Any, ...], dict[str, Any]]:
+                    ) -> dict[tuple[Any, ...], dict[str, Any]]:
         """The source's current values of `columns` of the rows `keys` (a key with no row is
         left out) — for an unchanged TOASTed value the target cannot keep, or a NULL that may
-        mean unchanged — as PostgreSQL's text of each value, or as Python values. One
+        mean unchanged — in the form the writer takes them (`Writer.source_select`). One
         connection, opened on first use; one query per call."""
         if not keys:
             return {}
@@ -143,11 +143,8 @@ class Applier:
         pk = list(info.primary_key)
         with pg.translated(f"source: read {table}"):
             source = self.source_conn()
-            if as_text and self.writer is not None:
-                values = self.writer.source_select(table, columns)
-            else:
-                values = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c))
-                                            for c in columns)
+            assert self.writer is not None  # the writer is what asks
+            values = self.writer.source_select(table, columns)
             query = pg.rows_by_position(
                 sql.Identifier(spec.schema_name, spec.name), sql.SQL(", ") + values,
                 pk, {c.name: c.type for c in info.columns}, len(keys))

@@ -20,9 +20,9 @@ from migwatch.decoding import UNCHANGED
 #: Debezium's `snapshot` values of a snapshot's last record (of the whole, or of one table)
 SNAPSHOT_LAST = {"last", "last_in_data_collection"}
 
-#: (table, keys, columns, as text) → the source's current values of those columns by key (a
-#: key whose row is gone is left out)
-SourceRows = Callable[[str, list[tuple[Any, ...]], list[str], bool],
+#: (table, keys, columns) → the source's current values of those columns by key, in the form
+#: the writer takes them (a key whose row is gone is left out)
+SourceRows = Callable[[str, list[tuple[Any, ...]], list[str]],
                       "dict[tuple[Any, ...], dict[str, Any]]"]
 
 

@@ -23,6 +23,8 @@ POSITION_TABLE = "applied_position"
 POSITION_COLLECTION = "migwatch_applied_position"
 #: the applier's stored Kafka offsets on the target, next to its positions
 OFFSETS_TABLE = "applied_offsets"
+#: `application_name` / `appname` of validation's connections
+VALIDATE_APPLICATION = "migwatch-validate"
 OFFSETS_COLLECTION = "migwatch_applied_offsets"
 ALL_TABLES = "*"
 

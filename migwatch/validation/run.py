@@ -43,7 +43,7 @@ from migwatch.validation.postgres import PostgresSide, describe, open_connection
 from migwatch.validation.recheck import STILL_CHANGING, RoundOutcome, TableRecheck
 
 ADHOC = "adhoc"  # metrics label when no migration id is given
-APPLICATION = "migwatch-validate"
+APPLICATION = names.VALIDATE_APPLICATION
 
 def result_path(state_dir: Path, migration_id: str) -> Path:
     """Where a migration's validation result is kept for the report stage (and `revalidate`):

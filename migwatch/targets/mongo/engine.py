@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from migwatch import names
 from migwatch.batches import SourceRows
 from migwatch.config import TableSpec
 from migwatch.connectors import mongo
@@ -20,8 +21,6 @@ from migwatch.targets.mongo.values import (
     supports_decimal128,
 )
 from migwatch.targets.mongo.writer import MongoWriter
-
-APPLICATION = "migwatch-validate"
 
 
 class MongoTarget(Target):
@@ -106,7 +105,7 @@ class MongoTarget(Target):
         from migwatch.validation.kinds import MILLISECONDS
         from migwatch.validation.postgres import PostgresDialect, collations
 
-        client = mongo.client(self.endpoint, appname=APPLICATION, tz_aware=False)
+        client = mongo.client(self.endpoint, appname=names.VALIDATE_APPLICATION, tz_aware=False)
         closers.append(client.close)
         with mongo.translated(f"target ({self.endpoint.redacted()})"):
             decimal128 = supports_decimal128(client.admin.command("buildInfo"))

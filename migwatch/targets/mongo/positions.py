@@ -54,9 +54,8 @@ class MongoSession(TargetSession):
 
     def __init__(self, spec: MigrationSpec, application: str,
                  timeout_ms: int | None = None) -> None:
-        self.client = (mongo.client(spec.target, appname=application, tz_aware=False,
-                                    select_ms=timeout_ms) if timeout_ms else
-                       mongo.client(spec.target, appname=application, tz_aware=False))
+        self.client = mongo.client(spec.target, appname=application, tz_aware=False,
+                                   select_ms=timeout_ms or mongo.SELECT_MS)
         self.db = self.client[spec.target.database]
 
     def positions(self, migration_id: str, tables: Sequence[str] | None = None,

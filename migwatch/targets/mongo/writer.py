@@ -174,7 +174,7 @@ class MongoWriter:
         doubtful = [k for k, r in ups.items() if any(v is FROM_SOURCE for v in r.values())]
         if doubtful and self.source_rows is not None:
             columns = [c.name for c in self.infos[table].columns]
-            current = self.source_rows(table, doubtful, columns, True)
+            current = self.source_rows(table, doubtful, columns)
             for key in doubtful:
                 wanted = [k for k, v in ups[key].items() if v is FROM_SOURCE]
                 now = form.fields({k: (current.get(key) or {}).get(k) for k in wanted})
@@ -207,7 +207,7 @@ class MongoWriter:
         if self.source_rows is None:
             return {}
         columns = [c.name for c in self.infos[table].columns]
-        current = self.source_rows(table, [key], columns, True).get(key)
+        current = self.source_rows(table, [key], columns).get(key)
         return {} if current is None else self.forms[table].fields(current)
 
     def evolve(self, table: str, info: pg.TableInfo,
@@ -269,7 +269,7 @@ class MongoWriter:
                                                                strict=True))] = _id
                 except (KeyError, TypeError, ValueError):
                     continue
-            current = self.source_rows(table, list(keys), columns, True)
+            current = self.source_rows(table, list(keys), columns)
             ops = []
             for key, row in current.items():
                 try:

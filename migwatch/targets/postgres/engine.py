@@ -7,6 +7,7 @@ from typing import Any
 
 from psycopg import sql
 
+from migwatch import names
 from migwatch.batches import SourceRows
 from migwatch.config import TableSpec, postgres_conninfo, split_qualified
 from migwatch.connectors import postgres as pg
@@ -14,8 +15,6 @@ from migwatch.errors import PermanentError, TargetNotEmpty
 from migwatch.targets.base import Emptied, Target, TargetSession
 from migwatch.targets.postgres.positions import PostgresSession, clear_positions
 from migwatch.targets.postgres.writer import PostgresWriter
-
-APPLICATION = "migwatch-validate"
 
 
 class PostgresTarget(Target):
@@ -103,8 +102,9 @@ class PostgresTarget(Target):
             open_connection,
         )
 
-        tconn = open_connection(postgres_conninfo(self.endpoint, "target", APPLICATION),
-                                "target", self.spec.validation.statement_timeout_seconds)
+        tconn = open_connection(
+            postgres_conninfo(self.endpoint, "target", names.VALIDATE_APPLICATION), "target",
+            self.spec.validation.statement_timeout_seconds)
         closers.append(tconn.close)
         tinfo = describe(tconn, table.target_name, "target")
         columns = [c.name for c in info.columns]

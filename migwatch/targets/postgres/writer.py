@@ -160,7 +160,7 @@ class PostgresWriter:
                 keys = [tuple(r) for r in cur.fetchmany(1000)]
                 if not keys:
                     break
-                current = self.source_rows(table, keys, columns, True)
+                current = self.source_rows(table, keys, columns)
                 with self.conn.cursor() as up:
                     up.executemany(update, [[current[k][c] for c in columns] + list(k)
                                             for k in keys if k in current])
@@ -333,7 +333,7 @@ class PostgresWriter:
                                        for k in wanted), target, cols, one),
                     list(old_key)).fetchone()
             if found is None and self.source_rows is not None:
-                current = self.source_rows(table, [key], wanted, True).get(key)
+                current = self.source_rows(table, [key], wanted).get(key)
                 found = None if current is None else tuple(current[k] for k in wanted)
             row.update(zip(wanted, found if found is not None else [None] * len(wanted),
                            strict=True))
@@ -356,7 +356,7 @@ class PostgresWriter:
         if not doubtful:
             return
         columns = sorted({c for r in doubtful.values() for c, v in r.items() if v is FROM_SOURCE})
-        current = self.source_rows(table, list(doubtful), columns, True) \
+        current = self.source_rows(table, list(doubtful), columns) \
             if self.source_rows is not None else {}
         for key, row in doubtful.items():
             now = current.get(key) or {}
