@@ -213,7 +213,13 @@ class Applier:
                     self.schema.hold(consumer, exc)
                     continue
                 self._outage.ok()
-                self._commit(consumer, batch.offsets, listener)
+                if batch.offsets:
+                    self._commit(consumer, batch.offsets, listener)
+                for tp, (offset, stopped) in batch.held.items():
+                    log.info("applier %s: %s waits at %s[%d]@%d", self.mid, stopped.table,
+                             tp.topic, tp.partition, offset)
+                    consumer.seek(tp, offset)
+                    self.schema.hold(consumer, stopped)
                 if on_batch:
                     on_batch(batch)
         except Stopped:
@@ -382,21 +388,32 @@ class Applier:
         bad: list[tuple[Any, SkipEvent]] = []
         changes: list[tuple[Any, Change]] = []
         hb_topic = names.heartbeat_topic(self.mid)
+        kept = []
         for rec in records:
-            batch.note_offset(rec)
-            if rec.topic == hb_topic:
+            tp = TopicPartition(rec.topic, rec.partition)
+            if tp in batch.held:
+                continue  # read again once its table continues
+            if rec.topic != hb_topic:
+                try:
+                    ch = self.decode(rec)
+                except SkipEvent as exc:
+                    bad.append((rec, exc))
+                except TableStopped as exc:
+                    # the table's events before this one land (the target still has their
+                    # definition); its partition waits at this one (`Applier.run`)
+                    batch.held[tp] = (rec.offset, exc)
+                    continue
+                else:
+                    if ch is not None:
+                        changes.append((rec, ch))
+                        batch.add(ch)
+            else:
                 ts = heartbeat_ts(rec.value)
                 if ts is not None:
                     batch.note_position(names.ALL_TABLES, ts, None)
-                continue
-            try:
-                ch = self.decode(rec)
-            except SkipEvent as exc:
-                bad.append((rec, exc))
-                continue
-            if ch is not None:
-                changes.append((rec, ch))
-                batch.add(ch)
+            batch.note_offset(rec)
+            kept.append(rec)
+        records = kept
         batch.dlq = self._dlq_counts(bad)  # recorded with the batch, in its transaction
         if bad:
             # dead letters are acknowledged by Kafka before the target stores the offsets past
@@ -422,7 +439,9 @@ class Applier:
             except PermanentError:
                 pass
             # one change poisons the batch: apply one by one, dead-letter the ones that fail
+            held = batch.held
             batch = self._apply_singly(changes, records, writer, bad, dlq)
+            batch.held = held
         return batch
 
     def _apply_singly(self, changes: list[tuple[Any, Change]], records: list[Any],

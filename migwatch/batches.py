@@ -16,6 +16,7 @@ from kafka import TopicPartition
 from migwatch import names
 from migwatch.config import TableSpec
 from migwatch.decoding import UNCHANGED
+from migwatch.schema_changes import TableStopped
 
 #: Debezium's `snapshot` values of a snapshot's last record (of the whole, or of one table)
 SNAPSHOT_LAST = {"last", "last_in_data_collection"}
@@ -69,6 +70,9 @@ class Batch:
     #: rows still missing unchanged TOASTed values, by table: new key → old key (the writer
     #: reads them from the target's old row before deleting it)
     moved: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = field(default_factory=dict)
+    #: partitions whose table stopped at a schema change its target does not follow: the
+    #: offset of the first event that needs it (the batch holds the events before it), and why
+    held: dict[TopicPartition, tuple[int, TableStopped]] = field(default_factory=dict)
 
     def add(self, ch: Change) -> None:
         t = ch.table.source

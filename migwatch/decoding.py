@@ -213,14 +213,23 @@ def _bits(value: str, length: int) -> str:
 
 
 # ------------------------------------------------------------------------------ the decoder
+#: the JSON type Debezium carries a type's values in, for types where there is exactly one
+_JSON_TYPE: dict[str, type] = {
+    **dict.fromkeys(("smallint", "integer", "bigint"), int), "boolean": bool,
+    **dict.fromkeys(("text", "character varying", "character", "citext", "name"), str)}
+
+
 class ColumnDecoder:
     """Turns one table's Debezium JSON values into PostgreSQL's values (see the module doc)."""
 
     def __init__(self, columns: Iterable[pg.Column], full_identity: bool = False,
-                 added: Iterable[str] = ()) -> None:
+                 added: Iterable[str] = (), dropped: Iterable[str] = ()) -> None:
         #: columns added while the migration ran: an event written before the source added one
         #: leaves it out — the row then keeps (or takes from the source) its value: UNCHANGED
         self.added = set(added)
+        #: columns dropped while the migration ran (and the target followed): an event written
+        #: before the drop still carries one — its value goes nowhere, the rest of the row lands
+        self.dropped = set(dropped)
         self._schema: Any = None
         #: per numeric column, from the embedded schema: the Decimal scale when Connect sent the
         #: value as bytes, None when it sent text; kept with the size of the schema it came from
@@ -231,9 +240,14 @@ class ColumnDecoder:
         #: array columns whose NULL in an update may mean "unchanged" (REPLICA IDENTITY FULL
         #: has Debezium fill unchanged values from the old row: no doubt there)
         self.unmarked_arrays: set[str] = set()
+        #: per column whose type Debezium carries in one JSON type: that type
+        self.carried: dict[str, type] = {}
         for c in columns:
             kind = column_kind(c.value_type)
             self.kinds[c.name] = kind
+            carried = _JSON_TYPE.get(c.value_type.lower().removesuffix("[]").split("(")[0].strip())
+            if carried is not None and not c.enum:
+                self.carried[c.name] = carried
             if c.value_type.endswith("[]"):
                 self.arrays.add(c.name)
                 element = c.value_type[:-2].split("(")[0].strip().lower()
@@ -253,6 +267,8 @@ class ColumnDecoder:
         for name, value in row.items():
             kind = self.kinds.get(name)
             if kind is None:
+                if name in self.dropped:
+                    continue
                 raise SkipEvent("unknown_column", f"column {name!r} is not in the table")
             if value is None:
                 out[name] = FROM_SOURCE if update and name in self.unmarked_arrays else None
@@ -296,6 +312,11 @@ class ColumnDecoder:
             raise SkipEvent("bad_value", f"column {name!r}: {type(exc).__name__}") from exc
 
     def _value(self, kind: str, name: str, v: Any) -> Any:  # noqa: C901 - one branch per kind
+        carried = self.carried.get(name)
+        if carried is not None and type(v) is not carried:
+            # not how Debezium carries the column's type: its type changed on the source
+            raise SkipEvent("bad_value", f"column {name!r}: a JSON {type(v).__name__} where "
+                                         f"its type is carried as a {carried.__name__}")
         if kind == "numeric":
             if isinstance(v, dict) and "value" in v:  # variable scale decimal
                 raw = int.from_bytes(base64.b64decode(v["value"]), "big", signed=True)

@@ -7,6 +7,7 @@ value the target cannot hold dead-letters its own event."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,9 @@ from migwatch.errors import UnsupportedValue
 from migwatch.targets.base import Target, Writer
 
 log = logging.getLogger("migwatch.applier")
+
+#: the column a decoding failure names (`column 'x': …`)
+_COLUMN_NAMED = re.compile(r"column '([^']*)'")
 
 #: on the create event of an UPDATE that changed the key: the row's key before it
 OLD_KEY_HEADER = "__debezium.oldkey"
@@ -51,29 +55,36 @@ class EventReader:
 
     def set_table(self, table: str, info: pg.TableInfo) -> None:
         """The table's definition as the source has it now (after a schema change): the
-        columns it gained may be left out of events written before they were added."""
+        columns it gained may be left out of events written before they were added, and the
+        columns it lost may still be in them (their values are dropped: the target followed)."""
         old = self.decoders.get(table)
-        known = set(old.kinds) if old is not None else {c.name for c in info.columns}
-        added = (old.added if old is not None else set()) | \
-            {c.name for c in info.columns if c.name not in known}
+        now = {c.name for c in info.columns}
+        known = set(old.kinds) if old is not None else now
+        added = ((old.added if old is not None else set()) | (now - known))
+        dropped = ((old.dropped if old is not None else set()) | known) - now
         self.infos[table] = info
         self.decoders[table] = ColumnDecoder(info.columns,
                                              full_identity=info.replica_identity == "f",
-                                             added=added)
+                                             added=added, dropped=dropped)
         self._unchanged = {u for u in self._unchanged if u[0] != table}
 
     def _decode(self, table: str, image: dict[str, Any], schema: Any,
                 update: bool = False) -> dict[str, Any]:
         """One row image; a field the table does not know, or a column missing from a whole
         row, first has the source's catalog read again — a schema change — then decodes by
-        the table's new definition (SkipEvent when nothing changed)."""
+        the table's new definition (SkipEvent when nothing changed). So does a value its
+        column's type cannot read (the column's type may have changed)."""
         try:
             return self.decoders[table].decode(image, schema, update=update)
         except SkipEvent as exc:
-            if exc.reason not in ("unknown_column", "missing_column") or \
+            if exc.reason not in ("unknown_column", "missing_column", "bad_value") or \
                     self.on_schema_change is None:
                 raise
-            seen = (table, exc.reason, frozenset(image) ^ frozenset(self.decoders[table].kinds))
+            # a value its column's known type cannot read may be the column's new type
+            fields = frozenset(_COLUMN_NAMED.findall(exc.detail)[:1]) \
+                if exc.reason == "bad_value" \
+                else frozenset(image) ^ frozenset(self.decoders[table].kinds)
+            seen = (table, exc.reason, fields)
             if seen in self._unchanged:
                 raise
             if not self.on_schema_change(table):

@@ -16,7 +16,14 @@ from migwatch import metrics, names
 from migwatch.config import TableSpec
 from migwatch.connectors import postgres as pg
 from migwatch.errors import MigwatchError
-from migwatch.schema_changes import ADDED, TableStopped
+from migwatch.schema_changes import (
+    ADDED,
+    CONTINUED,
+    FOLLOWED,
+    STOPPED,
+    SchemaChange,
+    TableStopped,
+)
 
 if TYPE_CHECKING:
     from migwatch.applier import Applier
@@ -35,6 +42,28 @@ class SchemaFollower:
         self.applier = applier
         #: tables held by a change their target does not follow: why, and when last checked
         self.stopped: dict[str, tuple[TableStopped, float]] = {}
+        #: history records the target was away for, written at the next chance
+        self._unrecorded: list[SchemaChange] = []
+        self._last_recorded_try = 0.0
+
+    def _record(self, outcome: str, table: str, changes: list[Any],
+                note: str | None = None) -> None:
+        """Append to the migration's schema-change history on the target (`schema_changes`);
+        a target that is away gets it later — the history never holds up the data."""
+        self._unrecorded.append(SchemaChange(time.time(), table, outcome, tuple(changes), note))
+        self._record_pending()
+
+    def _record_pending(self) -> None:
+        self._last_recorded_try = time.monotonic()
+        writer = self.applier.writer
+        while self._unrecorded and writer is not None:
+            try:
+                writer.record_schema_change(self._unrecorded[0])
+            except MigwatchError as exc:
+                log.warning("applier %s: schema change not recorded yet: %s",
+                            self.applier.mid, exc)
+                return
+            self._unrecorded.pop(0)
 
     def follow(self, table: str) -> bool:
         """Read `table`'s definition on the source again and bring the target along where the
@@ -53,13 +82,15 @@ class SchemaFollower:
         try:
             changes = writer.evolve(table, info, fills)
         except TableStopped:
-            metrics.SCHEMA_CHANGES.labels(self.applier.mid, table, "stopped").inc()
+            metrics.SCHEMA_CHANGES.labels(self.applier.mid, table, STOPPED).inc()
             raise
         changed = bool(changes) or old is None or \
             [(c.name, c.type) for c in old.columns] != [(c.name, c.type) for c in info.columns]
         if changed:
             self.applier.events.set_table(table, info)
-            metrics.SCHEMA_CHANGES.labels(self.applier.mid, table, "followed").inc()
+            metrics.SCHEMA_CHANGES.labels(self.applier.mid, table, FOLLOWED).inc()
+            if changes:
+                self._record(FOLLOWED, table, changes)
             log.warning("applier %s: table %s changed on the source; the target follows: %s",
                         self.applier.mid, table, "; ".join(c.describe() for c in changes) or
                         "nothing to alter")
@@ -81,12 +112,15 @@ class SchemaFollower:
         if exc.table not in self.stopped:
             log.error("applier %s: %s", self.applier.mid, exc)
             metrics.TABLE_STOPPED.labels(self.applier.mid, exc.table).set(1)
+            self._record(STOPPED, exc.table, exc.changes, exc.why)
         self.stopped[exc.table] = (exc, time.monotonic())
 
     def retry_stopped(self, consumer: Any) -> None:
         """Every `STOPPED_RECHECK_SECONDS`, a stopped table whose target now has the change
         (a versioned migration did it) continues where it stopped."""
         now = time.monotonic()
+        if self._unrecorded and now - self._last_recorded_try >= STOPPED_RECHECK_SECONDS:
+            self._record_pending()
         for table, (_, since) in list(self.stopped.items()):
             if now - since < STOPPED_RECHECK_SECONDS:
                 continue
@@ -104,8 +138,9 @@ class SchemaFollower:
             parts = [tp for tp in consumer.assignment() if tp.topic == topic]
             if parts:
                 consumer.resume(*parts)
-            del self.stopped[table]
+            held = self.stopped.pop(table)[0]
             metrics.TABLE_STOPPED.labels(self.applier.mid, table).set(0)
+            self._record(CONTINUED, table, held.changes)
             log.warning("applier %s: table %s continues: its target has the change",
                         self.applier.mid, table)
 

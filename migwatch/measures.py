@@ -9,6 +9,8 @@
     slot WAL         bytes the replication slot keeps on the source, and the slot's limit
                      (`max_slot_wal_keep_size`, or the spec's `slot_wal_limit_bytes` if lower)
     applier alive    the consumer group has active members; connector state from Kafka Connect
+    stopped tables   tables whose latest schema-change record on the target says stopped
+                     (`migwatch.schema_changes`), read in the same session as the positions
 
 `poll` takes them all and returns a plain `lag.Sample`. A measure that fails is None and named in
 `Sample.problems`, so one unreachable server does not hide the other measures.
@@ -20,7 +22,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,10 +44,12 @@ from migwatch.lag import (
     Evaluation,
     PartitionLag,
     Sample,
+    StoppedTable,
     TableLag,
     Verdict,
 )
 from migwatch.positions import Position
+from migwatch.schema_changes import SchemaChange, stopped_tables
 from migwatch.targets import engine_for
 
 log = logging.getLogger("migwatch.measures")
@@ -121,6 +125,20 @@ def _tables(spec: MigrationSpec) -> list[TableSpec]:
 def applied_positions(spec: MigrationSpec, migration_id: str) -> dict[str, Position]:
     """The applier's position rows on the target; empty before the applier wrote any."""
     return positions.read(spec, migration_id, application="migwatch-monitor")
+
+
+def applied_state(spec: MigrationSpec, migration_id: str,
+                  ) -> tuple[dict[str, Position], list[SchemaChange]]:
+    """The applier's position rows and the migration's schema-change history (oldest first),
+    read in one target session."""
+    with engine_for(spec).session("migwatch-monitor") as session:
+        return session.positions(migration_id), session.schema_changes(migration_id)
+
+
+def stopped(records: Sequence[SchemaChange]) -> tuple[StoppedTable, ...]:
+    """The tables the history says are stopped, each with what changed (and why it stopped)."""
+    return tuple(StoppedTable(table, r.describe().removeprefix(f"{table}: "))
+                 for table, r in stopped_tables(records).items())
 
 
 def target_heartbeat(spec: MigrationSpec, migration_id: str) -> float | None:
@@ -302,8 +320,9 @@ def poll(spec: MigrationSpec, migration_id: str, heartbeat_since: float | None =
     group = names.consumer_group(migration_id)
     lag: GroupLag | None = attempt("consumer lag", lambda: group_lag(
         spec.kafka.bootstrap_servers, group, migration_topics(spec, migration_id)))
-    positions: dict[str, Position] | None = attempt(
-        "applied position", lambda: applied_positions(spec, migration_id))
+    applied: tuple[dict[str, Position], list[SchemaChange]] | None = attempt(
+        "applied position and schema changes", lambda: applied_state(spec, migration_id))
+    positions, history = (None, None) if applied is None else applied
     beat_ok = True
 
     def heartbeat() -> float | None:
@@ -352,6 +371,7 @@ def poll(spec: MigrationSpec, migration_id: str, heartbeat_since: float | None =
         partitions=() if lag is None else lag.partitions,
         tables=() if positions is None else table_lags(spec, migration_id, positions, lag,
                                                        applied_lag, now, oldest),
+        stopped_tables=() if history is None else stopped(history),
         problems=tuple(problems),
     )
 

@@ -26,6 +26,9 @@ OFFSETS_TABLE = "applied_offsets"
 #: `application_name` / `appname` of validation's connections
 VALIDATE_APPLICATION = "migwatch-validate"
 OFFSETS_COLLECTION = "migwatch_applied_offsets"
+#: the schema changes the applier saw and what it did (`schema_changes.SchemaChange`)
+SCHEMA_CHANGES_TABLE = "schema_changes"
+SCHEMA_CHANGES_COLLECTION = "migwatch_schema_changes"
 ALL_TABLES = "*"
 
 

@@ -17,14 +17,24 @@ is no difference). The choices, as the Debezium JDBC sink's `schema.evolution=ba
                            a dropped NOT NULL; a NOT NULL added leaves the target as it is (it
                            accepts every value the source does)
     destructive (stops)    a dropped or renamed column, a narrowed or otherwise changed type:
-                           the table stops before the event that needs it
-                           (`TableStopped`), the other tables keep going, and it continues by
-                           itself once the target has the same change (a versioned migration)
+                           the table's events before the change land, the rest wait at the
+                           first one that needs it (`TableStopped`), the other tables keep
+                           going, and it continues by itself once the target has the same
+                           change (a versioned migration) — or once the user accepts the
+                           source's definition (`migwatch resume-table --accept`,
+                           `migwatch.resuming`)
+
+A changed type shows as a value its column's known type cannot read (Debezium carries an
+integer as a JSON number, text as a string, …). Every change seen and what was done is a
+`SchemaChange` in the migration's history on the target (beside the applier's positions): the
+monitor reads the stopped tables from it (ERROR), the report lists it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from migwatch.errors import PermanentError
 
@@ -51,6 +61,14 @@ class ColumnChange:
     def additive(self) -> bool:
         return self.kind in (ADDED, WIDENED, NULLABLE, NOT_NULL)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"column": self.column, "kind": self.kind, "source_type": self.source_type,
+                "target_type": self.target_type}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ColumnChange:
+        return cls(str(d["column"]), str(d["kind"]), d.get("source_type"), d.get("target_type"))
+
     def describe(self) -> str:
         if self.kind == ADDED:
             return f"column {self.column!r} added ({self.source_type})"
@@ -71,11 +89,14 @@ class TableStopped(PermanentError):
     def __init__(self, table: str, changes: list[ColumnChange], why: str | None = None) -> None:
         self.table = table
         self.changes = changes
+        self.why = why
         what = "; ".join(c.describe() for c in changes)
         super().__init__(f"table {table}: {what}"
                          + (f": the target refused it ({why})" if why else "")
-                         + " — apply the same change to the target (a versioned migration); "
-                         "the table then continues where it stopped")
+                         + " — apply the same change to the target (a versioned migration), or "
+                         f"let migwatch do it: `migwatch resume-table <spec> {table} "
+                         "--migration-id <id> --accept`; the table then continues where it "
+                         "stopped")
 
 
 def _parts(type_name: str) -> tuple[str, list[int], str]:
@@ -139,3 +160,38 @@ def differences(source: dict[str, tuple[str, bool]],
     out += [ColumnChange(name, DROPPED, None, ttype) for name, (ttype, _) in target.items()
             if name not in source]
     return out
+
+
+# ---------------------------------------------------------------------------- the record
+#: what migwatch did about a schema change, as recorded on the target (`SchemaChange.outcome`)
+FOLLOWED = "followed"    # the target was brought along (additive)
+STOPPED = "stopped"      # the table's apply stopped before the event that needs the change
+CONTINUED = "continued"  # a stopped table continued: its target has the change now
+ACCEPTED = "accepted"    # `migwatch resume-table --accept` let the target follow a stopped change
+
+
+@dataclass(frozen=True)
+class SchemaChange:
+    """One schema change seen (or resolved) on one table, as the applier (or `resume-table`)
+    records it on the target beside its positions: the run's history of its source's schema,
+    read by the monitor (a stopped table is an ERROR), the report and `resume-table`."""
+
+    at: float                          # epoch seconds, the target's clock
+    table: str                         # the source table, `schema.table`
+    outcome: str                       # FOLLOWED, STOPPED, CONTINUED or ACCEPTED
+    changes: tuple[ColumnChange, ...] = ()
+    note: str | None = None            # e.g. why the target refused it
+
+    def describe(self) -> str:
+        what = "; ".join(c.describe() for c in self.changes) or "no column differs"
+        return f"{self.table}: {what}" + (f" ({self.note})" if self.note else "")
+
+
+def stopped_tables(records: Sequence[SchemaChange]) -> dict[str, SchemaChange]:
+    """The tables stopped and not continued since (`records` oldest first): accepting a change
+    does not end a stop — the applier continuing the table does."""
+    latest: dict[str, SchemaChange] = {}
+    for r in records:
+        if r.outcome in (STOPPED, CONTINUED):
+            latest[r.table] = r
+    return {t: r for t, r in latest.items() if r.outcome == STOPPED}

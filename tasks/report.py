@@ -23,6 +23,7 @@ from migwatch import report as core
 from migwatch.config import MigrationSpec
 from migwatch.errors import MigwatchError
 from migwatch.runs import run_dir
+from migwatch.schema_changes import SchemaChange
 from tasks.capture import retry_on_transient
 
 _RETRIES: dict[str, Any] = {
@@ -71,6 +72,7 @@ def build_report(
         sampled = _series_from_prometheus(spec, migration_id, started_at, finished_at, log)
         if samples:
             sampled = core.merge_series(sampled, core.series_from_samples(samples))
+    history, unread = _schema_changes(spec, migration_id, log)
     slot = None
     if slot_retained_wal_bytes is not None:
         from migwatch import names
@@ -90,10 +92,27 @@ def build_report(
         series=sampled,
         links=links,
         notes=notes,
+        schema_changes=history,
+        schema_changes_unread=unread,
     )
     v = report.verdict
     log.info("verdict %s for %s%s", v.label, migration_id, "".join(f"\n  - {r}" for r in v.reasons))
     return report.model_dump(mode="json")
+
+
+def _schema_changes(spec: MigrationSpec, migration_id: str,
+                    log: Any) -> tuple[list[SchemaChange], str | None]:
+    """The target's schema-change history, or why it could not be read (the verdict then
+    cannot rule out a stopped table)."""
+    from migwatch.targets import engine_for
+
+    try:
+        with engine_for(spec).session("migwatch-report") as session:
+            return session.schema_changes(migration_id), None
+    except MigwatchError as exc:
+        log.warning("schema-change history not read: %s", exc)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return [], f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _series_from_prometheus(

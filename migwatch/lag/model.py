@@ -69,12 +69,22 @@ class TableLag:
 
 
 @dataclass(frozen=True)
+class StoppedTable:
+    """A table whose apply stopped at a source schema change it does not follow by itself
+    (its latest schema-change record says stopped): `change` says what changed, and why."""
+
+    table: str
+    change: str
+
+
+@dataclass(frozen=True)
 class Sample:
     """One poll: every lag measure (None = unknown) plus what the window rules need.
 
     `values` maps each name in LAG_MEASURES to its value; `committed_offsets` is the sum of the
     applier group's committed offsets (it moves when the applier makes progress); `dlq_messages`
-    counts events sent to the dead-letter topic so far; `problems` names measures that failed.
+    counts events sent to the dead-letter topic so far; `stopped_tables` are the tables the
+    applier stopped at a source schema change; `problems` names measures that failed.
     """
 
     at: float
@@ -87,6 +97,7 @@ class Sample:
     slot_limit_bytes: int | None = None
     partitions: tuple[PartitionLag, ...] = ()
     tables: tuple[TableLag, ...] = ()
+    stopped_tables: tuple[StoppedTable, ...] = ()
     problems: tuple[str, ...] = ()
 
     def value(self, measure: str) -> float | None:
@@ -115,6 +126,7 @@ class Sample:
             slot_limit_bytes=d.get("slot_limit_bytes"),
             partitions=tuple(PartitionLag(**p) for p in d.get("partitions", ())),
             tables=tuple(TableLag(**t) for t in d.get("tables", ())),
+            stopped_tables=tuple(StoppedTable(**t) for t in d.get("stopped_tables", ())),
             problems=tuple(d.get("problems", ())),
         )
 

@@ -8,7 +8,8 @@ group, plus thresholds):
 
     ERROR           the connector or a task is FAILED or missing; the applier has been absent
                     from its group for a whole window; a lag could not be measured for
-                    `consecutive_polls` polls in a row
+                    `consecutive_polls` polls in a row; a table is stopped at a source schema
+                    change (`Sample.stopped_tables`: its apply waits for the user, at once)
     STALLED         no applier in the group, or lag > 0 throughout a full window while the
                     committed offsets did not move
     FALLING_BEHIND  a full window in which lag never reached zero and grew: end > start, slope > 0,
@@ -226,6 +227,9 @@ class Monitor:
             span = self.window[-1].at - self.window[0].at
             reasons.append(f"applier down: no active member in its consumer group for "
                            f"{span:.0f} s")
+        reasons += [f"table {t.table} stopped: {t.change} — `migwatch resume-table <spec> "
+                    f"{t.table} --migration-id {self.migration_id} --accept` or a versioned "
+                    "migration" for t in sample.stopped_tables]
         if reasons:
             return Verdict.ERROR, reasons
 

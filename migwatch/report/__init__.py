@@ -16,12 +16,18 @@ gate reasons, notes) scrubbed of URL passwords, `password=`/`token=` pairs and b
 
 from __future__ import annotations
 
-from migwatch.report.build import build_report, slot_retention, table_figures
+from migwatch.report.build import (
+    build_report,
+    schema_change_record,
+    slot_retention,
+    table_figures,
+)
 from migwatch.report.html_page import render_html
 from migwatch.report.model import (
     LagMeasure,
     Report,
     RunError,
+    SchemaChangeRecord,
     SeriesData,
     SlotRetention,
     TableFigures,
@@ -36,6 +42,7 @@ __all__ = [
     "LagMeasure",
     "Report",
     "RunError",
+    "SchemaChangeRecord",
     "SeriesData",
     "SlotRetention",
     "TableFigures",
@@ -48,6 +55,7 @@ __all__ = [
     "render_html",
     "render_json",
     "render_markdown",
+    "schema_change_record",
     "scrub",
     "series_from_samples",
     "slot_retention",

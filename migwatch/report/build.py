@@ -16,6 +16,7 @@ from migwatch.report.model import (
     LagMeasure,
     Report,
     RunError,
+    SchemaChangeRecord,
     SlotRetention,
     TableFigures,
     TimeSeries,
@@ -23,6 +24,7 @@ from migwatch.report.model import (
     scrub,
 )
 from migwatch.report.verdict import decide
+from migwatch.schema_changes import SchemaChange, stopped_tables
 
 if TYPE_CHECKING:
     from migwatch.config import MigrationSpec
@@ -148,6 +150,21 @@ def table_figures(
     return out
 
 
+def _change_text(record: SchemaChange) -> str:
+    return "; ".join(c.describe() for c in record.changes) or "no column differs"
+
+
+def schema_change_record(record: SchemaChange) -> SchemaChangeRecord:
+    """One record of the target's schema-change history as the report shows it."""
+    return SchemaChangeRecord(
+        at=datetime.fromtimestamp(record.at, UTC),
+        table=record.table,
+        outcome=record.outcome,
+        change=_change_text(record),
+        note=record.note,
+    )
+
+
 def build_report(
     *,
     migration_id: str,
@@ -164,8 +181,14 @@ def build_report(
     series: TimeSeries | None = None,
     links: Mapping[str, str] | None = None,
     notes: Sequence[str] = (),
+    schema_changes: Sequence[SchemaChange] = (),
+    schema_changes_unread: str | None = None,
 ) -> Report:
-    """A report with its verdict; lag defaults to the summary of the sampled series."""
+    """A report with its verdict; lag defaults to the summary of the sampled series.
+
+    `schema_changes` is the target's schema-change history (oldest first), or
+    `schema_changes_unread` why it could not be read: a table still stopped, or not knowing,
+    is no-go."""
     cap = spec.validation.sample_cap if spec is not None else 20
     figures = [cap_keys(TableFigures.model_validate(t), cap) for t in tables]
     errs = [RunError.model_validate(e) for e in errors]
@@ -179,6 +202,12 @@ def build_report(
         errors=errs,
         slot=slot,
         gate_reason=gate_reason,
+        stopped_tables={
+            table: _change_text(r) + (f" ({r.note})" if r.note else "")
+            for table, r in stopped_tables(schema_changes).items()
+        },
+        schema_changes_unread=schema_changes_unread,
+        migration_id=migration_id,
     )
     return Report(
         migration_id=migration_id,
@@ -194,6 +223,7 @@ def build_report(
         dlq_events=dlq_events,
         errors=errs,
         slot=slot,
+        schema_changes=[schema_change_record(r) for r in schema_changes],
         series=series,
         links=dict(links or {}),
         notes=[scrub(n) for n in notes],

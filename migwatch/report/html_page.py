@@ -12,7 +12,7 @@ from html import escape
 from migwatch import charts
 from migwatch.charts import format_value
 from migwatch.report.model import Report, _key_text
-from migwatch.report.render import _n
+from migwatch.report.render import OUTCOME_MEANING, _n
 
 CHART_WIDTH = 950
 
@@ -163,6 +163,22 @@ def render_html(report: Report) -> str:
         "<th>rows on target</th><th>counted</th><th>loaded by snapshot</th><th>changes applied</th>"
         "<th>event-time lag</th><th>validation</th></tr>" + "".join(rows) + "</table>"
     )
+    schema = ""
+    if report.schema_changes:
+        schema = (
+            '<h2>Schema changes</h2><table id="schema-changes"><tr><th>at (UTC)</th>'
+            "<th>table</th><th>change</th><th>migwatch</th></tr>"
+            + "".join(
+                f'<tr data-table="{e(r.table)}" data-outcome="{e(r.outcome)}">'
+                f"<td>{r.at:%Y-%m-%d %H:%M:%S}</td><td>{e(r.table)}</td><td>{e(r.change)}</td>"
+                f'<td><span class="badge {"fail" if r.outcome == "stopped" else "pass"}">'
+                f"{e(r.outcome)}</span> {e(OUTCOME_MEANING.get(r.outcome, ''))}"
+                + (f"<br><small>{e(r.note)}</small>" if r.note else "")
+                + "</td></tr>"
+                for r in report.schema_changes
+            )
+            + "</table>"
+        )
     lag = ""
     if report.lag:
         lag = (
@@ -217,7 +233,7 @@ def render_html(report: Report) -> str:
         "style-src 'unsafe-inline'; img-src data:\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{v.label} — migwatch report {e(report.migration_id)}</title>"
-        f"<style>{_CSS}</style></head><body>{head}{meta}{warnings}{checks}{tables}{lag}"
+        f"<style>{_CSS}</style></head><body>{head}{meta}{warnings}{checks}{tables}{schema}{lag}"
         f'{graphs}{slot}{errors}{links}<footer class="meta">migwatch report, schema '
         f"{report.schema_version}, generated {generated}</footer></body></html>\n"
     )

@@ -126,6 +126,23 @@ class RunError(_Model):
         return scrub(value, limit=300)
 
 
+class SchemaChangeRecord(_Model):
+    """One source schema change the applier saw (or a stop resolved) on one table, and what
+    migwatch did: `outcome` is followed, stopped, continued or accepted
+    (`migwatch.schema_changes`)."""
+
+    at: datetime
+    table: str
+    outcome: str
+    change: str
+    note: str | None = None
+
+    @field_validator("note")
+    @classmethod
+    def _scrub(cls, value: str | None) -> str | None:
+        return scrub(value) if value else value
+
+
 class SeriesData(_Model):
     name: str
     unit: Unit
@@ -190,6 +207,8 @@ class Report(_Model):
     dlq_events: int = 0
     errors: list[RunError] = Field(default_factory=list)
     slot: SlotRetention | None = None
+    #: every source schema change seen during the run, oldest first
+    schema_changes: list[SchemaChangeRecord] = Field(default_factory=list)
     series: TimeSeries = Field(default_factory=TimeSeries)
     links: dict[str, str] = Field(default_factory=dict)
     #: what holds for the whole run (how values were compared, when counts were taken)

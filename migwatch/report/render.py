@@ -52,6 +52,21 @@ def table_rows(report: Report) -> list[dict[str, Any]]:
     ]
 
 
+#: what migwatch did about a schema change (`SchemaChangeRecord.outcome`), as people read it
+OUTCOME_MEANING = {
+    "followed": "the target was altered the same way",
+    "stopped": "the table's apply stopped before the first event that needs the change",
+    "continued": "the target has the change now: the table went on",
+    "accepted": "`migwatch resume-table --accept` let the target follow the change",
+}
+
+
+def outcome_text(outcome: str) -> str:
+    """The outcome with what it means: `stopped — the table's apply stopped …`."""
+    meaning = OUTCOME_MEANING.get(outcome)
+    return f"{outcome} — {meaning}" if meaning else outcome
+
+
 def _md(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -95,6 +110,17 @@ def render_markdown(report: Report, html_path: str | None = None) -> str:
             f"{_n(t.rows_snapshot)} | {_n(t.changes_applied)} | "
             f"{_n(t.event_time_lag_seconds, 'seconds')} | {state} |"
         )
+    if report.schema_changes:
+        lines += [
+            "",
+            "| schema change at (UTC) | table | change | migwatch |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r.at:%Y-%m-%d %H:%M:%S} | {_md(r.table)} | {_md(r.change)} | "
+            f"{_md(outcome_text(r.outcome))}{f' ({_md(r.note)})' if r.note else ''} |"
+            for r in report.schema_changes
+        ]
     if report.lag:
         lines += [
             "",

@@ -1,13 +1,14 @@
 """The go/no-go verdict: `decide()` turns a run's findings into one reason per blocking problem.
 
 Kept pure and apart from assembly and rendering so every rule is unit-tested on made-up figures:
-not caught up, lag over critical, tables not proven equal, failed expectations, dead-lettered
-events, failed stages, slot retention near its limit.
+not caught up, lag over critical, tables not proven equal, failed expectations, a table stopped
+at a source schema change (or a history that could not be read), dead-lettered events, failed
+stages, slot retention near its limit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from migwatch.alerts import SLOT_RISK_FRACTION
 from migwatch.charts import format_value
@@ -32,9 +33,15 @@ def decide(
     errors: Sequence[RunError] = (),
     slot: SlotRetention | None = None,
     gate_reason: str | None = None,
+    stopped_tables: Mapping[str, str] | None = None,
+    schema_changes_unread: str | None = None,
+    migration_id: str = "<id>",
 ) -> Verdict:
-    """Go only when caught up, no lag over critical, every table proven equal, nothing
-    dead-lettered, no stage failed and the slot is clear of its limit."""
+    """Go only when caught up, no lag over critical, every table proven equal, no table stopped
+    at a schema change, nothing dead-lettered, no stage failed and the slot is clear of its
+    limit. `stopped_tables`: table → what changed; `schema_changes_unread`: why the
+    schema-change history could not be read (then no stopped table can be ruled out);
+    `migration_id` goes into the `resume-table` command a stopped table's reason names."""
     checks: list[Check] = []
     reasons: list[str] = []
     warnings: list[str] = []
@@ -98,6 +105,18 @@ def decide(
     problems = [f"{t.target_table}: fails {', '.join(t.failed_expectations)}"
                 for t in tables if t.failed_expectations]
     check("expectations", problems, "no expectation failed on the target")
+
+    problems = [
+        f"table {table} stopped by a schema change: {scrub(change)} — `migwatch resume-table "
+        f"<spec> {table} --migration-id {migration_id} --accept` or a versioned migration"
+        for table, change in (stopped_tables or {}).items()
+    ]
+    if schema_changes_unread:
+        problems.append(
+            f"the schema-change history could not be read ({scrub(schema_changes_unread, 200)}):"
+            " a table stopped by a schema change cannot be ruled out"
+        )
+    check("schema changes", problems, "no table stopped by a schema change")
 
     problems = (
         [f"{dlq_events} event(s) went to the dead-letter topic and were not applied"]

@@ -8,6 +8,7 @@ from then on asks the engine — never branches on the target's kind — for:
     ping()                    whether the target answers (pre-flight)
     table_problems(info, t)   what the engine cannot hold of a source table (pre-flight)
     make_fresh(mid, reset)    refuse (or empty) target tables holding rows before a fresh load
+    forget_columns(t, cols)   remove columns from a target table (a stopped change accepted)
     prepare_schema(infos)     create what the tables need before the load (DDL, or nothing)
     writer(...)               the applier's writer: applies a Batch with its position and offsets
     open_validation(...)      both sides of one table for the comparison
@@ -31,7 +32,7 @@ from psycopg import sql
 from migwatch.batches import Batch, SourceRows
 from migwatch.config import MigrationSpec, TableSpec
 from migwatch.connectors import postgres as pg
-from migwatch.schema_changes import ColumnChange
+from migwatch.schema_changes import ColumnChange, SchemaChange
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,10 @@ class Writer(Protocol):
         of the value the source gave its existing rows. Returns the changes followed."""
         ...
 
+    def record_schema_change(self, record: SchemaChange) -> None:
+        """Append `record` to the migration's schema-change history on the target."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -124,7 +129,16 @@ class TargetSession(ABC):
 
     @abstractmethod
     def clear_positions(self, migration_id: str) -> int:
-        """Remove the migration's stored positions and offsets; how many were removed."""
+        """Remove the migration's stored positions, offsets and schema-change history; how
+        many were removed."""
+
+    @abstractmethod
+    def schema_changes(self, migration_id: str) -> list[SchemaChange]:
+        """The migration's schema-change history, oldest first."""
+
+    @abstractmethod
+    def record_schema_change(self, migration_id: str, record: SchemaChange) -> None:
+        """Append `record` to the history (`resume-table` records what the user accepted)."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -176,6 +190,13 @@ class Target(ABC):
     def make_fresh(self, migration_id: str, reset: bool) -> Emptied:
         """Before a fresh load: TargetNotEmpty naming the target tables that hold rows, unless
         `reset` (then they are emptied); the migration's stored positions go either way."""
+
+    @abstractmethod
+    def forget_columns(self, table: TableSpec, columns: Sequence[str]) -> list[str]:
+        """Remove `columns` from the target's copy of `table` (those it holds; which, in
+        order): what `migwatch resume-table --accept` does for a change the applier stopped
+        at — the applier then follows the source's definition, filling a column the source
+        still has from the source's current values."""
 
     @abstractmethod
     def prepare_schema(self, tables: Sequence[tuple[TableSpec, pg.TableInfo]],

@@ -10,15 +10,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from typer.testing import CliRunner
 
 from migwatch import positions
+from migwatch.cli import app
 from migwatch.config import MigrationSpec
+from migwatch.schema_changes import ACCEPTED, CONTINUED, DROPPED, FOLLOWED, STOPPED, SchemaChange
 from migwatch.stack import Stack
+from migwatch.targets import engine_for
 from tests.conftest import PgDatabase, make_spec, mongo_endpoint
+from tests.integration.monitor_helpers import write_spec
 from tests.integration.test_applier_exact import (  # noqa: F401 - the fixture
     rows_text,
     streaming,
@@ -81,6 +87,9 @@ def test_additive_changes_follow_on_a_postgresql_target(
     # (one the source deleted meanwhile): the target may accept more, never less
     assert all(source[c][1] for c, (_, not_null) in target.items() if not_null)
     assert dead_letters(spec, migration_id) == 0
+    seen = history(spec, migration_id)  # each change the target followed, in the history
+    assert {r.outcome for r in seen} == {FOLLOWED}
+    assert {c.column for r in seen for c in r.changes} >= {"b", "c", "d", "e", "a"}
 
 
 def test_additive_changes_follow_on_a_mongodb_target(
@@ -152,6 +161,118 @@ def test_a_dropped_column_stops_only_its_table_until_the_target_has_it_too(
         conn.execute("ALTER TABLE t DROP COLUMN gone")
     wait_equal(source_db, target_db, [("public", "t")])
     assert dead_letters(spec, migration_id) == 0
+
+
+def history(spec: MigrationSpec, migration_id: str) -> list[SchemaChange]:
+    with engine_for(spec).session("test") as session:
+        return session.schema_changes(migration_id)
+
+
+def resume_table(spec: MigrationSpec, migration_id: str, table: str, tmp_path: Path,
+                 *flags: str) -> Any:
+    path = write_spec(spec, tmp_path / "spec.yaml")
+    return CliRunner().invoke(app, ["resume-table", str(path), table,
+                                    "--migration-id", migration_id, *flags])
+
+
+def test_a_stopped_table_continues_once_the_user_accepts_the_change(
+        streaming: Callable[..., MigrationSpec], source_db: PgDatabase,  # noqa: F811
+        target_db: PgDatabase, migration_id: str, tmp_path: Path) -> None:
+    """DROP COLUMN and a type changed in a way the target does not follow (integer → text
+    holding words), each with events of the table on both sides of the change: the table
+    stops, `resume-table` shows why, `--accept` removes the target's stale copies, and the
+    table continues from where it stopped — every event before and after the change lands."""
+    with source_db.connect() as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, a text, gone text, n int NOT NULL)")
+        conn.execute("CREATE TABLE other (id int PRIMARY KEY, v int)")
+        conn.execute("INSERT INTO t SELECT g, 'a', 'g', g FROM generate_series(1, 20) g")
+    spec = streaming(["public.t", "public.other"])
+    wait_equal(source_db, target_db, [("public", "t")])
+    assert resume_table(spec, migration_id, "public.t", tmp_path).exit_code == 2  # not stopped
+    with source_db.connect() as conn:
+        conn.execute("UPDATE t SET a = 'before', gone = 'last' WHERE id <= 5")
+        conn.commit()
+        conn.execute("ALTER TABLE t DROP COLUMN gone")
+        conn.execute("ALTER TABLE t ALTER COLUMN n TYPE text USING 'n' || n")
+        conn.commit()
+        conn.execute("UPDATE t SET a = 'after', n = 'word' WHERE id BETWEEN 4 AND 8")
+        conn.execute("INSERT INTO t VALUES (21, 'new', 'twenty-one')")
+        conn.execute("INSERT INTO other VALUES (1, 1)")
+        conn.commit()
+    wait_equal(source_db, target_db, [("public", "other")])
+    _wait(lambda: any(r.outcome == STOPPED for r in history(spec, migration_id)), 60)
+    stop = next(r for r in history(spec, migration_id) if r.outcome == STOPPED)
+    assert stop.table == "public.t"
+    assert ("gone", DROPPED) in {(c.column, c.kind) for c in stop.changes}
+    shown = resume_table(spec, migration_id, "public.t", tmp_path)
+    assert shown.exit_code == 0, shown.output
+    assert "'gone' dropped" in shown.output and "--accept" in shown.output
+    with psycopg.connect(target_db.dsn) as conn:  # nothing of the table moved meanwhile
+        assert conn.execute("SELECT count(*) FROM t WHERE id = 21").fetchone() == (0,)
+
+    accepted = resume_table(spec, migration_id, "public.t", tmp_path, "--accept")
+    assert accepted.exit_code == 0, accepted.output
+    assert "continued" in accepted.output
+    wait_equal(source_db, target_db, [("public", "t"), ("public", "other")])
+    assert column_types(target_db.dsn, "public.t")["n"][0] == "text"
+    assert dead_letters(spec, migration_id) == 0
+    outcomes = [r.outcome for r in history(spec, migration_id) if r.table == "public.t"]
+    # n is added again with the source's type and filled: followed, between the two
+    assert outcomes[-4:] == [STOPPED, ACCEPTED, FOLLOWED, CONTINUED], outcomes
+    assert resume_table(spec, migration_id, "public.t", tmp_path).exit_code == 2
+
+
+def test_a_dropped_column_on_a_mongodb_target_continues_once_accepted(
+        stack: Stack, source_db: PgDatabase, mongo_db: str, migration_id: str,
+        tmp_path: Path) -> None:
+    from pymongo import MongoClient
+
+    from migwatch import capture
+    from migwatch.applier import Applier
+
+    with source_db.connect() as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, a text, gone text, b int)")
+        conn.execute("INSERT INTO t SELECT g, 'a', 'g', g FROM generate_series(1, 20) g")
+    spec = make_spec(source_db, mongo_endpoint(stack, mongo_db), ["public.t"], stack)
+    capture.prepare_source(spec, migration_id)
+    capture.ensure_connector(spec, migration_id, timeout=120)
+    applier = Applier(spec, migration_id, metrics_enabled=False)
+    th = threading.Thread(target=applier.run, daemon=True)
+    th.start()
+    client: Any = MongoClient(stack.address("ferretdb"))
+    coll = client[mongo_db]["t"]
+    try:
+        _wait(lambda: coll.count_documents({}) == 20)
+        with source_db.connect() as conn:
+            conn.execute("UPDATE t SET a = 'before' WHERE id <= 3")
+            conn.commit()
+            conn.execute("ALTER TABLE t DROP COLUMN gone")
+            conn.execute("ALTER TABLE t ADD COLUMN c text DEFAULT 'c'")
+            conn.commit()
+            conn.execute("UPDATE t SET a = 'after' WHERE id = 3")
+            conn.execute("INSERT INTO t VALUES (21, 'new', 21)")
+            conn.commit()
+            expected = {r[0]: r for r in conn.execute("SELECT id, a, b, c FROM t").fetchall()}
+        _wait(lambda: any(r.outcome == STOPPED for r in history(spec, migration_id)), 60)
+        assert coll.count_documents({"_id": 21}) == 0
+        accepted = resume_table(spec, migration_id, "public.t", tmp_path, "--accept")
+        assert accepted.exit_code == 0, accepted.output
+
+        def landed() -> bool:
+            docs = {d["_id"]: d for d in coll.find()}
+            return docs.keys() == expected.keys() and all(
+                (docs[k].get("a"), docs[k].get("b"), docs[k].get("c")) == row[1:]
+                and "gone" not in docs[k] for k, row in expected.items())
+        _wait(landed)
+        assert dead_letters(spec, migration_id) == 0
+        outcomes = [r.outcome for r in history(spec, migration_id)]
+        assert outcomes[-1] == CONTINUED and outcomes.index(ACCEPTED) > outcomes.index(STOPPED), \
+            outcomes
+    finally:
+        applier.stop()
+        th.join(30)
+        capture.teardown(spec, migration_id, delete_topics=True)
+        client.close()
 
 
 def _wait(check: Callable[[], bool], timeout: float = 90) -> None:

@@ -56,3 +56,44 @@ def test_an_unknown_field_follows_the_new_definition_and_older_events_keep_value
     # an event written before the column was added leaves it out: the row keeps its value
     older = r.decode(record({"id": 2, "a": "y"}))
     assert older is not None and older.row == {"id": 2, "a": "y", "b": UNCHANGED}
+
+
+def test_a_value_its_column_type_cannot_read_reads_the_catalog_then_follows_the_new_type() -> None:
+    r = reader(Column("id", "integer", True), Column("n", "integer", False))
+    new = TableInfo("public", "t", (Column("id", "integer", True), Column("n", "text", False)),
+                    ("id",))
+    calls: list[str] = []
+
+    def changed(table: str) -> bool:
+        calls.append(table)
+        r.set_table(table, new)
+        return True
+
+    r.on_schema_change = changed
+    ch = r.decode(record({"id": 1, "n": "word"}))
+    assert ch is not None and ch.row == {"id": 1, "n": "word"} and calls == ["public.t"]
+
+
+@pytest.mark.parametrize(("column", "value"), [
+    (Column("n", "bigint", False), "7"), (Column("n", "boolean", False), 1),
+    (Column("n", "character varying(5)", False), 5), (Column("n", "integer[]", False), ["7"]),
+])
+def test_a_value_in_another_json_type_than_its_column_is_no_value_of_it(
+        column: Column, value: Any) -> None:
+    r = reader(Column("id", "integer", True), column)
+    calls: list[str] = []
+    r.on_schema_change = lambda table: calls.append(table) is None and False  # nothing changed
+    for _ in range(2):
+        with pytest.raises(SkipEvent, match="column 'n': a JSON"):
+            r.decode(record({"id": 1, "n": value}))
+    assert calls == ["public.t"]  # once per column, not per event
+
+
+def test_events_written_before_a_column_was_dropped_land_without_it() -> None:
+    r = reader(Column("id", "integer", True), Column("a", "text", False),
+               Column("gone", "text", False))
+    r.set_table("public.t", TableInfo("public", "t", (Column("id", "integer", True),
+                                                      Column("a", "text", False)), ("id",)))
+    r.on_schema_change = lambda table: pytest.fail("the dropped column is known")
+    older = r.decode(record({"id": 1, "a": "x", "gone": "g"}))
+    assert older is not None and older.row == {"id": 1, "a": "x"}

@@ -23,6 +23,7 @@ from migwatch.lag import (
     PartitionLag,
     Sample,
     Severity,
+    StoppedTable,
     TableLag,
     Verdict,
     effective_threshold,
@@ -56,11 +57,12 @@ def spec(**kw: Any) -> MonitorSpec:
 def s(at: float, lag: float | None = 0, committed: int | None = 0, event: float | None = 1,
       e2e: float | None = 1, slot: float | None = 1000, alive: bool | None = True,
       connector: str | None = "RUNNING", dlq: int | None = 0, limit: int | None = None,
-      problems: tuple[str, ...] = ()) -> Sample:
+      problems: tuple[str, ...] = (), stopped: tuple[StoppedTable, ...] = ()) -> Sample:
     return Sample(at=at, values={CONSUMER_LAG: lag, EVENT_TIME_LAG: event, END_TO_END_LAG: e2e,
                                  SLOT_WAL: slot},
                   committed_offsets=committed, dlq_messages=dlq, applier_alive=alive,
-                  connector_state=connector, slot_limit_bytes=limit, problems=problems)
+                  connector_state=connector, slot_limit_bytes=limit, problems=problems,
+                  stopped_tables=stopped)
 
 
 def run(mon: Monitor, samples: list[Sample]) -> list[Evaluation]:
@@ -202,6 +204,38 @@ def test_measurement_problem_is_error_only_when_it_persists() -> None:
     assert [e.verdict for e in evs] == [Verdict.WARNING, Verdict.WARNING, Verdict.ERROR,
                                         Verdict.OK]
     assert "cannot measure for 3 polls: kafka: TransientError" in evs[2].reasons[0]
+
+
+GONE = StoppedTable("public.t", "column 'gone' dropped on the source")
+
+
+def test_a_table_stopped_by_a_schema_change_is_error_at_once_naming_table_and_change() -> None:
+    ev = Monitor(spec(), "m").evaluate(s(1, stopped=(GONE,)))
+    assert ev.verdict is Verdict.ERROR and ev.severity is Severity.CRITICAL
+    assert ev.reasons == ("table public.t stopped: column 'gone' dropped on the source — "
+                          "`migwatch resume-table <spec> public.t --migration-id m --accept` or a "
+                          "versioned migration",)
+    assert not ev.caught_up and ev.eta_seconds is None
+    (notice,) = ev.notices
+    assert notice.kind == "critical" and notice.reasons == ev.reasons
+
+
+def test_every_stopped_table_is_a_reason_beside_the_other_errors() -> None:
+    other = StoppedTable("public.u", "column 'n' changed from integer to text")
+    ev = Monitor(spec(), "m").evaluate(s(1, connector="FAILED", stopped=(GONE, other)))
+    assert ev.verdict is Verdict.ERROR
+    assert ev.reasons[0] == "connector is FAILED"
+    assert [r.split(":")[0] for r in ev.reasons[1:]] == ["table public.t stopped",
+                                                        "table public.u stopped"]
+
+
+def test_a_stopped_table_resolves_once_the_samples_have_none() -> None:
+    evs = run(Monitor(spec(), "m"), [s(1), s(2, stopped=(GONE,)), s(3, stopped=(GONE,)),
+                                     s(4, stopped=(GONE,)), s(5), s(6)])
+    assert [e.verdict for e in evs] == [Verdict.OK, Verdict.ERROR, Verdict.ERROR,
+                                        Verdict.ERROR, Verdict.OK, Verdict.OK]
+    assert kinds(evs) == ["critical", "resolved"]  # one episode, announced once
+    assert evs[4].notices[0].kind == "resolved" and evs[4].caught_up
 
 
 def test_samples_out_of_order_are_refused() -> None:
@@ -410,6 +444,16 @@ def test_sample_round_trips_through_json() -> None:
     back = Sample.from_dict(json.loads(json.dumps(x.to_dict())))
     assert back == x
     assert x.data_lag_seconds == 0.5
+
+
+def test_sample_round_trips_with_its_stopped_tables_and_older_samples_still_load() -> None:
+    x = Sample(at=2.0, values={CONSUMER_LAG: 0}, stopped_tables=(GONE,))
+    d = json.loads(json.dumps(x.to_dict()))
+    assert d["stopped_tables"] == [{"table": "public.t",
+                                    "change": "column 'gone' dropped on the source"}]
+    assert Sample.from_dict(d) == x
+    del d["stopped_tables"]  # a sample written before the field existed
+    assert Sample.from_dict(d) == Sample(at=2.0, values={CONSUMER_LAG: 0})
 
 
 def test_evaluation_is_json_ready() -> None:

@@ -13,6 +13,16 @@ import pytest
 
 from migwatch import report as R
 from migwatch.config import parse_spec
+from migwatch.schema_changes import (
+    ACCEPTED,
+    ADDED,
+    CONTINUED,
+    DROPPED,
+    FOLLOWED,
+    STOPPED,
+    ColumnChange,
+    SchemaChange,
+)
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 SECRET = "s3cr3t-Hunter2"
@@ -62,6 +72,7 @@ def test_everything_fine_is_go_with_every_check_passed() -> None:
         "lag under critical",
         "validation",
         "expectations",
+        "schema changes",
         "dead-letter queue",
         "errors",
         "slot retention",
@@ -433,3 +444,85 @@ def test_counts_of_an_equal_table_on_a_moving_source_say_when_they_were_taken() 
         {"tables": [{"table": "public.orders", "status": "equal", "source_rows": 3,
                      "target_rows": 3, "counts_lsn": "0/FF"}]})
     assert next(f for f in figures if f.source_table == "public.orders").counts_lsn == "0/FF"
+
+
+# ------------------------------------------------------------------------- schema changes
+RESUME = "`migwatch resume-table <spec> {} --migration-id {} --accept` or a versioned migration"
+
+
+def schema_history() -> list[SchemaChange]:
+    """orders followed an added column; reviews stopped, was accepted and went on; customers
+    stopped and still is."""
+    at = T0.timestamp()
+    gone = (ColumnChange("gone", DROPPED, None, "text"),)
+    return [
+        SchemaChange(at + 60, "public.orders", FOLLOWED, (ColumnChange("note", ADDED, "text"),)),
+        SchemaChange(at + 70, "public.reviews", STOPPED, gone),
+        SchemaChange(at + 80, "public.reviews", ACCEPTED, gone,
+                     f"removed from the target: gone; token={SECRET}"),
+        SchemaChange(at + 90, "public.reviews", CONTINUED, gone),
+        SchemaChange(at + 120, "public.customers", STOPPED, gone, "the target refused it"),
+    ]
+
+
+def test_a_table_still_stopped_by_a_schema_change_is_no_go() -> None:
+    v = R.decide(**go_inputs(  # type: ignore[arg-type]
+        stopped_tables={"public.t": "column 'gone' dropped on the source"}))
+    assert not v.go
+    assert v.reasons == ["table public.t stopped by a schema change: column 'gone' dropped on "
+                         "the source — " + RESUME.format("public.t", "<id>")]
+    check = next(c for c in v.checks if c.name == "schema changes")
+    assert not check.passed and check.detail == v.reasons[0]
+
+
+def test_a_schema_change_history_that_could_not_be_read_is_no_go() -> None:
+    v = R.decide(**go_inputs(  # type: ignore[arg-type]
+        schema_changes_unread=f"PermanentError: postgresql://app:{SECRET}@db/x refused"))
+    assert not v.go
+    (reason,) = v.reasons
+    assert reason.startswith("the schema-change history could not be read (PermanentError: ")
+    assert reason.endswith("a table stopped by a schema change cannot be ruled out")
+    assert SECRET not in reason
+
+
+def test_build_report_lists_every_schema_change_and_blocks_on_a_table_still_stopped() -> None:
+    rep = sample_report(schema_changes=schema_history())
+    assert [(r.table, r.outcome) for r in rep.schema_changes] == [
+        ("public.orders", "followed"), ("public.reviews", "stopped"),
+        ("public.reviews", "accepted"), ("public.reviews", "continued"),
+        ("public.customers", "stopped")]
+    first = rep.schema_changes[0]
+    assert (first.at, first.change, first.note) == (
+        T0 + timedelta(seconds=60), "column 'note' added (text)", None)
+    assert rep.schema_changes[2].note == "removed from the target: gone; token=***"
+    # reviews went on after its stop: only customers blocks
+    assert rep.verdict.reasons == [
+        "table public.customers stopped by a schema change: column 'gone' dropped on the "
+        "source (the target refused it) — " + RESUME.format("public.customers", "rep-1")]
+    assert R.load_json(R.render_json(rep)) == rep
+    assert sample_report(schema_changes=schema_history()[:4]).verdict.go
+
+
+def test_schema_changes_render_as_a_section_only_when_there_are_some() -> None:
+    rep = sample_report(schema_changes=schema_history())
+    md, html = R.render_markdown(rep), R.render_html(rep)
+    assert ("| 2026-11-25 12:01:00 | public.orders | column 'note' added (text) | followed — "
+            "the target was altered the same way |") in md
+    assert ("| 2026-11-25 12:02:00 | public.customers | column 'gone' dropped on the source | "
+            "stopped — the table's apply stopped before the first event that needs the change "
+            "(the target refused it) |") in md
+    assert md.count("| public.reviews |") == 3
+    assert html.index('id="tables"') < html.index('<table id="schema-changes">')
+    assert html.count('<tr data-table="public.reviews" data-outcome=') == 3
+    stopped = html.split('<tr data-table="public.customers" data-outcome="stopped">', 1)[1]
+    stopped = stopped.split("</tr>", 1)[0]
+    assert "<td>2026-11-25 12:02:00</td>" in stopped
+    assert "column &#x27;gone&#x27; dropped on the source" in stopped
+    assert '<span class="badge fail">stopped</span>' in stopped
+    assert "the target refused it" in stopped
+    assert SECRET not in html and SECRET not in md
+
+    plain = sample_report()
+    assert "schema change at" not in R.render_markdown(plain)
+    assert "schema-changes" not in R.render_html(plain)
+    assert "Schema changes" not in R.render_html(plain)

@@ -58,3 +58,36 @@ def test_a_stopped_table_names_itself_and_every_change() -> None:
     err = TableStopped("public.t", refused)
     assert "table public.t: column 'gone' dropped on the source" in str(err)
     assert "versioned migration" in str(err)
+
+
+def test_the_latest_record_of_a_table_says_whether_it_is_stopped() -> None:
+    from migwatch.schema_changes import (
+        ACCEPTED,
+        CONTINUED,
+        FOLLOWED,
+        STOPPED,
+        ColumnChange,
+        SchemaChange,
+        stopped_tables,
+    )
+
+    gone = (ColumnChange("gone", DROPPED, None, "text"),)
+    history = [SchemaChange(1, "public.a", STOPPED, gone), SchemaChange(2, "public.b", FOLLOWED),
+               SchemaChange(3, "public.a", ACCEPTED, gone), SchemaChange(4, "public.c", STOPPED),
+               SchemaChange(5, "public.a", CONTINUED, gone)]
+    assert set(stopped_tables(history)) == {"public.c"}
+    # accepted, not continued yet: still stopped (the applier may stop it again)
+    assert set(stopped_tables(history[:3])) == {"public.a"}
+    assert "'gone' dropped" in history[0].describe()
+    assert ColumnChange.from_dict(gone[0].to_dict()) == gone[0]
+
+
+def test_accepting_a_stop_removes_the_target_columns_it_made_stale() -> None:
+    from migwatch.resuming import stale_columns
+    from migwatch.schema_changes import STOPPED, ColumnChange, SchemaChange
+
+    stop = SchemaChange(1, "public.t", STOPPED, (
+        ColumnChange("gone", DROPPED, None, "text"), ColumnChange("n", CHANGED, "text", "integer"),
+        ColumnChange("new", ADDED, "text"), ColumnChange("w", WIDENED, "bigint", "integer"),
+        ColumnChange("z", NULLABLE, "text", "text")))
+    assert stale_columns(stop) == ("gone", "n", "w")

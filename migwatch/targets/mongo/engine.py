@@ -86,6 +86,18 @@ class MongoTarget(Target):
             removed = clear_positions(db, migration_id)
         return Emptied(tuple(full), tuple(emptied), removed)
 
+    def forget_columns(self, table: TableSpec, columns: Sequence[str]) -> list[str]:
+        """`$unset` of the fields from every document of the collection that has them."""
+        held = []
+        with mongo.database(self.endpoint, appname="migwatch-resume") as db, \
+                mongo.translated(f"target: remove fields of {table.target_name}"):
+            coll = db[table.target_table]
+            for c in columns:
+                if coll.find_one({c: {"$exists": True}}, {"_id": 1}) is not None:
+                    coll.update_many({c: {"$exists": True}}, {"$unset": {c: ""}})
+                    held.append(c)
+        return held
+
     def prepare_schema(self, tables: Sequence[tuple[TableSpec, pg.TableInfo]],
                        heartbeat: tuple[str, str]) -> tuple[list[str], list[str]]:
         return [], []  # collections come with their first document

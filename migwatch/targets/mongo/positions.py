@@ -11,6 +11,7 @@ from typing import Any
 from migwatch import names
 from migwatch.config import MigrationSpec, TableSpec
 from migwatch.connectors import mongo
+from migwatch.schema_changes import ColumnChange, SchemaChange
 from migwatch.targets.base import Position, TargetSession
 
 
@@ -32,8 +33,30 @@ def read_positions(db: Any, migration_id: str, tables: Sequence[str] | None = No
     return out
 
 
+def record_schema_change(db: Any, migration_id: str, record: SchemaChange) -> None:
+    """Append `record`; its time is the target's clock (`$currentDate`)."""
+    from bson import ObjectId
+
+    db[names.SCHEMA_CHANGES_COLLECTION].update_one({"_id": ObjectId()}, {
+        "$set": {"migration_id": migration_id, "table_name": record.table,
+                 "outcome": record.outcome, "changes": [c.to_dict() for c in record.changes],
+                 "note": record.note},
+        "$currentDate": {"seen_at": True}}, upsert=True)
+
+
+def read_schema_changes(db: Any, migration_id: str) -> list[SchemaChange]:
+    """The migration's schema-change records, oldest first."""
+    with mongo.translated("target: read schema changes"):
+        docs = list(db[names.SCHEMA_CHANGES_COLLECTION].find(
+            {"migration_id": migration_id}).sort([("seen_at", 1), ("_id", 1)]))
+    return [SchemaChange(_epoch(d.get("seen_at")) or 0.0, d["table_name"], d["outcome"],
+                         tuple(ColumnChange.from_dict(c) for c in d.get("changes") or ()),
+                         d.get("note")) for d in docs]
+
+
 def clear_positions(db: Any, migration_id: str) -> int:
-    removed = 0
+    removed = int(db[names.SCHEMA_CHANGES_COLLECTION].delete_many(
+        {"migration_id": migration_id}).deleted_count)
     for name in (names.POSITION_COLLECTION, names.OFFSETS_COLLECTION):
         removed += int(db[name].delete_many({"_id.migration_id": migration_id}).deleted_count)
     return removed
@@ -76,6 +99,13 @@ class MongoSession(TargetSession):
     def clear_positions(self, migration_id: str) -> int:
         with mongo.translated("target: clear applied positions"):
             return clear_positions(self.db, migration_id)
+
+    def schema_changes(self, migration_id: str) -> list[SchemaChange]:
+        return read_schema_changes(self.db, migration_id)
+
+    def record_schema_change(self, migration_id: str, record: SchemaChange) -> None:
+        with mongo.translated("target: record a schema change"):
+            record_schema_change(self.db, migration_id, record)
 
     def close(self) -> None:
         self.client.close()

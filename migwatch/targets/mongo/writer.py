@@ -26,9 +26,11 @@ from migwatch.schema_changes import (
     DROPPED,
     WIDENED,
     ColumnChange,
+    SchemaChange,
     TableStopped,
     differences,
 )
+from migwatch.targets.mongo.positions import record_schema_change
 from migwatch.targets.mongo.values import DocumentForm, key_value, supports_decimal128
 
 log = logging.getLogger("migwatch.applier")
@@ -69,6 +71,10 @@ class MongoWriter:
         self.forms = {t: DocumentForm(info, decimal128=self.decimal128,
                                       json_string_columns=self.tables[t].json_string_columns)
                       for t, info in infos.items() if t in self.tables}
+
+    def record_schema_change(self, record: SchemaChange) -> None:
+        with mongo.translated("target: record a schema change"):
+            record_schema_change(self.db, self.mid, record)
 
     def stored_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         wanted = {(tp.topic, tp.partition): tp for tp in partitions}
@@ -213,9 +219,9 @@ class MongoWriter:
     def evolve(self, table: str, info: pg.TableInfo,
                fills: Mapping[str, str]) -> list[ColumnChange]:
         """Learn the source's definition `info` (see `schema_changes`): an added column's value
-        on existing documents is the one the source gave its existing rows; a dropped column
-        stops the table (TableStopped) while documents still hold it; a type changed in a way
-        the value form does not keep stops it too."""
+        on existing documents is the one the source gave its existing rows; a dropped column,
+        or a type changed in a way the value form does not keep, stops the table
+        (TableStopped) while documents still hold the column."""
         old = self.infos[table]
         changes = differences({c.name: (c.type, c.not_null) for c in info.columns},
                               {c.name: (c.type, c.not_null) for c in old.columns})
@@ -223,16 +229,19 @@ class MongoWriter:
         form = DocumentForm(info, decimal128=self.decimal128,
                             json_string_columns=self.tables[table].json_string_columns)
         with mongo.translated(f"target: follow the source's schema of {table}"):
-            refused = [c for c in changes if c.kind == DROPPED
-                       and coll.find_one({c.column: {"$exists": True}}, {"_id": 1}) is not None]
-            refused += [c for c in changes if not c.additive and c.kind != DROPPED]
-            refused += [ColumnChange(c.column, CHANGED, c.source_type, c.target_type)
-                        for c in changes if c.kind == WIDENED
-                        and form.forms[c.column].kind != self.forms[table].forms[c.column].kind]
+            breaking = [c for c in changes if not c.additive]
+            breaking += [ColumnChange(c.column, CHANGED, c.source_type, c.target_type)
+                         for c in changes if c.kind == WIDENED
+                         and form.forms[c.column].kind != self.forms[table].forms[c.column].kind]
+            # a column no document holds any more (`migwatch resume-table --accept` removed
+            # it) is followed: dropped, or filled again from the source like an added one
+            refused = [c for c in breaking
+                       if coll.find_one({c.column: {"$exists": True}}, {"_id": 1}) is not None]
             if refused:  # (what no document can hold at all was refused at pre-flight; its
                 # values dead-letter event by event, naming the column)
                 raise TableStopped(table, refused)
-            added = [c.column for c in changes if c.kind == ADDED]
+            added = [c.column for c in changes if c.kind == ADDED] + \
+                [c.column for c in breaking if c.kind != DROPPED]
             for column in added:
                 if column not in fills:
                     continue

@@ -54,6 +54,20 @@ class PostgresTarget(Target):
         return Emptied(tuple(full), tuple(name for name, _ in present) if reset else (),
                        removed)
 
+    def forget_columns(self, table: TableSpec, columns: Sequence[str]) -> list[str]:
+        """`ALTER TABLE … DROP COLUMN` of those the table has, in one transaction (a view or
+        a constraint of the user's that depends on one refuses it, naming it)."""
+        with pg.connect_endpoint(self.endpoint, "target") as conn, \
+                pg.translated(f"target: remove columns of {table.target_name}"):
+            info = pg.describe_table(conn, *table.target_parts)
+            held = [c for c in columns if info is not None and
+                    any(col.name == c for col in info.columns)]
+            for c in held:
+                conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(
+                    sql.Identifier(*table.target_parts), sql.Identifier(c)))
+            conn.commit()
+        return held
+
     def prepare_schema(self, tables: Sequence[tuple[TableSpec, pg.TableInfo]],
                        heartbeat: tuple[str, str]) -> tuple[list[str], list[str]]:
         created: list[str] = []

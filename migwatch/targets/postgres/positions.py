@@ -1,6 +1,8 @@
 """What the applier stores on a PostgreSQL target beside the data — `migwatch.applied_position`
-(one row per migration and table, see `migwatch.positions`) and `migwatch.applied_offsets` (the
-next Kafka offset per partition) — defined, read and cleared here only."""
+(one row per migration and table, see `migwatch.positions`), `migwatch.applied_offsets` (the
+next Kafka offset per partition) and `migwatch.schema_changes` (the source's schema changes seen
+and what was done, `migwatch.schema_changes.SchemaChange`) — defined, read and cleared here
+only."""
 
 from __future__ import annotations
 
@@ -8,17 +10,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from migwatch import names
 from migwatch.config import MigrationSpec, TableSpec
 from migwatch.connectors import postgres as pg
 from migwatch.errors import PermanentError
+from migwatch.schema_changes import ColumnChange, SchemaChange
 from migwatch.targets.base import Position, TargetSession
 
 _COLUMNS = ("table_name", "source_ts_ms", "lsn", "events", "snapshot_rows", "snapshot_done",
             "dlq_events")
 POSITIONS = sql.Identifier(names.POSITION_SCHEMA, names.POSITION_TABLE)
 OFFSETS = sql.Identifier(names.POSITION_SCHEMA, names.OFFSETS_TABLE)
+SCHEMA_CHANGES = sql.Identifier(names.POSITION_SCHEMA, names.SCHEMA_CHANGES_TABLE)
 
 
 def ensure_tables(conn: Any) -> None:
@@ -38,6 +43,33 @@ def ensure_tables(conn: Any) -> None:
         "CREATE TABLE IF NOT EXISTS {} (migration_id text NOT NULL, topic text NOT NULL,"
         " partition integer NOT NULL, next_offset bigint NOT NULL,"
         " PRIMARY KEY (migration_id, topic, partition))").format(OFFSETS))
+    conn.execute(sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, migration_id text NOT NULL,"
+        " seen_at timestamptz NOT NULL DEFAULT clock_timestamp(), table_name text NOT NULL,"
+        " outcome text NOT NULL, changes jsonb NOT NULL, note text)").format(SCHEMA_CHANGES))
+
+
+def record_schema_change(conn: Any, migration_id: str, record: SchemaChange) -> None:
+    """Append `record` (its time is the target's clock), in the caller's transaction."""
+    ensure_tables(conn)
+    conn.execute(sql.SQL(
+        "INSERT INTO {} (migration_id, table_name, outcome, changes, note)"
+        " VALUES (%s, %s, %s, %s, %s)").format(SCHEMA_CHANGES),
+        [migration_id, record.table, record.outcome,
+         Jsonb([c.to_dict() for c in record.changes]), record.note])
+
+
+def read_schema_changes(conn: Any, migration_id: str) -> list[SchemaChange]:
+    """The migration's schema-change records, oldest first."""
+    with pg.translated("target: read schema changes"):
+        if not pg.table_exists(conn, names.POSITION_SCHEMA, names.SCHEMA_CHANGES_TABLE):
+            return []
+        rows = conn.execute(sql.SQL(
+            "SELECT extract(epoch FROM seen_at)::float8, table_name, outcome, changes, note"
+            " FROM {} WHERE migration_id = %s ORDER BY id").format(SCHEMA_CHANGES),
+            [migration_id]).fetchall()
+    return [SchemaChange(r[0], r[1], r[2], tuple(ColumnChange.from_dict(c) for c in r[3]),
+                         r[4]) for r in rows]
 
 
 def read_positions(conn: Any, migration_id: str, tables: Sequence[str] | None = None,
@@ -61,7 +93,7 @@ def read_positions(conn: Any, migration_id: str, tables: Sequence[str] | None = 
 def clear_positions(conn: Any, migration_id: str) -> int:
     """Delete the migration's position and offset rows (in the caller's transaction)."""
     removed = 0
-    for table in (names.POSITION_TABLE, names.OFFSETS_TABLE):
+    for table in (names.POSITION_TABLE, names.OFFSETS_TABLE, names.SCHEMA_CHANGES_TABLE):
         if pg.table_exists(conn, names.POSITION_SCHEMA, table):
             removed += conn.execute(sql.SQL("DELETE FROM {} WHERE migration_id = %s").format(
                 sql.Identifier(names.POSITION_SCHEMA, table)), [migration_id]).rowcount
@@ -101,6 +133,13 @@ class PostgresSession(TargetSession):
     def clear_positions(self, migration_id: str) -> int:
         with pg.translated("target: clear applied positions"), self.conn.transaction():
             return clear_positions(self.conn, migration_id)
+
+    def schema_changes(self, migration_id: str) -> list[SchemaChange]:
+        return read_schema_changes(self.conn, migration_id)
+
+    def record_schema_change(self, migration_id: str, record: SchemaChange) -> None:
+        with pg.translated("target: record a schema change"), self.conn.transaction():
+            record_schema_change(self.conn, migration_id, record)
 
     def close(self) -> None:
         self.conn.close()

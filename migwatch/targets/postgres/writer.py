@@ -25,10 +25,16 @@ from migwatch.schema_changes import (
     NULLABLE,
     WIDENED,
     ColumnChange,
+    SchemaChange,
     TableStopped,
     differences,
 )
-from migwatch.targets.postgres.positions import OFFSETS, POSITIONS, ensure_tables
+from migwatch.targets.postgres.positions import (
+    OFFSETS,
+    POSITIONS,
+    ensure_tables,
+    record_schema_change,
+)
 
 log = logging.getLogger("migwatch.applier")
 
@@ -87,6 +93,12 @@ class PostgresWriter:
 
     def abandon(self) -> None:
         self.conn.rollback()
+
+    def record_schema_change(self, record: SchemaChange) -> None:
+        with pg.translated("target: record a schema change"):
+            self._live()
+            with self.conn.transaction():
+                record_schema_change(self.conn, self.mid, record)
 
     def target_row(self, table: str, op: str, key: tuple[Any, ...], row: dict[str, Any],
                    old_key: tuple[Any, ...] | None) -> dict[str, Any]:
@@ -203,16 +215,18 @@ class PostgresWriter:
                 elif ch.kind == NULLABLE:
                     self.conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL")
                                       .format(ident, col))
-            stage = self._stage.pop(table, None)
-            if stage is not None:  # its shape is the old one
-                self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage))
+            # the staging table has the old shape — also one the dict forgot after a rollback
+            # (a temp table created in an earlier, committed transaction outlives it)
+            self._stage.pop(table, None)
+            self.conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(
+                self._stage_name(table)))
 
     def _staging(self, table: str) -> sql.Identifier:
         ident = self._stage.get(table)
         if ident is None:
             # a stable name per table: temp tables outlive the transactions that use them (only
             # their rows go at commit), so a name must never be reused for another table's shape
-            ident = sql.Identifier(f"migwatch_stage_{self._table_index[table]}")
+            ident = self._stage_name(table)
             self.conn.execute(sql.SQL(
                 "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS"
             ).format(ident, sql.Identifier(*self._target_name(table))))
@@ -220,6 +234,9 @@ class PostgresWriter:
                 ident, sql.Identifier(self.UNCHANGED_COLUMN)))
             self._stage[table] = ident
         return ident
+
+    def _stage_name(self, table: str) -> sql.Identifier:
+        return sql.Identifier(f"migwatch_stage_{self._table_index[table]}")
 
     def _target_name(self, table: str) -> tuple[str, str]:
         return self.tables[table].target_parts
