@@ -14,6 +14,11 @@ Everything is idempotent, so running the stage again for the same `migration_id`
 connector is left unchanged, the running applier alone, and a snapshot already done returns at
 once. The applier keeps running after the stage (until cutover or `migwatch teardown`).
 
+A table added to the spec of a running migration is added to the connector (Debezium adds it to
+the publication), created on the target and loaded by Debezium's incremental snapshot while the
+other tables keep streaming — followed like the initial snapshot; the applier restarts to read
+it. A table taken out of the spec is no longer captured (its target table stays as it is).
+
 A fresh start (no connector or slot for the id: a first run, or a rerun after teardown) refuses
 target tables that already hold rows — loading on top would mix them with the new snapshot —
 unless `reset_target` empties them first; a resume ignores `reset_target`.
@@ -31,11 +36,13 @@ from migwatch.config import check_migration_id, load_spec
 from tasks.capture import (
     ensure_connector,
     ensure_fresh_target,
+    load_added_tables,
     preflight,
     prepare_source,
     prepare_target_schema,
+    table_changes,
 )
-from tasks.migrate import ensure_applier, follow_snapshot, push_metrics
+from tasks.migrate import ensure_applier, follow_snapshot, push_metrics, stop_applier
 from tasks.migrations import migrations_up
 
 #: spare time the follow task gets beyond the spec's own snapshot bound
@@ -60,10 +67,16 @@ def migrate(spec_path: str, migration_id: str, reset_target: bool = False) -> di
         migrations = migrations_up(spec) if spec.migrations is not None else None
         heartbeat = prepare_source(spec, migration_id)
         loading_since = time.time()
+        tables = table_changes(spec, migration_id)
         connector = ensure_connector(spec, migration_id)
+        if tables["added"] or tables["removed"]:
+            stop_applier(spec, migration_id)  # it starts again with the spec's tables
         applier = ensure_applier(spec_path, migration_id)
+        if tables["added"]:
+            load_added_tables(spec, migration_id, tables["added"])
         resumed = connector["action"] == "unchanged" and applier["action"] != "started"
-        snapshot = follow(spec, migration_id, since=None if resumed else loading_since)
+        snapshot = follow(spec, migration_id, since=None if resumed else loading_since,
+                          incremental=tables["added"])
     push_metrics(spec, migration_id)
 
     get_run_logger().info("migrate %s: snapshot %s (%d rows); connector %s, applier %s (%s)",
@@ -78,6 +91,8 @@ def migrate(spec_path: str, migration_id: str, reset_target: bool = False) -> di
         "migrations": migrations,
         "heartbeat_table": heartbeat,
         "connector": connector,
+        "tables_added": tables["added"],
+        "tables_removed": tables["removed"],
         "applier": applier,
         "snapshot": {k: v for k, v in snapshot.items() if k != "tables"},
         "tables": {name: {"rows_loaded": t["rows"], "seconds": t["seconds"],

@@ -52,7 +52,7 @@ from migwatch.consuming import (
 from migwatch.decoding import SkipEvent
 from migwatch.errors import MigwatchError, PermanentError, TransientError
 from migwatch.events import EventReader
-from migwatch.following import SchemaFollower
+from migwatch.following import IncrementalSnapshots, SchemaFollower
 from migwatch.schema_changes import TableStopped
 from migwatch.targets import engine_for
 from migwatch.targets.base import Writer
@@ -94,6 +94,7 @@ class Applier:
         self.engine = engine_for(spec)
         self.events = EventReader(self.tables, self.engine)
         self.schema = SchemaFollower(self)
+        self.snapshots = IncrementalSnapshots(self.mid, self.tables)
         self.events.on_schema_change = self.schema.follow
         #: the writer, once made
         self.writer: Writer | None = None
@@ -193,6 +194,7 @@ class Applier:
                     self._outage.wait("kafka", exc)
                     continue
                 if not records:
+                    self.snapshots.follow(consumer, writer)
                     if idle_exit_seconds is not None and \
                             time.monotonic() - idle_since > idle_exit_seconds:
                         break
@@ -215,6 +217,7 @@ class Applier:
                 self._outage.ok()
                 if batch.offsets:
                     self._commit(consumer, batch.offsets, listener)
+                self.snapshots.follow(consumer, writer, batch.scanned)
                 for tp, (offset, stopped) in batch.held.items():
                     log.info("applier %s: %s waits at %s[%d]@%d", self.mid, stopped.table,
                              tp.topic, tp.partition, offset)
@@ -251,7 +254,8 @@ class Applier:
         listener = SeekToStored(consumer, writer)
         try:
             with kafka_conn.translated("subscribe"):
-                consumer.subscribe(topics=[*self.topics, names.heartbeat_topic(self.mid)],
+                consumer.subscribe(topics=[*self.topics, names.heartbeat_topic(self.mid),
+                                           names.notification_topic(self.mid)],
                                    listener=listener)
         except MigwatchError:
             close_quietly(consumer)
@@ -388,12 +392,17 @@ class Applier:
         bad: list[tuple[Any, SkipEvent]] = []
         changes: list[tuple[Any, Change]] = []
         hb_topic = names.heartbeat_topic(self.mid)
+        notices = names.notification_topic(self.mid)
         kept = []
         for rec in records:
             tp = TopicPartition(rec.topic, rec.partition)
             if tp in batch.held:
                 continue  # read again once its table continues
-            if rec.topic != hb_topic:
+            if rec.topic == notices:
+                scanned = self.snapshots.scanned(rec.value)
+                if scanned is not None:
+                    batch.scanned.add(scanned)
+            elif rec.topic != hb_topic:
                 try:
                     ch = self.decode(rec)
                 except SkipEvent as exc:

@@ -73,6 +73,8 @@ class Batch:
     #: partitions whose table stopped at a schema change its target does not follow: the
     #: offset of the first event that needs it (the batch holds the events before it), and why
     held: dict[TopicPartition, tuple[int, TableStopped]] = field(default_factory=dict)
+    #: tables whose incremental snapshot Debezium says it has read to the end
+    scanned: set[str] = field(default_factory=set)
 
     def add(self, ch: Change) -> None:
         t = ch.table.source

@@ -11,9 +11,11 @@ running state lives only in PostgreSQL (slot, publication), Kafka Connect and Ka
 
 from __future__ import annotations
 
+import json
 import re
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,6 +173,13 @@ def include_list(spec: MigrationSpec) -> str:
     return ",".join(table_regex(s, t) for s, t in captured_tables(spec))
 
 
+def signal_collection(spec: MigrationSpec, migration_id: str) -> str:
+    """`signal.data.collection`: the migration's signal table, `schema.table` (beside the
+    heartbeat table)."""
+    schema, _ = heartbeat_table(spec)
+    return f"{schema}.{names.signal_table(migration_id)}"
+
+
 def heartbeat_query(spec: MigrationSpec, migration_id: str) -> str:
     """The upsert Debezium runs on the source at every heartbeat, so this migration's row moves
     (and the slot advances) even when no included table changes."""
@@ -209,6 +218,12 @@ def connector_config(spec: MigrationSpec, migration_id: str) -> dict[str, str]:
         "publish.via.partition.root": "true",
         "table.include.list": include_list(spec),
         "snapshot.mode": "initial",
+        # a table added to a running migration is loaded by an incremental snapshot, asked for
+        # with a row in the migration's signal table; its progress arrives as notifications
+        "signal.enabled.channels": "source",
+        "signal.data.collection": signal_collection(spec, migration_id),
+        "notification.enabled.channels": "sink",
+        "notification.sink.topic.name": names.notification_topic(migration_id),
         "heartbeat.interval.ms": str(spec.connect.heartbeat_interval_ms),
         "heartbeat.action.query": heartbeat_query(spec, migration_id),
         "skipped.operations": "none",
@@ -249,8 +264,92 @@ def prepare_source(spec: MigrationSpec, migration_id: str) -> str:
             "INSERT INTO {} (migration_id, beat_at, writer) VALUES (%s, now(), 'migwatch') "
             "ON CONFLICT (migration_id) DO NOTHING").format(sql.Identifier(schema, table)),
             [migration_id])
+        # Debezium's signal table, in the shape its documentation gives
+        conn.execute(sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (id varchar(42) PRIMARY KEY, type varchar(32) "
+            "NOT NULL, data varchar(2048))").format(
+            sql.Identifier(schema, names.signal_table(migration_id))))
         conn.commit()
     return f"{schema}.{table}"
+
+
+@dataclass(frozen=True)
+class TableChanges:
+    """How the spec's tables differ from what the migration's publication captures: tables
+    added to a running migration (loaded by an incremental snapshot) and tables taken out."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+
+def table_changes(spec: MigrationSpec, migration_id: str) -> TableChanges:
+    """Compare the spec's tables with the publication's (none before the first run)."""
+    publication = names.publication_name(migration_id)
+    with connect_endpoint(spec.source, "source", autocommit=True) as conn, \
+            translated("source: read the publication's tables"):
+        if conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s",
+                        [publication]).fetchone() is None:
+            return TableChanges()
+        rows = conn.execute("SELECT schemaname, tablename FROM pg_publication_tables "
+                            "WHERE pubname = %s", [publication]).fetchall()
+        captured = {(str(a), str(b)) for a, b in rows}
+        schema, _ = heartbeat_table(spec)
+        captured -= {heartbeat_table(spec), (schema, names.signal_table(migration_id))}
+        wanted = {(t.schema_name, t.name): t.source for t in spec.tables}
+        added = [(k, v) for k, v in wanted.items() if k not in captured]
+        keyless = [v for k, v in added if conn.execute(
+            "SELECT 1 FROM pg_index WHERE indrelid = to_regclass(%s) AND indisprimary",
+            [sql.Identifier(*k).as_string(conn)]).fetchone() is None]
+    if keyless:
+        raise ConfigError(
+            f"cannot add {', '.join(keyless)} to the running migration {migration_id}: "
+            "Debezium's incremental snapshot reads a table in primary-key order, and it has "
+            "no primary key; start a migration with it (a new migration id) or give it one",
+            field="tables")
+    unheld = [v for (schema_, table), v in added if not snapshot_name_ok(schema_, table)]
+    if unheld:
+        raise ConfigError(
+            f"cannot add {', '.join(unheld)} to the running migration {migration_id}: "
+            "Debezium's incremental snapshot keeps a table's name unquoted in its offsets, "
+            "and a name with whitespace, a dot or a double quote does not read back (the "
+            "connector's task fails); start a migration with it (a new migration id, whose "
+            "initial snapshot takes any name) or rename it", field="tables")
+    return TableChanges(
+        added=tuple(sorted(v for _, v in added)),
+        removed=tuple(sorted(f"{a}.{b}" for a, b in captured - wanted.keys())))
+
+
+def snapshot_name_ok(schema: str, table: str) -> bool:
+    """Whether Debezium's incremental snapshot can hold a table of this name (checked on the
+    stack against Debezium's own table-id parser: whitespace fails, a dot splits the name)."""
+    return not any(ch.isspace() or ch in '."' for ch in schema + table)
+
+
+def debezium_table_id(schema: str, table: str) -> str:
+    """A table as Debezium's `execute-snapshot` signal takes it: each part in double quotes.
+    Debezium reads an entry as a regex first and, when it matches no table, parses it as a
+    table id; a quoted entry never matches as a regex (table ids print without quotes), so it
+    names exactly its table, whatever its case or characters (`snapshot_name_ok` says which
+    names the snapshot can hold at all)."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in (schema, table))
+
+
+def request_snapshot(spec: MigrationSpec, migration_id: str, tables: Sequence[str]) -> str:
+    """Ask the connector for an incremental snapshot of `tables` (spec names): one row in the
+    migration's signal table. Returns the signal's id."""
+    by_source = {t.source: t for t in spec.tables}
+    collections = [debezium_table_id(by_source[t].schema_name, by_source[t].name)
+                   for t in tables]
+    signal_id = str(uuid.uuid4())
+    schema, _ = heartbeat_table(spec)
+    with connect_endpoint(spec.source, "source") as conn, \
+            translated("source: signal an incremental snapshot"):
+        conn.execute(sql.SQL("INSERT INTO {} (id, type, data) VALUES (%s, %s, %s)").format(
+            sql.Identifier(schema, names.signal_table(migration_id))),
+            [signal_id, "execute-snapshot",
+             json.dumps({"data-collections": collections, "type": "incremental"})])
+        conn.commit()
+    return signal_id
 
 
 # ---------------------------------------------------------------------------- target data
@@ -467,6 +566,8 @@ def _drop_slot_and_publication(spec: MigrationSpec, migration_id: str,
                                        [publication]).fetchone() is not None
         conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(
             sql.Identifier(publication)))
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(
+            heartbeat_table(spec)[0], names.signal_table(migration_id))))
     return dropped_slot, had_publication
 
 

@@ -10,9 +10,11 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from psycopg import sql
 
 from migwatch import metrics, names
+from migwatch.batches import Batch
 from migwatch.config import TableSpec
 from migwatch.connectors import postgres as pg
 from migwatch.errors import MigwatchError
@@ -27,6 +29,7 @@ from migwatch.schema_changes import (
 
 if TYPE_CHECKING:
     from migwatch.applier import Applier
+    from migwatch.targets.base import Writer
 
 log = logging.getLogger("migwatch.applier")
 
@@ -165,3 +168,68 @@ def _existing_rows_values(conn: Any, table: TableSpec, info: pg.TableInfo) -> di
         if row is not None and row[0] is not None:
             out[name] = row[0]
     return out
+
+
+class IncrementalSnapshots:
+    """A table added to a running migration is loaded by Debezium's incremental snapshot, whose
+    end arrives as a notification (`TABLE_SCAN_COMPLETED`) on its own topic — read side by side
+    with the table's, so possibly before the table's last snapshot rows are applied. The table
+    is marked done (its position row's `snapshot_done`, as the initial snapshot's last record
+    does) once the target's stored offsets reach its topic's end as read after the
+    notification: every snapshot row is in there by then."""
+
+    def __init__(self, migration_id: str, tables: list[TableSpec]) -> None:
+        self.mid = migration_id
+        self.by_name = {f"{t.schema_name}.{t.name}": t.source for t in tables}
+        #: tables scanned to the end, with the end offsets of their topic then (None: to read)
+        self.pending: dict[str, dict[Any, int] | None] = {}
+
+    def scanned(self, value: bytes | None) -> str | None:
+        """The table a notification says Debezium's incremental snapshot read to its end."""
+        try:
+            doc = orjson.loads(value or b"null")
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(doc, dict) or doc.get("aggregate_type") != "Incremental Snapshot" \
+                or doc.get("type") != "TABLE_SCAN_COMPLETED":
+            return None
+        data = doc.get("additional_data") or {}
+        if data.get("status") not in (None, "SUCCEEDED", "EMPTY"):
+            log.error("applier %s: incremental snapshot of %s ended %s", self.mid,
+                      data.get("scanned_collection"), data.get("status"))
+            return None
+        return self.by_name.get(str(data.get("scanned_collection") or ""))
+
+    def follow(self, consumer: Any, writer: Writer, scanned: set[str] | None = None) -> None:
+        """Note newly `scanned` tables' topic ends; mark done those the target has reached (a
+        broker or target that is away: next time — the table waits, nothing is lost)."""
+        for table in scanned or ():
+            self.pending[table] = None
+            log.info("applier %s: Debezium read %s to its end; done once its topic is applied",
+                     self.mid, table)
+        try:
+            self._follow(consumer, writer)
+        except Exception as exc:  # noqa: BLE001 - retried at the next batch or idle poll
+            log.warning("applier %s: incremental snapshot progress not recorded yet: %s",
+                        self.mid, exc)
+
+    def _follow(self, consumer: Any, writer: Writer) -> None:
+        from kafka import TopicPartition
+
+        if not self.pending:
+            return
+        for table, known in self.pending.items():
+            if known is None:
+                topic = names.table_topic(self.mid, table)
+                parts = [TopicPartition(topic, p)
+                         for p in consumer.partitions_for_topic(topic) or ()]
+                self.pending[table] = consumer.end_offsets(parts) if parts else {}
+        ends_of = {t: e for t, e in self.pending.items() if e is not None}
+        stored = writer.stored_offsets([tp for ends in ends_of.values() for tp in ends])
+        done = {t for t, ends in ends_of.items()
+                if all(stored.get(tp, 0) >= end for tp, end in ends.items())}
+        if done:
+            writer.apply(Batch(snapshot_done=set(done)))
+            for t in done:
+                del self.pending[t]
+                log.warning("applier %s: table %s loaded (incremental snapshot)", self.mid, t)

@@ -4,6 +4,8 @@
     topic prefix     migwatch.<id>                     Debezium `topic.prefix`
     table topic      migwatch.<id>.<schema>.<table>    change events of one source table
     heartbeat topic  __debezium-heartbeat.migwatch.<id>
+    notifications    migwatch.<id>.notifications       Debezium's (incremental snapshot progress)
+    signal table     migwatch_signal_<id, - as _>      on the source, beside the heartbeat table
     DLQ topic        migwatch.<id>.dlq                 (spec.kafka.dlq_topic overrides)
     consumer group   migwatch-<id>                     the CDC applier
     slot/publication migwatch_<id with - as _>         PostgreSQL replication slot and publication
@@ -61,6 +63,17 @@ def sanitized_topic(name: str) -> str:
 
 def heartbeat_topic(migration_id: str) -> str:
     return f"__debezium-heartbeat.{topic_prefix(migration_id)}"
+
+
+def notification_topic(migration_id: str) -> str:
+    """Debezium's notifications (an incremental snapshot's progress) for the migration."""
+    return f"{topic_prefix(migration_id)}.notifications"
+
+
+def signal_table(migration_id: str) -> str:
+    """The migration's Debezium signal table on the source (beside the heartbeat table): a row
+    inserted there asks the connector for an incremental snapshot of a table added later."""
+    return f"migwatch_signal_{pg_name(migration_id)}"
 
 
 def consumer_group(migration_id: str) -> str:

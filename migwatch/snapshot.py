@@ -345,15 +345,18 @@ def consumed_tables(spec: MigrationSpec, migration_id: str, tables: Iterable[str
     return {t for topic, t in topics.items() if topic not in busy}
 
 
-def read_progress(spec: MigrationSpec, migration_id: str,
-                  tables: Iterable[str]) -> tuple[dict[str, Applied], set[str]]:
+def read_progress(spec: MigrationSpec, migration_id: str, tables: Iterable[str],
+                  incremental: Collection[str] = ()) -> tuple[dict[str, Applied], set[str]]:
     """One reading: the position rows, and — once the whole snapshot is marked done — which of
     `tables` without a mark of their own have nothing left in their topic. The end offsets are
-    read after the end mark was seen, so every snapshot record is already in them."""
+    read after the end mark was seen, so every snapshot record is already in them. Tables
+    loaded by an incremental snapshot (`incremental`) are done by their own mark only: the
+    initial snapshot's end says nothing of them."""
     applied = applied_snapshot(spec, migration_id)
     consumed: set[str] = set()
     if applied.get(names.ALL_TABLES, Applied()).done:
-        unmarked = [t for t in tables if not applied.get(t, Applied()).done]
+        unmarked = [t for t in tables if not applied.get(t, Applied()).done
+                    and t not in incremental]
         consumed = consumed_tables(spec, migration_id, unmarked)
     return applied, consumed
 
@@ -368,9 +371,11 @@ def export(progress: SnapshotProgress) -> None:
 def follow(spec: MigrationSpec, migration_id: str, since: float | None = None,
            on_poll: Callable[[SnapshotProgress], None] | None = None,
            timeout: float | None = None, interval: float | None = None,
-           applier_grace: float = APPLIER_GRACE_SECONDS) -> SnapshotProgress:
+           applier_grace: float = APPLIER_GRACE_SECONDS,
+           incremental: Collection[str] = ()) -> SnapshotProgress:
     """Poll the applied positions until every table's snapshot is done; returns the last
-    progress. Returns at once when it was already done (a resumed run).
+    progress. Returns at once when it was already done (a resumed run). `incremental`:
+    tables added to a running migration (`read_progress`).
 
     `since` (epoch seconds) is when this run began loading — see `SnapshotTracker`. A failed
     reading is skipped (up to `MAX_READ_FAILURES` in a row). It raises TransientError, naming
@@ -387,7 +392,8 @@ def follow(spec: MigrationSpec, migration_id: str, since: float | None = None,
     failures = 0
     while True:
         try:
-            applied, consumed = read_progress(spec, migration_id, tracker.estimates)
+            applied, consumed = read_progress(spec, migration_id, tracker.estimates,
+                                              incremental)
             failures = 0
         except TransientError as exc:
             failures += 1

@@ -112,3 +112,33 @@ def teardown(spec: MigrationSpec, migration_id: str, delete_topics: bool = False
             result.connector, result.slot, result.publication, result.consumer_group)),
         len(result.topics), result.positions)
     return asdict(result)
+
+
+@task(name="capture-table-changes", timeout_seconds=60, **_RETRIES)
+def table_changes(spec: MigrationSpec, migration_id: str) -> dict[str, list[str]]:
+    """Tables the spec adds to a running migration, and tables it no longer has (read before
+    the connector's new configuration changes the publication)."""
+    found = capture.table_changes(spec, migration_id)
+    log = get_run_logger()
+    if found.added:
+        log.info("tables added to migration %s: %s — loaded by an incremental snapshot while "
+                 "the others keep streaming", migration_id, ", ".join(found.added))
+    if found.removed:
+        log.warning("tables no longer in the spec of migration %s: %s — no longer captured; "
+                    "their target tables are left as they are", migration_id,
+                    ", ".join(found.removed))
+    return {"added": list(found.added), "removed": list(found.removed)}
+
+
+@task(name="capture-load-added-tables", timeout_seconds=120, **_RETRIES)
+def load_added_tables(spec: MigrationSpec, migration_id: str, tables: list[str]) -> str:
+    """Ask Debezium for an incremental snapshot of tables added to a running migration (their
+    stale position rows, from an earlier time in the spec, go first)."""
+    from migwatch.targets import engine_for
+
+    with engine_for(spec).session("migwatch-migrate") as session:
+        session.clear_table_positions(migration_id, tables)
+    signal = capture.request_snapshot(spec, migration_id, tables)
+    get_run_logger().info("incremental snapshot of %s requested (signal %s)",
+                          ", ".join(tables), signal)
+    return signal

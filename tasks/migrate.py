@@ -201,13 +201,15 @@ def _cancel_runs(run_ids: list[str]) -> None:
 
 # ------------------------------------------------------------------------------ the snapshot
 @task(name="follow-snapshot", cache_policy=NO_CACHE)
-def follow_snapshot(spec: MigrationSpec, migration_id: str,
-                    since: float | None = None) -> dict[str, Any]:
+def follow_snapshot(spec: MigrationSpec, migration_id: str, since: float | None = None,
+                    incremental: list[str] | None = None) -> dict[str, Any]:
     """Follow the initial snapshot table by table until it is complete (bounded by
     `spec.snapshot.timeout_seconds`); per-table rows loaded and seconds, rows/s, ETA.
-    `since` (epoch seconds): when this run began loading; None when it resumed one."""
+    `since` (epoch seconds): when this run began loading; None when it resumed one.
+    `incremental`: tables added to a running migration, loaded by an incremental snapshot."""
     board = _SnapshotBoard(spec, migration_id)
-    progress = snapshot.follow(spec, migration_id, since=since, on_poll=board.update)
+    progress = snapshot.follow(spec, migration_id, since=since, on_poll=board.update,
+                               incremental=incremental or ())
     board.finish(progress)
     return progress.to_dict()
 

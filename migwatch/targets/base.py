@@ -133,6 +133,11 @@ class TargetSession(ABC):
         many were removed."""
 
     @abstractmethod
+    def clear_table_positions(self, migration_id: str, tables: Sequence[str]) -> int:
+        """Remove the position rows of `tables` (a table added again starts its load afresh);
+        how many were removed."""
+
+    @abstractmethod
     def schema_changes(self, migration_id: str) -> list[SchemaChange]:
         """The migration's schema-change history, oldest first."""
 

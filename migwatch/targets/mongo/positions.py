@@ -100,6 +100,12 @@ class MongoSession(TargetSession):
         with mongo.translated("target: clear applied positions"):
             return clear_positions(self.db, migration_id)
 
+    def clear_table_positions(self, migration_id: str, tables: Sequence[str]) -> int:
+        with mongo.translated("target: clear positions of tables"):
+            return int(self.db[names.POSITION_COLLECTION].delete_many(
+                {"_id.migration_id": migration_id, "_id.table_name": {"$in": list(tables)}}
+            ).deleted_count)
+
     def schema_changes(self, migration_id: str) -> list[SchemaChange]:
         return read_schema_changes(self.db, migration_id)
 

@@ -134,6 +134,14 @@ class PostgresSession(TargetSession):
         with pg.translated("target: clear applied positions"), self.conn.transaction():
             return clear_positions(self.conn, migration_id)
 
+    def clear_table_positions(self, migration_id: str, tables: Sequence[str]) -> int:
+        with pg.translated("target: clear positions of tables"):
+            if not pg.table_exists(self.conn, names.POSITION_SCHEMA, names.POSITION_TABLE):
+                return 0
+            return int(self.conn.execute(sql.SQL(
+                "DELETE FROM {} WHERE migration_id = %s AND table_name = ANY(%s)").format(
+                POSITIONS), [migration_id, list(tables)]).rowcount)
+
     def schema_changes(self, migration_id: str) -> list[SchemaChange]:
         return read_schema_changes(self.conn, migration_id)
 
