@@ -310,3 +310,20 @@ def test_dead_letters_are_acknowledged_before_the_offsets_past_them_are_stored(
     finally:
         dlq.close(timeout=5)
         writer.close()
+
+
+def test_an_unchanged_toasted_value_of_a_not_null_column_keeps_its_value(
+        streaming: Callable[..., MigrationSpec], source_db: PgDatabase,
+        target_db: PgDatabase) -> None:
+    """An update that leaves a TOASTed NOT NULL column out (Debezium's placeholder): the
+    target keeps its value."""
+    with source_db.connect() as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, big text NOT NULL, n int)")
+        conn.execute("ALTER TABLE t ALTER COLUMN big SET STORAGE EXTERNAL")
+    streaming(["public.t"])
+    with source_db.connect() as conn:
+        conn.execute("INSERT INTO t SELECT g, repeat(md5(g::text), 400), g "
+                     "FROM generate_series(1, 5) g")
+        conn.commit()
+        conn.execute("UPDATE t SET n = n + 100")
+    wait_equal(source_db, target_db, [("public", "t")])

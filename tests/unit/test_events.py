@@ -97,3 +97,15 @@ def test_events_written_before_a_column_was_dropped_land_without_it() -> None:
     r.on_schema_change = lambda table: pytest.fail("the dropped column is known")
     older = r.decode(record({"id": 1, "a": "x", "gone": "g"}))
     assert older is not None and older.row == {"id": 1, "a": "x"}
+
+
+def test_a_field_the_source_no_longer_has_is_left_out_not_dead_lettered() -> None:
+    """A column added and dropped again before its events were read: the source's catalog has
+    it no more, the target never had it — the rest of the row lands."""
+    r = reader(Column("id", "integer", True), Column("a", "text", False))
+    calls: list[str] = []
+    r.on_schema_change = lambda table: calls.append(table) is None and False  # nothing new
+    ch = r.decode(record({"id": 1, "a": "x", "brief": "gone since"}))
+    assert ch is not None and ch.row == {"id": 1, "a": "x"} and calls == ["public.t"]
+    again = r.decode(record({"id": 2, "a": "y", "brief": "z"}))
+    assert again is not None and again.row == {"id": 2, "a": "y"} and calls == ["public.t"]

@@ -227,8 +227,11 @@ class PostgresWriter:
             # a stable name per table: temp tables outlive the transactions that use them (only
             # their rows go at commit), so a name must never be reused for another table's shape
             ident = self._stage_name(table)
+            # the target's columns without their NOT NULL: a row that leaves a column out (an
+            # unchanged TOASTed value, a column added after the event) holds NULL there
             self.conn.execute(sql.SQL(
-                "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS"
+                "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS "
+                "SELECT * FROM {} WITH NO DATA"
             ).format(ident, sql.Identifier(*self._target_name(table))))
             self.conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} text[]").format(
                 ident, sql.Identifier(self.UNCHANGED_COLUMN)))
