@@ -309,7 +309,8 @@ def test_a_table_added_to_a_running_migration_is_loaded_while_the_others_stream(
     assert out["tables_added"] == ["public.AddedLäter"] and out["tables_removed"] == []
     assert out["connector"]["action"] == "updated"
     assert out["snapshot"]["done"] and "public.AddedLäter" in out["tables"]
-    assert out["tables"]["public.AddedLäter"]["rows_loaded"] >= 5000
+    # the writes delete rows while it loads: fewer than 5,000 may be read; equal is what counts
+    assert out["tables"]["public.AddedLäter"]["rows_loaded"] > 4000
     wait_equal(source_db, target_db, [("public", "a"), ("public", "AddedLäter")])
 
     # a name Debezium's incremental snapshot cannot hold is refused before anything changes

@@ -169,7 +169,9 @@ def test_a_partitioned_table_arrives_whole_through_its_root(
         published = {r[0] for r in conn.execute(
             "SELECT tablename FROM pg_publication_tables WHERE pubname = %s",
             [names.publication_name(migration_id)])}
-    assert pub == (True,) and published == {"events", "migwatch_heartbeat"}
+    # and Debezium's signal table, which it adds itself (tables added later load through it)
+    assert pub == (True,) and published == {"events", "migwatch_heartbeat",
+                                             names.signal_table(migration_id)}
     admin = KafkaAdminClient(bootstrap_servers=stack.address("kafka"))
     try:
         topics = {t for t in admin.list_topics() if t.startswith(
@@ -177,7 +179,8 @@ def test_a_partitioned_table_arrives_whole_through_its_root(
     finally:
         admin.close()
     assert topics == {names.table_topic(migration_id, "public.events"),
-                      names.table_topic(migration_id, "public.migwatch_heartbeat")}
+                      names.table_topic(migration_id, "public.migwatch_heartbeat"),
+                      names.notification_topic(migration_id)}  # Debezium's notifications
 
 
 def test_target_columns_keep_the_source_collations(
@@ -324,9 +327,9 @@ def test_odd_names_pass_preflight_and_get_the_topics_debezium_names(
     finally:
         admin.close()
     heartbeat = names.table_topic(migration_id, "public.migwatch_heartbeat")
-    assert made == {*wanted, heartbeat}
+    assert made == {*wanted, heartbeat, names.notification_topic(migration_id)}
     print("\n" + "\n".join(f"{s}.{t} -> {topic}" for topic, (s, t) in sorted(wanted.items())))
     with psycopg.connect(source_db.dsn) as conn:  # the publication lists each table once
         published = conn.execute("SELECT count(*) FROM pg_publication_tables WHERE pubname = %s",
                                  [names.publication_name(migration_id)]).fetchone()
-    assert published == (len(ODD) + 1,)
+    assert published == (len(ODD) + 2,)  # with the heartbeat and the signal table
