@@ -48,7 +48,7 @@ _POLL_SECONDS = 0.5
 __all__ = [
     "ConnectorResult", "ConnectorStatus", "FreshTarget", "SchemaResult", "TaskStatus",
     "TeardownResult", "captured_tables", "clear_positions", "connector_config",
-    "connector_status", "ensure_connector", "ensure_fresh_target",
+    "connector_status", "restart_failed", "ensure_connector", "ensure_fresh_target",
     "heartbeat_table", "include_list", "prepare_source", "prepare_target_schema",
     "redacted_config", "table_regex", "teardown",
 ]
@@ -428,6 +428,14 @@ def connector_status(spec: MigrationSpec, migration_id: str) -> ConnectorStatus:
     with ConnectClient(spec.connect.url) as client:
         client.get_config(name)  # learns the stored secrets, so no trace can show them
         return _status(client, name)
+
+
+def restart_failed(spec: MigrationSpec, migration_id: str) -> bool:
+    """Ask Connect to restart the connector's FAILED instances only (connector and tasks; the
+    running ones are left alone); False when the connector does not exist."""
+    with ConnectClient(spec.connect.url) as client:
+        return client.restart(names.connector_name(migration_id), include_tasks=True,
+                              only_failed=True)
 
 
 def _status(client: ConnectClient, name: str) -> ConnectorStatus:

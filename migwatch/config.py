@@ -312,6 +312,26 @@ class SnapshotSpec(_Model):
     poll_interval_seconds: float = Field(default=2, gt=0)
 
 
+class SupervisionSpec(_Model):
+    """How the local supervisor keeps the applier and the connector's tasks running: a process
+    that dies is started again after a backoff (doubling from `backoff_initial_seconds` to
+    `backoff_max_seconds`, with jitter); more than `max_restarts` restarts of one component
+    within `window_seconds` means a permanent fault — it stops restarting and notifies critical."""
+
+    max_restarts: int = Field(default=5, ge=0)
+    window_seconds: float = Field(default=600, gt=0)
+    backoff_initial_seconds: float = Field(default=1, gt=0)
+    backoff_max_seconds: float = Field(default=60, gt=0)
+    #: how often the connector's tasks are checked for a FAILED one
+    check_interval_seconds: float = Field(default=15, gt=0)
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> SupervisionSpec:
+        if self.backoff_initial_seconds > self.backoff_max_seconds:
+            raise ValueError("backoff_initial_seconds must not exceed backoff_max_seconds")
+        return self
+
+
 class MetricsSpec(_Model):
     port: int = Field(default=0, ge=0, le=65535)  # 0: pick a free port
     pushgateway_url: str = "http://127.0.0.1:9091"
@@ -334,6 +354,7 @@ class MigrationSpec(_Model):
     notifications: NotificationsSpec = Field(default_factory=NotificationsSpec)
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     snapshot: SnapshotSpec = Field(default_factory=SnapshotSpec)
+    supervision: SupervisionSpec = Field(default_factory=SupervisionSpec)
 
     @field_validator("tables", mode="before")
     @classmethod

@@ -95,6 +95,16 @@ APPLIER_OUTAGES = Counter(
     "Times the applier lost a dependency (source, target, kafka) and waited for it.",
     ["migration_id", "dependency"], registry=REGISTRY,
 )
+RESTARTS = Counter(
+    "migwatch_restarts_total",
+    "Restarts by the supervisor: an applier process that died, a FAILED connector task.",
+    ["migration_id", "component"], registry=REGISTRY,
+)
+SUPERVISOR_GAVE_UP = Gauge(
+    "migwatch_supervisor_gave_up",
+    "1 when a component failed more often than its restart budget allows and is left down.",
+    ["migration_id", "component"], registry=REGISTRY,
+)
 SCHEMA_CHANGES = Counter(
     "migwatch_schema_changes_total",
     "Source schema changes the applier saw, by whether the target followed or the table stopped.",

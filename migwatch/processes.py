@@ -79,9 +79,15 @@ def applier_pid(migration_id: str) -> int | None:
     return _pid(migration_id, "applier")
 
 
+def applier_worker_pid(migration_id: str) -> int | None:
+    """The pid of the applier process itself under its supervisor (`applier_pid`)."""
+    return _pid(migration_id, "applier-worker")
+
+
 def start_applier(spec_path: str | os.PathLike[str], migration_id: str,
                   extra_env: dict[str, str] | None = None) -> int:
-    """Start `migwatch apply` in the background unless it already runs; return its pid."""
+    """Start `migwatch apply` (a supervisor that runs the applier and starts it again when it
+    dies) in the background unless it already runs; return the supervisor's pid."""
     return _start(migration_id, "applier", [
         "apply", str(Path(spec_path).resolve()), "--migration-id", migration_id], extra_env)
 

@@ -254,22 +254,28 @@ def test_applier_killed_mid_stream_resumes_without_loss_or_duplicates(
     spec = cdc(target_db, size=2000)
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(orjson.loads(spec.model_dump_json(exclude_none=True))))
-    pid = processes.start_applier(spec_file, migration_id)
+    supervisor = processes.start_applier(spec_file, migration_id)
     processes.wait_applier_running(spec, migration_id, timeout=90)
+    worker = processes.applier_worker_pid(migration_id)
+    assert worker is not None and worker != supervisor
     writer = threading.Thread(target=workload.run, args=(source_db.dsn,),
                               kwargs={"rate": 300, "duration": 60, "max_operations": 2400})
     writer.start()
     time.sleep(4)
-    os.kill(pid, signal.SIGKILL)  # no chance to commit anything
-    time.sleep(2)
-    assert processes.applier_pid(migration_id) is None
-    processes.start_applier(spec_file, migration_id)
+    os.kill(worker, signal.SIGKILL)  # no chance to commit anything; nobody restarts it by hand
+    wait_until(lambda: [] if processes.applier_worker_pid(migration_id) not in (None, worker)
+               else ["no new worker"], 60, "the supervisor starting the applier again")
+    assert processes.applier_pid(migration_id) == supervisor
     writer.join()
     wait_until(lambda: pg_differences(source_db, target_db, SHOP), 150, "after restart")
+    assert "applier died (killed by signal 9); starting it again" in \
+        (processes.run_dir(migration_id) / "applier.log").read_text()
     # graceful stop: SIGTERM finishes the batch, commits and exits
     assert processes.stop_applier(migration_id, timeout=60)
     log = (processes.run_dir(migration_id) / "applier.log").read_text()
-    assert "stopped after" in log.splitlines()[-1]
+    assert "stopped after" in log, log[-2000:]
+    assert processes.applier_pid(migration_id) is None
+    assert processes.applier_worker_pid(migration_id) is None
     with target_db.connect() as conn:
         dupes = conn.execute(
             "SELECT count(*) - count(DISTINCT (order_id, line_no)) FROM order_items").fetchone()
