@@ -1,7 +1,9 @@
 """cdc-applier: the CDC applier as a long-running flow run — what a `cdc-applier` deployment runs
 under a Prefect worker, started by the migrate stage's `ensure-applier`.
 
-It applies change events until it is stopped, serving metrics and announcing itself to Prometheus
+A crashed or failed run is run again by a Prefect automation (`guard-applier-restarts` makes
+sure it exists, and counts, notifies and bounds the restarts). It applies change events until it
+is stopped, serving metrics and announcing itself to Prometheus
 exactly as `migwatch apply` does (both call `migwatch.applier.serve`). The applier works in a
 thread so that Prefect keeps its own SIGTERM handling in the main thread: when the run is
 cancelled (or the process gets SIGTERM / Ctrl-C), the applier finishes its batch, commits the
@@ -19,7 +21,7 @@ from prefect.exceptions import TerminationSignal
 
 from migwatch.applier import Applier, ApplierStats, serve
 from migwatch.config import MigrationSpec, check_migration_id, load_spec
-from tasks.migrate import APPLIER_FLOW
+from tasks.migrate import APPLIER_FLOW, guard_applier_restarts
 
 #: how long a stopping applier may take to finish its batch before the signal goes on anyway
 STOP_GRACE_SECONDS = 25.0
@@ -30,6 +32,10 @@ def cdc_applier(spec_path: str, migration_id: str, metrics_port: int = 0) -> dic
     """Apply the migration's change events to the target until this run is stopped."""
     check_migration_id(migration_id)
     spec = load_spec(spec_path)
+    guard = guard_applier_restarts(spec, migration_id)
+    if guard["gave_up"]:
+        return {"migration_id": migration_id, "gave_up": True,
+                "recent_failures": guard["recent_failures"]}
     stats = _apply_until_stopped(spec, migration_id, metrics_port)
     get_run_logger().info("applier %s stopped: %d events in %d batches, %d dead-lettered",
                           migration_id, stats.events, stats.batches, stats.dlq)

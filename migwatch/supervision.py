@@ -284,25 +284,35 @@ class Supervisor:
             return None
 
     def _push(self) -> None:
-        try:
-            metrics.push(self.spec.metrics.pushgateway_url, self.migration_id, job=PUSH_JOB)
-        except MigwatchError as exc:
-            log.warning("supervisor %s: metrics push failed (%s)", self.migration_id,
-                        type(exc).__name__)
+        push(self.spec, self.migration_id)
 
     def _notify(self, kind: str, reason: str) -> None:
-        """One message through the blocks the spec names for `kind` (none named: the log only)."""
-        from migwatch.notifications import send
+        notify(self.spec, self.migration_id, kind, reason)
 
-        notice = Notice(kind=kind, migration_id=self.migration_id,
-                        verdict=Verdict.ERROR if kind == "critical" else Verdict.STALLED,
-                        measure=None, value=None, threshold=None, eta_seconds=None,
-                        reasons=(reason,), at=time.time())
-        try:
-            send(notice, self.spec.notifications)
-        except Exception as exc:  # a notification must never stop the supervision
-            log.warning("supervisor %s: notification failed (%s)", self.migration_id,
-                        type(exc).__name__)
+
+def notify(spec: MigrationSpec, migration_id: str, kind: str, reason: str) -> None:
+    """One `warning` or `critical` message about a restart through the blocks the spec names for
+    `kind` (none named: the log only); never raises — a notification must not stop supervision."""
+    from migwatch.notifications import send
+
+    notice = Notice(kind=kind, migration_id=migration_id,
+                    verdict=Verdict.ERROR if kind == "critical" else Verdict.STALLED,
+                    measure=None, value=None, threshold=None, eta_seconds=None,
+                    reasons=(reason,), at=time.time())
+    try:
+        send(notice, spec.notifications)
+    except Exception as exc:
+        log.warning("supervisor %s: notification failed (%s)", migration_id,
+                    type(exc).__name__)
+
+
+def push(spec: MigrationSpec, migration_id: str) -> None:
+    """The restart counters to the Pushgateway (job PUSH_JOB); a failure is logged only."""
+    try:
+        metrics.push(spec.metrics.pushgateway_url, migration_id, job=PUSH_JOB)
+    except MigwatchError as exc:
+        log.warning("supervisor %s: metrics push failed (%s)", migration_id,
+                    type(exc).__name__)
 
 
 def worker_argv(executable: str, spec_path: str, migration_id: str,
@@ -310,4 +320,3 @@ def worker_argv(executable: str, spec_path: str, migration_id: str,
     """The unsupervised applier the supervisor runs."""
     return [executable, "apply", spec_path, "--migration-id", migration_id, "--no-supervise",
             "--metrics-port", str(metrics_port)]
-

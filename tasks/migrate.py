@@ -142,7 +142,8 @@ def _start_deployment_run(deployment_id: UUID, spec_path: str, migration_id: str
 
 
 def _applier_runs(migration_id: str) -> list[str]:
-    """Ids of `cdc-applier` runs for this migration that are scheduled, pending or running."""
+    """Ids of `cdc-applier` runs for this migration that are scheduled, pending or running —
+    by their parameters: a run the restart automation started has no migration tag."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowFilter,
@@ -150,7 +151,6 @@ def _applier_runs(migration_id: str) -> list[str]:
         FlowRunFilter,
         FlowRunFilterState,
         FlowRunFilterStateType,
-        FlowRunFilterTags,
     )
     from prefect.client.schemas.objects import StateType
 
@@ -158,11 +158,123 @@ def _applier_runs(migration_id: str) -> list[str]:
         found = client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[APPLIER_FLOW])),
             flow_run_filter=FlowRunFilter(
-                tags=FlowRunFilterTags(all_=[f"migration:{migration_id}"]),
                 state=FlowRunFilterState(type=FlowRunFilterStateType(
                     any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]))),
-            limit=10)
+            limit=200)
     return [str(r.id) for r in found if r.parameters.get("migration_id") == migration_id]
+
+
+# ------------------------------------------------------------- restarts under Prefect
+#: the automation that runs a crashed or failed `cdc-applier` deployment run again
+def restart_automation_name(deployment_name: str) -> str:
+    return f"migwatch: run {APPLIER_FLOW}/{deployment_name} again when it crashes or fails"
+
+
+def ensure_restart_automation(deployment_id: UUID, deployment_name: str) -> str:
+    """Create, unless it exists, the automation that runs this `cdc-applier` deployment again
+    (same parameters, after 5 s) when one of its runs goes Crashed or Failed — a worker's flow
+    run killed outright is not retried by the flow's own retries. Returns its name."""
+    from datetime import timedelta
+
+    from prefect.automations import (
+        Automation,
+        EventTrigger,
+        Posture,
+        ResourceSpecification,
+        RunDeployment,
+    )
+
+    name = restart_automation_name(deployment_name)
+    try:
+        Automation.read(name=name)  # type: ignore[unused-coroutine]
+        return name
+    except ValueError:
+        pass
+
+    def same(parameter: str) -> dict[str, str]:
+        return {"__prefect_kind": "jinja",
+                "template": f"{{{{ flow_run.parameters['{parameter}'] }}}}"}
+
+    Automation(
+        name=name,
+        description="migwatch: the CDC applier keeps running until cutover or teardown; its "
+                    "runs count the restarts and stop after the spec's restart budget",
+        trigger=EventTrigger(
+            expect={"prefect.flow-run.Crashed", "prefect.flow-run.Failed"},
+            match_related=ResourceSpecification({
+                "prefect.resource.role": "deployment",
+                "prefect.resource.id": f"prefect.deployment.{deployment_id}"}),
+            posture=Posture.Reactive, threshold=1, within=timedelta(0)),
+        actions=[RunDeployment(source="selected", deployment_id=deployment_id,
+                               parameters={"spec_path": same("spec_path"),
+                                           "migration_id": same("migration_id")},
+                               job_variables=None, schedule_after=timedelta(seconds=5))],
+    ).create()
+    return name
+
+
+@task(name="guard-applier-restarts", timeout_seconds=120, cache_policy=NO_CACHE, **_RETRIES)
+def guard_applier_restarts(spec: MigrationSpec, migration_id: str) -> dict[str, Any]:
+    """At the start of a `cdc-applier` deployment run: make sure the restart automation exists,
+    and when this run is one it started, count it (`migwatch_restarts_total`), notify it once —
+    or, when more runs of this migration crashed or failed within the spec's
+    `supervision.window_seconds` than `supervision.max_restarts` allows, give up: notify
+    critical and return `gave_up` so the run ends without applying (and is not run again)."""
+    import datetime as dt
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.objects import StateType
+    from prefect.runtime import deployment, flow_run
+
+    from migwatch import supervision
+
+    logger = get_run_logger()
+    out: dict[str, Any] = {"restart": False, "gave_up": False, "restarts": 0, "recent_failures": 0}
+    if not deployment.id:
+        return out
+    ensure_restart_automation(UUID(deployment.id), deployment.name)
+    with get_client(sync_client=True) as client:
+        current = client.read_flow_run(UUID(flow_run.id))
+        runs = [r for r in client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[APPLIER_FLOW])), limit=200)
+            if r.parameters.get("migration_id") == migration_id]
+    if not _started_by_automation(current):
+        return out
+    window = dt.timedelta(seconds=spec.supervision.window_seconds)
+    now = dt.datetime.now(dt.UTC)
+    failed = [r for r in runs if r.state_type in (StateType.CRASHED, StateType.FAILED)
+              and r.end_time is not None and now - r.end_time <= window]
+    restarts = sum(1 for r in runs if _started_by_automation(r))
+    out.update(restart=True, restarts=restarts, recent_failures=len(failed))
+    settings = spec.supervision
+    if len(failed) > settings.max_restarts:
+        out["gave_up"] = True
+        metrics.SUPERVISOR_GAVE_UP.labels(migration_id, supervision.APPLIER).set(1)
+        metrics.RESTARTS.labels(migration_id, supervision.APPLIER).inc(restarts - 1)
+        supervision.push(spec, migration_id)
+        supervision.notify(spec, migration_id, "critical",
+                           f"the applier's flow run crashed or failed {len(failed)} times "
+                           f"within {settings.window_seconds:.0f}s; it is not run again — see "
+                           f"the {APPLIER_FLOW} runs of {migration_id}")
+        logger.error("applier %s: %d crashed or failed runs within %.0fs; restart budget "
+                     "spent, giving up", migration_id, len(failed), settings.window_seconds)
+        return out
+    metrics.RESTARTS.labels(migration_id, supervision.APPLIER).inc(restarts)
+    supervision.push(spec, migration_id)
+    supervision.notify(spec, migration_id, "warning",
+                       f"the applier's flow run crashed or failed and was run again by the "
+                       f"automation (restart {len(failed)} within "
+                       f"{settings.window_seconds:.0f}s)")
+    logger.warning("applier %s: run again after a crashed or failed run (restart %d within "
+                   "%.0fs)", migration_id, len(failed), settings.window_seconds)
+    return out
+
+
+def _started_by_automation(run: Any) -> bool:
+    by = getattr(run, "created_by", None)
+    return (by is not None and str(getattr(by, "type", "")).upper() == "AUTOMATION") or \
+        str(run.idempotency_key or "").startswith("automation ")
 
 
 @task(name="stop-applier", timeout_seconds=300, cache_policy=NO_CACHE)

@@ -7,6 +7,7 @@ A test that needs the stack fails loudly when it cannot be started; nothing is s
 from __future__ import annotations
 
 import os
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,10 +15,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
 from migwatch.config import MigrationSpec, StackSettings, parse_spec
 from migwatch.stack import Stack
+from tests.receivers import Webhook, webhook_receiver
 
 PASSWORD_ENV = "MIGWATCH_PG_PASSWORD"
 
@@ -138,3 +141,27 @@ def make_spec(source: PgDatabase, target: PgDatabase | dict[str, Any], tables: l
 def mongo_endpoint(stack: Stack, database: str) -> dict[str, Any]:
     return {"kind": "mongodb", "host": stack.s.host, "port": stack.s.ferretdb_port,
             "database": database}
+
+
+@pytest.fixture
+def hook() -> Iterator[tuple[Webhook, str]]:
+    """A real local webhook receiver behind a saved CustomWebhookNotificationBlock."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    with webhook_receiver() as receiver:
+        name = f"t-{uuid.uuid4().hex[:10]}"
+        CustomWebhookNotificationBlock(
+            name="migwatch", url=receiver.url,
+            json_data={"subject": "{{subject}}", "body": "{{body}}"}).save(name)
+        yield receiver, name
+        CustomWebhookNotificationBlock.delete(name)
+
+
+def pushed(stack: Stack, migration_id: str,
+           job: str = "migwatch-supervisor") -> dict[tuple[str, str], float]:
+    """(metric, component) -> value for this migration and Pushgateway job, as exposed."""
+    with urllib.request.urlopen(stack.address("pushgateway") + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {(s.name, s.labels.get("component", "")): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples
+            if s.labels.get("migration_id") == migration_id and s.labels.get("job") == job}

@@ -30,7 +30,7 @@ from migwatch import capture, names, processes, workload
 from migwatch.config import MigrationSpec, StackSettings
 from migwatch.snapshot import applied_snapshot
 from migwatch.stack import Stack
-from tests.conftest import PgDatabase, make_spec
+from tests.conftest import PgDatabase, make_spec, pushed
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -202,3 +202,94 @@ def test_a_cancelled_applier_run_finishes_its_batch_and_stops_cleanly(
     # miss it); the broker then drops the member after its 10 s session timeout at the latest
     wait_for(lambda: processes.applier_members(spec, migration_id) == 0, 20,
              "applier left its consumer group")
+
+
+def flow_run_process(run_id: Any) -> int | None:
+    """The pid of the process that runs `run_id` (the runner starts it with the id in its
+    environment)."""
+    marker = f"PREFECT__FLOW_RUN_ID={run_id}".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+def applier_runs(migration_id: str) -> list[FlowRun]:
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        found = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["cdc-applier"])), limit=50)
+    return sorted((r for r in found if r.parameters.get("migration_id") == migration_id),
+                  key=lambda r: r.created or 0)
+
+
+def test_a_killed_applier_run_is_run_again_until_its_restart_budget_is_spent(
+        stack: Stack, source_db: PgDatabase, target_db: PgDatabase, migration_id: str,
+        capture_env: list[MigrationSpec], tmp_path: Path, hook: Any) -> None:
+    """SIGKILL of the flow run's process (no retry of the flow can see it): the runner marks the
+    run Crashed, the automation `guard-applier-restarts` made runs the deployment again with the
+    same parameters, and the new run counts and notifies the restart and applies what was
+    written meanwhile. With a budget of one restart, the second crash ends it: the next run
+    gives up without applying and notifies critical."""
+    from tasks.migrate import restart_automation_name
+
+    receiver, block = hook
+    workload.init(source_db.dsn, 300)
+    spec = make_spec(source_db, target_db, TABLES, stack,
+                     notifications={"warning": [block], "critical": [block]},
+                     supervision={"max_restarts": 1, "window_seconds": 600})
+    capture_env.append(spec)
+    path = write_spec(spec, tmp_path / "spec.yaml")
+    capture.prepare_source(spec, migration_id)
+    capture.prepare_target_schema(spec)
+    capture.ensure_connector(spec, migration_id, timeout=120)
+
+    with served_deployments(migration_id, tmp_path / "runner.log"):
+        first = run_deployment(f"cdc-applier/{migration_id}", timeout=0, as_subflow=False,
+                               parameters={"spec_path": path, "migration_id": migration_id})
+        processes.wait_applier_running(spec, migration_id, timeout=150)
+        from prefect.automations import Automation
+
+        automation = Automation.read(name=restart_automation_name(migration_id))
+        try:
+            pid = wait_for(lambda: flow_run_process(first.id), 30, "the first run's process")
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: flow_run(first.id).state_type == StateType.CRASHED, 60,
+                     "the killed run marked Crashed")
+            with source_db.connect() as conn:
+                conn.execute("INSERT INTO public.customers SELECT g, 'k' || g || '@example.com',"
+                             " 'Killed', true, NULL, now() FROM generate_series(200001, 200200) g")
+            second = wait_for(lambda: len(runs := applier_runs(migration_id)) >= 2 and runs[1],
+                              90, "the automation running the deployment again")
+            assert second.parameters == {"spec_path": path, "migration_id": migration_id}
+            wait_for(lambda: counts(target_db.dsn, TABLES) == counts(source_db.dsn, TABLES),
+                     150, "the rows written while no applier ran, applied by the second run")
+            assert pushed(stack, migration_id)[("migwatch_restarts_total", "applier")] == 1
+            assert [b["subject"].split()[1] for b in receiver.json_bodies()] == ["WARNING"]
+
+            pid = wait_for(lambda: flow_run_process(second.id), 30, "the second run's process")
+            os.kill(pid, signal.SIGKILL)
+            third = wait_for(lambda: len(runs := applier_runs(migration_id)) >= 3 and runs[2],
+                             90, "the automation running it a third time")
+            ended = wait_for(lambda: (r := flow_run(third.id)).state is not None
+                             and r.state.is_final() and r, 120, "the third run's end")
+            assert ended.state_type == StateType.COMPLETED  # gave up: nothing to run again
+            figures = pushed(stack, migration_id)
+            assert figures[("migwatch_supervisor_gave_up", "applier")] == 1
+            subjects = [b["subject"].split()[1] for b in receiver.json_bodies()]
+            assert subjects == ["WARNING", "CRITICAL"], subjects
+            time.sleep(8)  # the automation must not start a fourth run
+            assert len(applier_runs(migration_id)) == 3
+        finally:
+            automation.delete()
+            from prometheus_client.exposition import delete_from_gateway
+
+            delete_from_gateway(stack.address("pushgateway").removeprefix("http://"),
+                                job="migwatch-supervisor",
+                                grouping_key={"migration_id": migration_id})

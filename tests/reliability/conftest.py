@@ -7,8 +7,6 @@ code with the applier or the validator."""
 from __future__ import annotations
 
 import time
-import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +17,6 @@ import psycopg
 import pytest
 import yaml
 from prometheus_client.exposition import delete_from_gateway
-from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
 from migwatch import capture, processes, workload
@@ -28,7 +25,6 @@ from migwatch.errors import TransientError
 from migwatch.stack import Stack
 from migwatch.supervision import PUSH_JOB
 from tests.conftest import PgDatabase, make_spec
-from tests.receivers import Webhook, webhook_receiver
 
 SHOP = list(workload.SHOP_TABLES)
 
@@ -92,20 +88,6 @@ def write_through(dsn: str, rate: float, operations: int, timeout: float = 300) 
 
 
 @pytest.fixture
-def hook() -> Iterator[tuple[Webhook, str]]:
-    """A real local webhook receiver behind a saved CustomWebhookNotificationBlock."""
-    from prefect.blocks.notifications import CustomWebhookNotificationBlock
-
-    with webhook_receiver() as receiver:
-        name = f"t-{uuid.uuid4().hex[:10]}"
-        CustomWebhookNotificationBlock(
-            name="migwatch", url=receiver.url,
-            json_data={"subject": "{{subject}}", "body": "{{body}}"}).save(name)
-        yield receiver, name
-        CustomWebhookNotificationBlock.delete(name)
-
-
-@pytest.fixture
 def supervised(stack: Stack, source_db: PgDatabase, migration_id: str,
                tmp_path: Path) -> Iterator[Callable[..., MigrationSpec]]:
     """A connector for the shop workload and the applier started under its supervisor (as
@@ -143,12 +125,3 @@ def supervised(stack: Stack, source_db: PgDatabase, migration_id: str,
         while processes.applier_members(spec, migration_id) and time.monotonic() < deadline:
             time.sleep(1)
         capture.teardown(spec, migration_id, delete_topics=True)
-
-
-def pushed(stack: Stack, migration_id: str) -> dict[tuple[str, str], float]:
-    """(metric, component) -> value for this migration, as the Pushgateway exposes it."""
-    with urllib.request.urlopen(stack.address("pushgateway") + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    return {(s.name, s.labels.get("component", "")): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples
-            if s.labels.get("migration_id") == migration_id and s.labels.get("job") == PUSH_JOB}

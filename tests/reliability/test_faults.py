@@ -24,11 +24,10 @@ from migwatch import processes
 from migwatch.config import MigrationSpec
 from migwatch.connectors.prometheus import PrometheusClient
 from migwatch.stack import Stack
-from tests.conftest import PgDatabase, mongo_endpoint
+from tests.conftest import PgDatabase, mongo_endpoint, pushed
 from tests.reliability.conftest import (
     SHOP,
     differing,
-    pushed,
     tally,
     wait_until,
     write_through,

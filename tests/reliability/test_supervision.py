@@ -17,9 +17,9 @@ import pytest
 from migwatch import capture, processes
 from migwatch.config import MigrationSpec
 from migwatch.stack import Stack
-from tests.conftest import PgDatabase
+from tests.conftest import PgDatabase, pushed
 from tests.receivers import Webhook
-from tests.reliability.conftest import differing, pushed, wait_until, write_through
+from tests.reliability.conftest import differing, wait_until, write_through
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
