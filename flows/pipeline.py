@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.states import State
+from prefect.states import Failed, State
 
 from flows.migrate import migrate
 from flows.monitor import monitor_until_caught_up
@@ -22,7 +22,7 @@ from flows.report import report
 from flows.validate import validate
 from migwatch import metrics, runs
 from migwatch.config import StackSettings, check_migration_id, load_spec
-from migwatch.errors import GateFailed, NoGo, ValidationFailed
+from migwatch.errors import GateFailed, NoGo, RunFailed, ValidationFailed
 
 
 @flow(name="migration-pipeline")
@@ -46,7 +46,12 @@ def migration_pipeline(spec_path: str, migration_id: str,
             _stage(run, "monitor", monitor_until_caught_up, spec_path, migration_id)
         verdict = _stage(run, "report", report, spec_path, migration_id)
 
-    return _go_or_fail(run, verdict)
+    outcome = _go_or_fail(run, verdict)
+    if isinstance(outcome, Exception):
+        # the run ends Failed with this error (a caller gets it raised) and no traceback in
+        # the log: every stage's reason is in the message and in the report already
+        return Failed(message=str(outcome), data=outcome)  # type: ignore[return-value]
+    return outcome
 
 
 def _stage(run: runs.RunRecord, name: str, stage: Callable[..., Any], *args: Any) -> Any:
@@ -72,7 +77,8 @@ def _skip(run: runs.RunRecord, *names: str) -> None:
     run.save()
 
 
-def _go_or_fail(run: runs.RunRecord, verdict: dict[str, Any] | None) -> dict[str, Any]:
+def _go_or_fail(run: runs.RunRecord,
+                verdict: dict[str, Any] | None) -> dict[str, Any] | Exception:
     """The report's summary on go; otherwise the error that says best why not."""
     if verdict is not None and verdict.get("go"):
         return verdict
@@ -80,9 +86,10 @@ def _go_or_fail(run: runs.RunRecord, verdict: dict[str, Any] | None) -> dict[str
     migrate = run.stages.get("migrate")
     monitor = run.stages.get("monitor")
     if migrate is not None and migrate.status == "failed":
-        raise NoGo([f"migrate failed: {migrate.error_type}: {migrate.message}", *reasons])
+        return RunFailed([f"migrate failed: {migrate.error_type}: {migrate.message}",
+                          *reasons])
     if monitor is not None and monitor.status == "failed" and monitor.error_type == "GateFailed":
-        raise GateFailed(monitor.message or "the caught-up gate did not pass")
+        return GateFailed(monitor.message or "the caught-up gate did not pass")
     if "validation" in (verdict or {}).get("failed_checks", ()):
-        raise ValidationFailed(verdict, "no-go: " + "; ".join(reasons))
-    raise NoGo(reasons)
+        return ValidationFailed(verdict, "no-go: " + "; ".join(reasons))
+    return NoGo(reasons)

@@ -204,6 +204,14 @@ class NoGo(MigwatchError):
         super().__init__("no-go: " + ("; ".join(self.reasons) or "see the report"))
 
 
+class RunFailed(NoGo):
+    """The run could not do its work — the migrate stage failed (a wrong spec or setting, a
+    server that refused or was away) — so its report is no-go and the answer is "could not
+    tell", not a finding about the data: exit 2."""
+
+    exit_code = 2
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when a retry may help: the predicate tasks give Prefect's `retry_condition_fn`."""
     return isinstance(exc, TransientError)

@@ -83,7 +83,9 @@ def print_report_paths(migration_id: str) -> None:
 def run_pipeline(spec: Path, migration_id: str, reset_target: bool = False) -> dict[str, Any]:
     """The pipeline flow in this process; its summary, or the error that made it fail."""
     from flows.pipeline import migration_pipeline
+    from migwatch.prefect_adapter import quiet_typed_tracebacks
 
+    quiet_typed_tracebacks()
     result: dict[str, Any] = migration_pipeline(str(spec.resolve()), migration_id,
                                                 reset_target=reset_target)
     return result
@@ -116,6 +118,9 @@ def report(
     spec_path = str(spec.resolve()) if spec is not None else runs.load(migration_id).spec_path
     use_stack_prefect()
     from flows.report import report as report_flow
+    from migwatch.prefect_adapter import quiet_typed_tracebacks
+
+    quiet_typed_tracebacks()
 
     summary = report_flow(spec_path, migration_id)
     if as_json:
