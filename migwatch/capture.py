@@ -12,17 +12,19 @@ running state lives only in PostgreSQL (slot, publication), Kafka Connect and Ka
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from psycopg import sql
 
 from migwatch import names
-from migwatch.config import MigrationSpec, split_qualified
+from migwatch.config import MigrationSpec, StackSettings, split_qualified
 from migwatch.connectors import kafka as kafka_conn
 from migwatch.connectors.connect import ConnectClient, redact
 from migwatch.connectors.postgres import (
@@ -194,7 +196,9 @@ def heartbeat_query(spec: MigrationSpec, migration_id: str) -> str:
 
 
 def connector_config(spec: MigrationSpec, migration_id: str) -> dict[str, str]:
-    """The Debezium PostgreSQL connector config for this migration (holds the password).
+    """The Debezium PostgreSQL connector config for this migration. It holds no password: the
+    source's password is a config-provider reference (`password_reference`) that Connect
+    resolves when it starts the task, so its REST API and config topic never hold it.
 
     Defaults are chosen so the applier can decode every value without the embedded schema
     (numeric as string, bytea as base64, truncates not skipped); `spec.connect.overrides` win.
@@ -240,11 +244,71 @@ def connector_config(spec: MigrationSpec, migration_id: str) -> dict[str, str]:
         "value.converter": JSON_CONVERTER,
         "value.converter.schemas.enable": "false",
     }
-    secret = src.secret("source")
-    if secret is not None:
-        config["database.password"] = secret.get_secret_value()
+    if src.password is not None:
+        config["database.password"] = password_reference(spec, migration_id)
     config.update({str(k): str(v) for k, v in spec.connect.overrides.items()})
     return config
+
+
+#: the key of the password in the connector's secret file
+_PASSWORD_KEY = "database.password"
+
+
+def secret_file(spec: MigrationSpec, migration_id: str) -> Path:
+    """The connector's password file on the Connect host (in `connect.secrets_dir`)."""
+    folder = spec.connect.secrets_dir or str(StackSettings().connect_secrets_dir)
+    return Path(folder) / f"{names.connector_name(migration_id)}.properties"
+
+
+def password_reference(spec: MigrationSpec, migration_id: str) -> str:
+    """What the connector config holds instead of the password: the spec's own reference for a
+    remote Connect, else `${file:<secret file>:database.password}` for Connect's
+    FileConfigProvider."""
+    if spec.connect.password_reference:
+        return spec.connect.password_reference
+    return f"${{file:{secret_file(spec, migration_id)}:{_PASSWORD_KEY}}}"
+
+
+def write_secret_file(spec: MigrationSpec, migration_id: str) -> bool:
+    """Write the source password where the connector's reference points (mode 0600, replaced
+    atomically); nothing when the spec names its own reference or no password. True when the
+    file's content changed (a new or rotated password: a running task must restart to read it)."""
+    secret = spec.source.secret("source")
+    if spec.connect.password_reference or secret is None:
+        return False
+    path = secret_file(spec, migration_id)
+    text = f"{_PASSWORD_KEY}={properties_escape(secret.get_secret_value())}\n"
+    try:
+        if path.read_text(encoding="ascii") == text:
+            return False
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(text)
+    os.replace(tmp, path)
+    return True
+
+
+def properties_escape(value: str) -> str:
+    """`value` as a java.util.Properties value that reads back exactly: backslash escapes for
+    the separators, comment marks and whitespace, \\uXXXX (UTF-16 units) beyond ASCII."""
+    out = []
+    for i, ch in enumerate(value):
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch in "=:#!" or (ch == " " and i == 0):
+            out.append("\\" + ch)
+        elif ch in "\t\n\r\f":
+            out.append({"\t": "\\t", "\n": "\\n", "\r": "\\r", "\f": "\\f"}[ch])
+        elif " " <= ch <= "~":
+            out.append(ch)
+        else:
+            units = ch.encode("utf-16-be")
+            out.extend(f"\\u{units[j]:02x}{units[j + 1]:02x}" for j in range(0, len(units), 2))
+    return "".join(out)
 
 
 def redacted_config(spec: MigrationSpec, migration_id: str) -> dict[str, str]:
@@ -469,12 +533,16 @@ def ensure_connector(spec: MigrationSpec, migration_id: str,
     desired = {"name": name, **connector_config(spec, migration_id)}
     deadline = time.monotonic() + (timeout or spec.connect.ready_timeout_seconds)
     start = time.monotonic()
+    rotated = write_secret_file(spec, migration_id)
     with ConnectClient(spec.connect.url) as client:
         existing = client.get_config(name)
         if existing == desired:
             action = "unchanged"
             status = _status(client, name)
-            if status.failed:
+            if rotated and status.state != "ABSENT":
+                client.restart(name, include_tasks=True, only_failed=False)
+                action = "restarted"  # the task reads the new password when it starts
+            elif status.failed:
                 client.restart(name, include_tasks=True, only_failed=True)
                 action = "restarted"
             elif status.state in ("PAUSED", "STOPPED"):
@@ -526,6 +594,8 @@ def teardown(spec: MigrationSpec, migration_id: str, delete_topics: bool = False
     deadline = time.monotonic() + timeout
     with ConnectClient(spec.connect.url) as client:
         had_connector = _remove_connector(client, name, deadline)
+    if not spec.connect.password_reference:
+        secret_file(spec, migration_id).unlink(missing_ok=True)
     slot, publication = _drop_slot_and_publication(spec, migration_id, deadline)
     group = _delete_consumer_group(spec, migration_id)
     topics = _delete_topics(spec, migration_id) if delete_topics else ()

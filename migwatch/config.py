@@ -228,10 +228,45 @@ class KafkaSpec(_Model):
 
 
 class ConnectSpec(_Model):
+    """Kafka Connect, and how its connector gets the source's password without holding it:
+    through a config provider, so neither Connect's REST API nor its config topic has it.
+
+    `secrets_dir`: a folder on the Connect host that its FileConfigProvider may read; migwatch
+    writes the connector's password file there (mode 0600) and gives the connector a
+    `${file:...}` reference to it. Default: the local stack's folder. `password_reference`: for a
+    Connect whose host migwatch cannot write to, the reference its own provider resolves to the
+    source password (e.g. `${vault:secret/shop:password}`); migwatch then writes nothing."""
+
     url: str = "http://127.0.0.1:8083"
     heartbeat_interval_ms: int = Field(default=1000, ge=100)
     overrides: dict[str, str] = Field(default_factory=dict)
     ready_timeout_seconds: float = Field(default=120, gt=0)
+    secrets_dir: str | None = None
+    password_reference: str | None = None
+
+    @field_validator("secrets_dir")
+    @classmethod
+    def _usable_in_a_reference(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or any(c in value for c in ":}$")):
+            raise ValueError("must be an absolute path without ':', '}' or '$' (it is written "
+                             "into a ${file:<path>:<key>} reference)")
+        return value
+
+    @field_validator("password_reference")
+    @classmethod
+    def _a_reference(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\$\{[^}:]+:[^}]*\}", value):
+            raise ValueError("must be a config-provider reference such as "
+                             "${vault:secret/shop:password}, never the password itself")
+        return value
+
+    @field_validator("overrides")
+    @classmethod
+    def _no_password_override(cls, value: dict[str, str]) -> dict[str, str]:
+        if "database.password" in value:
+            raise ValueError("database.password cannot be overridden: use source.password "
+                             "(and connect.password_reference for a remote Connect)")
+        return value
 
 
 class Threshold(_Model):
@@ -499,6 +534,11 @@ class StackSettings(BaseSettings):
     @property
     def file_sd_dir(self) -> Path:
         return self.state_dir / "prometheus" / "targets"
+
+    @property
+    def connect_secrets_dir(self) -> Path:
+        """Where the local Connect's FileConfigProvider may read connector secrets from."""
+        return self.state_dir / "connect-secrets"
 
     def url(self, port: int, scheme: str = "http") -> str:
         return f"{scheme}://{self.host}:{port}"

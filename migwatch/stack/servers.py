@@ -131,6 +131,8 @@ class Servers(Installers):
         home.mkdir(parents=True, exist_ok=True)
         log4j = home / "log4j2.properties"
         log4j.write_text(templates.LOG4J2)
+        self.s.connect_secrets_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.s.connect_secrets_dir, 0o700)  # connector passwords: the owner only
         props = home / "worker.properties"
         props.write_text(templates.connect_worker_properties(self.s, self.plugin_dir))
         self._spawn("kafka-connect", [*self._java(self.s.connect_heap, log4j),

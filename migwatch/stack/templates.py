@@ -92,6 +92,9 @@ offset.flush.interval.ms=1000
 plugin.path={plugin_dir}
 plugin.discovery=hybrid_warn
 scheduled.rebalance.max.delay.ms=0
+config.providers=file
+config.providers.file.class=org.apache.kafka.common.config.provider.FileConfigProvider
+config.providers.file.param.allowed.paths={s.connect_secrets_dir}
 """
 
 

@@ -3,13 +3,15 @@ overrides, and secrets kept out of everything that can be shown."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from migwatch import names
+from migwatch import capture, names
 from migwatch.capture import (
     connector_config,
     heartbeat_query,
@@ -71,7 +73,10 @@ def test_names_and_defaults_come_from_the_spec_and_the_migration_id() -> None:
     assert config["plugin.name"] == "pgoutput"
     assert (config["database.hostname"], config["database.port"]) == ("db.example", "5433")
     assert (config["database.user"], config["database.dbname"]) == ("cdc", "shop")
-    assert config["database.password"] == PASSWORD
+    # a reference Connect's FileConfigProvider resolves, never the password itself
+    assert config["database.password"] == (
+        f"${{file:{capture.secret_file(spec(['public.customers']), MID)}:database.password}}")
+    assert PASSWORD not in json.dumps(config)
     assert config["topic.prefix"] == names.topic_prefix(MID) == "migwatch.abc-123"
     assert config["slot.name"] == config["publication.name"] == "migwatch_abc_123"
     assert config["publication.autocreate.mode"] == "filtered"
@@ -155,6 +160,48 @@ def test_redact_and_scrub_cover_every_secret_looking_key() -> None:
 
 def test_a_missing_password_variable_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TEST_CAPTURE_PW")
-    with pytest.raises(ConfigError) as err:
-        connector_config(spec(["public.customers"]), MID)
+    with pytest.raises(ConfigError) as err:  # when the connector's password file is written
+        capture.write_secret_file(spec(["public.customers"]), MID)
     assert err.value.field == "source.password"
+
+
+def test_a_remote_connect_gets_the_specs_own_reference_and_no_file_is_written(
+        tmp_path: Path) -> None:
+    s = spec(["public.customers"], connect={"password_reference": "${vault:secret/shop:pw}",
+                                            "secrets_dir": str(tmp_path)})
+    assert connector_config(s, MID)["database.password"] == "${vault:secret/shop:pw}"
+    assert capture.write_secret_file(s, MID) is False
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("reference", ["hunter2", "${}", "$file:a:b}", "", "${vault:a} and more"])
+def test_a_password_reference_must_be_a_reference(reference: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        spec(["public.customers"], connect={"password_reference": reference})
+    assert err.value.field == "connect.password_reference"
+    assert "hunter2" not in str(err.value)
+
+
+def test_the_secret_file_is_the_owners_only_and_rewritten_only_when_the_password_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = spec(["public.customers"], connect={"secrets_dir": str(tmp_path)})
+    assert capture.write_secret_file(s, MID) is True
+    path = capture.secret_file(s, MID)
+    assert path.parent == tmp_path and oct(path.stat().st_mode & 0o777) == "0o600"
+    assert path.read_text() == f"database.password={capture.properties_escape(PASSWORD)}\n"
+    assert capture.write_secret_file(s, MID) is False  # unchanged: no restart needed
+    monkeypatch.setenv("TEST_CAPTURE_PW", "rotated")
+    assert capture.write_secret_file(s, MID) is True
+
+
+@pytest.mark.parametrize(("value", "escaped"), [
+    ("plain-Pa55", "plain-Pa55"),
+    ("a=b:c#d!e", "a\\=b\\:c\\#d\\!e"),
+    (" lead and trail ", "\\ lead and trail "),
+    ("back\\slash", "back\\\\slash"),
+    ("tab\tnl\n", "tab\\tnl\\n"),
+    ("äé€", "\\u00e4\\u00e9\\u20ac"),
+    ("😀", "\\ud83d\\ude00"),
+])
+def test_a_password_is_written_as_java_properties_read_it(value: str, escaped: str) -> None:
+    assert capture.properties_escape(value) == escaped
