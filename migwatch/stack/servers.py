@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -27,6 +28,13 @@ def new_kafka_cluster_id() -> str:
     """A random KRaft cluster id: a UUID in URL-safe base64, as Kafka writes them (it may begin
     with `-`, so it is only ever passed as `--cluster-id=<id>`)."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+#: who may connect how: a scram password on every connection type — the socket too (whose
+#: folder only the clusters' owner may enter), TCP on the loopback only
+PG_HBA = ("local all all scram-sha-256\n"
+          "host all all 127.0.0.1/32 scram-sha-256\n"
+          "host replication all 127.0.0.1/32 scram-sha-256\n")
 
 
 class Servers(Installers):
@@ -43,6 +51,7 @@ class Servers(Installers):
         data = self._pg_data(name)
         sock = self.state / "pg" / "sockets"
         sock.mkdir(parents=True, exist_ok=True)
+        sock.chmod(0o700)  # the clusters' owner only: other local users connect over TCP
         log = self.logs / f"{name}.log"
         log.touch()
         if os.geteuid() == 0:
@@ -55,9 +64,7 @@ class Servers(Installers):
             if os.geteuid() == 0:
                 shutil.chown(data, "postgres")
             data.chmod(0o700)
-            self._run_as_pg([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres",
-                             "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8",
-                             "--locale=C.UTF-8"])
+            self._initdb(data)
             conf = [
                 f"listen_addresses = '{self.s.host}'",
                 f"port = {port}",
@@ -72,16 +79,39 @@ class Servers(Installers):
             ]
             with (data / "postgresql.conf").open("a") as fh:
                 fh.write("\n# migwatch local stack\n" + "\n".join(conf) + "\n")
-            (data / "pg_hba.conf").write_text(
-                "local all all trust\n"
-                "host all all 127.0.0.1/32 scram-sha-256\n"
-                "host replication all 127.0.0.1/32 scram-sha-256\n"
-            )
+            (data / "pg_hba.conf").write_text(PG_HBA)
         cmd = [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "start"]
         res = self._run_as_pg(cmd, check=False)
         if res.returncode != 0:
             raise StackError(name, "pg_ctl start failed", " ".join(cmd), _tail(log))
         self._pg_bootstrap(name, port, sock)
+
+    def _initdb(self, data: Path) -> None:
+        """A new cluster whose superuser has the stack's password from the start (given in a
+        file only the cluster's owner reads, never on a command line)."""
+        pwfile = data.parent / f".{data.name}.pw"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(self.s.pg_password.get_secret_value() + "\n")
+        try:
+            if os.geteuid() == 0:
+                shutil.chown(pwfile, "postgres")
+            self._run_as_pg([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres",
+                             f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8",
+                             "--locale=C.UTF-8"])
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _require_passwords(self, conn: Any, name: str, pw: str) -> None:
+        """Every connection type asks for a password (scram): a cluster made by an older stack
+        that trusted its socket gets a superuser password and the current pg_hba.conf."""
+        from psycopg import sql
+
+        hba = self._pg_data(name) / "pg_hba.conf"
+        if hba.read_text() != PG_HBA:
+            conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(pw)))
+            hba.write_text(PG_HBA)
+            conn.execute("SELECT pg_reload_conf()")
 
     def _pg_bootstrap(self, name: str, port: int, sock: Path) -> None:
         import psycopg
@@ -89,7 +119,8 @@ class Servers(Installers):
 
         user, pw = self.s.pg_user, self.s.pg_password.get_secret_value()
         with psycopg.connect(host=str(sock), port=port, user="postgres", dbname="postgres",
-                             autocommit=True) as conn:
+                             password=pw, autocommit=True) as conn:
+            self._require_passwords(conn, name, pw)
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [user]).fetchone()
             verb = "ALTER" if exists else "CREATE"
             conn.execute(sql.SQL("{} ROLE {} LOGIN SUPERUSER REPLICATION PASSWORD {}").format(
