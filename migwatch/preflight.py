@@ -12,7 +12,7 @@ from typing import Any
 from psycopg import sql
 
 from migwatch import names
-from migwatch.capture import POSTGRES_CONNECTOR, kafka_admin
+from migwatch.capture import POSTGRES_CONNECTOR, heartbeat_table, kafka_admin
 from migwatch.config import MigrationSpec, TableSpec, qualified
 from migwatch.connectors.connect import ConnectClient
 from migwatch.connectors.postgres import (
@@ -90,7 +90,66 @@ def _check_source(spec: MigrationSpec, migration_id: str) -> Checks:
                 bad += [f"table {t.source}: {p}" for p in problems]
             else:
                 ok.append(f"table {t.source} ok")
+        if row and not row[1]:
+            missing = _source_privilege_problems(conn, spec, migration_id, row[0])
+            bad += missing
+            if not missing:
+                ok.append("source privileges")
     return ok, bad
+
+
+def _source_privilege_problems(conn: Any, spec: MigrationSpec, migration_id: str,
+                               user: str) -> list[str]:
+    """What a user who is not a superuser lacks (docs/privileges.md): SELECT on each table (the
+    snapshot and validation read it), and — for Debezium to put a table in the migration's
+    publication — its ownership (directly or through a role it belongs to) unless the table is
+    already published, and CREATE on the database while the publication does not exist; the
+    heartbeat and signal tables need CREATE on their schema (or INSERT/UPDATE/DELETE when they
+    exist already)."""
+    problems: list[str] = []
+    publication = names.publication_name(migration_id)
+    published = {(r[0], r[1]) for r in conn.execute(
+        "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
+        [publication]).fetchall()}
+    has_publication = bool(_scalar(conn, sql.SQL(
+        "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = {})").format(
+            sql.Literal(publication))))
+    if not has_publication and not _scalar(
+            conn, "SELECT has_database_privilege(current_database(), 'CREATE')"):
+        problems.append(f"source: user {user!r} lacks CREATE on the database (Debezium creates "
+                        f"the publication {publication!r})")
+    for t in spec.tables:
+        row = conn.execute(
+            "SELECT has_table_privilege(c.oid, 'SELECT'), "
+            "pg_has_role(current_user, c.relowner, 'USAGE'), c.relowner::regrole::text "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s", [t.schema_name, t.name]).fetchone()
+        if row is None:
+            continue  # named by the table checks already
+        can_select, owns, owner = row
+        if not can_select:
+            problems.append(f"table {t.source}: user {user!r} lacks SELECT on it")
+        if not owns and (t.schema_name, t.name) not in published:
+            problems.append(f"table {t.source}: user {user!r} is not its owner {owner} nor a "
+                            "member of that role (PostgreSQL lets only the owner add a table "
+                            "to a publication)")
+    schema, _ = heartbeat_table(spec)
+    for table in (heartbeat_table(spec)[1], names.signal_table(migration_id)):
+        exists = _scalar(conn, sql.SQL("SELECT to_regclass({}) IS NOT NULL").format(
+            sql.Literal(sql.Identifier(schema, table).as_string(conn))))
+        if exists:
+            ok = _scalar(conn, sql.SQL(
+                "SELECT has_table_privilege({}, 'INSERT, UPDATE, DELETE, SELECT')").format(
+                    sql.Literal(sql.Identifier(schema, table).as_string(conn))))
+            what = f"INSERT, UPDATE, DELETE and SELECT on {schema}.{table}"
+        else:
+            ok = _scalar(conn, sql.SQL(
+                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = {s}) AND "
+                "has_schema_privilege({s}, 'CREATE')").format(s=sql.Literal(schema)))
+            what = f"CREATE on schema {schema!r} (for the table {table!r})"
+        if not ok:
+            problems.append(f"source: user {user!r} lacks {what}")
+    return problems
 
 
 _IDENTITY = {"d": "DEFAULT", "n": "NOTHING", "f": "FULL", "i": "USING INDEX"}
@@ -186,7 +245,8 @@ def _check_target(spec: MigrationSpec, migration_id: str) -> Checks:
         target.ping()
     except MigwatchError as exc:
         return [], [f"target unreachable: {exc}"]
-    return [f"target reachable ({spec.target.kind})"], []
+    missing = target.privilege_problems()
+    return [f"target reachable ({spec.target.kind})"], missing
 
 
 def _check_connect(spec: MigrationSpec, migration_id: str) -> Checks:

@@ -191,6 +191,11 @@ class Target(ABC):
         """What this engine cannot hold of a source table, each naming what and why."""
         return []
 
+    def privilege_problems(self) -> list[str]:
+        """The privileges the migration needs on this target that its user lacks, each naming
+        the privilege and the object (docs/privileges.md)."""
+        return []
+
     @abstractmethod
     def make_fresh(self, migration_id: str, reset: bool) -> Emptied:
         """Before a fresh load: TargetNotEmpty naming the target tables that hold rows, unless

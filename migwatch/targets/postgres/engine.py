@@ -37,6 +37,46 @@ class PostgresTarget(Target):
                 pg.translated(f"target ({self.endpoint.redacted()})"):
             conn.execute("SELECT 1")
 
+    def privilege_problems(self) -> list[str]:
+        """Owner of what it writes: CREATE on the database for its `migwatch` schema (or that
+        schema's ownership), and per table the ownership of an existing target table (rows are
+        written and its columns follow the source's) or CREATE on the schema it goes in."""
+        with pg.connect_endpoint(self.endpoint, "target", autocommit=True) as conn, \
+                pg.translated(f"target ({self.endpoint.redacted()}): privileges"):
+            row = conn.execute("SELECT current_user, rolsuper FROM pg_roles "
+                               "WHERE rolname = current_user").fetchone()
+            if row is None or row[1]:
+                return []
+            user, problems = row[0], []
+            own_schema = conn.execute(
+                "SELECT pg_has_role(current_user, nspowner, 'USAGE') FROM pg_namespace "
+                "WHERE nspname = %s", [names.POSITION_SCHEMA]).fetchone()
+            if own_schema is None and not _scalar(
+                    conn, "SELECT has_database_privilege(current_database(), 'CREATE')"):
+                problems.append(f"target: user {user!r} lacks CREATE on the database (it "
+                                f"creates the {names.POSITION_SCHEMA!r} schema)")
+            elif own_schema is not None and not own_schema[0]:
+                problems.append(f"target: user {user!r} does not own schema "
+                                f"{names.POSITION_SCHEMA!r}")
+            for t in self.spec.tables:
+                schema, name = t.target_parts
+                owned = conn.execute(
+                    "SELECT pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = %s AND c.relname = %s", [schema, name]).fetchone()
+                if owned is not None and not owned[0]:
+                    problems.append(f"target table {t.target_name}: user {user!r} does not "
+                                    "own it (it writes its rows and follows the source's "
+                                    "schema changes)")
+                elif owned is None and not _scalar(conn, sql.SQL(
+                        "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = "
+                        "{s}) THEN has_schema_privilege({s}, 'CREATE') ELSE "
+                        "has_database_privilege(current_database(), 'CREATE') END").format(
+                            s=sql.Literal(schema))):
+                    problems.append(f"target table {t.target_name}: user {user!r} lacks CREATE "
+                                    f"on schema {schema!r} to create it")
+            return problems
+
     def make_fresh(self, migration_id: str, reset: bool) -> Emptied:
         with pg.connect_endpoint(self.endpoint, "target") as conn, \
                 pg.translated("target: check target tables"):
@@ -150,3 +190,8 @@ class PostgresTarget(Target):
         from migwatch.targets.postgres.migrations import PostgresBackend
 
         return PostgresBackend.from_endpoint(self.endpoint)
+
+
+def _scalar(conn: Any, query: Any) -> Any:
+    row = conn.execute(query).fetchone()
+    return row[0] if row else None
