@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -148,7 +148,11 @@ class EventReader:
             raise SkipEvent("unsupported_value", f"table {table.source}: no primary key (nor "
                                                  "REPLICA IDENTITY USING INDEX): a "
                                                  f"{self.engine.label} target needs one")
-        ts = int(source.get("ts_ms") or value.get("ts_ms") or 0)
+        try:
+            ts = int(source.get("ts_ms") or value.get("ts_ms") or 0)
+        except (TypeError, ValueError) as exc:
+            raise SkipEvent("invalid_envelope", f"ts_ms {source.get('ts_ms')!r} is not a "
+                                                "number") from exc
         lsn = source.get("lsn")
         snap = str(source.get("snapshot") or "false").lower()
         if op == "t":
@@ -173,18 +177,21 @@ class EventReader:
                 row = {k: old.get(k) if v is UNCHANGED or v is FROM_SOURCE else v
                        for k, v in row.items()}
             return Change(table, op, None, None if op == "d" else row, ts, lsn, snap, old)
-        try:
-            key = tuple(row[k] for k in info.primary_key)
-        except KeyError as exc:
-            raise SkipEvent("invalid_envelope", f"primary key column {exc} missing") from exc
-        if any(k is UNCHANGED for k in key):
-            raise SkipEvent("invalid_envelope", "a key column's value is not in the event")
+        key = _key_of(row, info.primary_key, "")
         old_key = None
         if op == "c" and headers:
             raw = dict(headers).get(OLD_KEY_HEADER)
             if raw:
-                old = decoder.decode(orjson.loads(raw), update=True)  # the key columns only
-                old_key = tuple(old.get(k) for k in info.primary_key)
+                try:
+                    image = orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    raise SkipEvent("invalid_envelope", f"header {OLD_KEY_HEADER}: not JSON"
+                                    ) from exc
+                if not isinstance(image, dict):
+                    raise SkipEvent("invalid_envelope", f"header {OLD_KEY_HEADER}: not an "
+                                                        "object")
+                old = decoder.decode(image, update=True)  # the key columns only
+                old_key = _key_of(old, info.primary_key, f"header {OLD_KEY_HEADER}: ")
         if self.writer is not None:
             try:
                 row = self.writer.target_row(table.source, op, key, row, old_key)
@@ -192,3 +199,15 @@ class EventReader:
                 raise SkipEvent("unsupported_value", str(exc)) from exc
         return Change(table, op, key, None if op == "d" else row, ts, lsn, snap,
                       old_key=old_key)
+
+
+def _key_of(row: dict[str, Any], key_columns: Sequence[str], where: str) -> tuple[Any, ...]:
+    """The key's values in key-column order; an event without one (left out, or null — a key
+    column is NOT NULL) is malformed, naming the column."""
+    for k in key_columns:
+        v = row.get(k, UNCHANGED)
+        if v is UNCHANGED:
+            raise SkipEvent("invalid_envelope", f"{where}key column {k!r} is not in the event")
+        if v is None:
+            raise SkipEvent("invalid_envelope", f"{where}key column {k!r} is null")
+    return tuple(row[k] for k in key_columns)
