@@ -115,13 +115,18 @@ def strike(soak: Soak, fault: str) -> None:
 
 
 def writer(dsn: str, rate: float, until: float, done: list[int]) -> None:
+    """The workload until `until`, carrying on after a lost connection; `done[0]` counts what
+    each call did, also the calls a source restart ended (counted every 100 operations)."""
     seed = 1
     while time.monotonic() < until:
+        progress = [0]
         try:
-            done[0] += workload.run(dsn, rate=rate, duration=until - time.monotonic(),
-                                    seed=seed).total
+            progress[0] = workload.run(
+                dsn, rate=rate, duration=until - time.monotonic(), seed=seed,
+                on_progress=lambda r, p=progress: p.__setitem__(0, r.total)).total
         except TransientError:
             time.sleep(0.5)
+        done[0] += progress[0]
         seed += 1
 
 

@@ -1,10 +1,11 @@
 """cdc-applier: the CDC applier as a long-running flow run — what a `cdc-applier` deployment runs
 under a Prefect worker, started by the migrate stage's `ensure-applier`.
 
-A crashed or failed run is run again by a Prefect automation (`guard-applier-restarts` makes
-sure it exists, and counts, notifies and bounds the restarts). It applies change events until it
-is stopped, serving metrics and announcing itself to Prometheus
-exactly as `migwatch apply` does (both call `migwatch.applier.serve`). The applier works in a
+It applies change events until it is stopped, serving metrics and announcing itself to
+Prometheus exactly as `migwatch apply` does (both call `migwatch.applier.serve`), and — as the
+local supervisor does — restarts a connector task that FAILED on a passing fault. A crashed or
+failed run is run again by a Prefect automation (`guard-applier-restarts` makes sure it exists,
+and counts, notifies and bounds the restarts). The applier works in a
 thread so that Prefect keeps its own SIGTERM handling in the main thread: when the run is
 cancelled (or the process gets SIGTERM / Ctrl-C), the applier finishes its batch, commits the
 target transaction and the Kafka offsets, removes its target file, and only then is the signal
@@ -14,13 +15,16 @@ handed back to Prefect — which records a cancellation as Cancelled.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.exceptions import TerminationSignal
 
+from migwatch import supervision
 from migwatch.applier import Applier, ApplierStats, serve
 from migwatch.config import MigrationSpec, check_migration_id, load_spec
+from migwatch.supervision import ConnectorWatch
 from tasks.migrate import APPLIER_FLOW, guard_applier_restarts
 
 #: how long a stopping applier may take to finish its batch before the signal goes on anyway
@@ -62,9 +66,20 @@ def _apply_until_stopped(spec: MigrationSpec, migration_id: str,
 
     worker = threading.Thread(target=run, name=f"applier-{migration_id}", daemon=True)
     worker.start()
+    # as the local supervisor does: a connector task FAILED on a passing fault is restarted
+    connector = ConnectorWatch(spec, migration_id,
+                               lambda kind, reason: supervision.notify(spec, migration_id, kind,
+                                                                       reason))
+    next_check = time.monotonic() + spec.supervision.check_interval_seconds
     try:
         while worker.is_alive():
             worker.join(1.0)
+            if time.monotonic() >= next_check:
+                if connector.check() == "restarted":
+                    logger.warning("applier %s: a FAILED connector task was restarted",
+                                   migration_id)
+                    supervision.push(spec, migration_id)
+                next_check = time.monotonic() + spec.supervision.check_interval_seconds
     except (TerminationSignal, KeyboardInterrupt):
         logger.info("applier %s: stop requested, finishing the current batch", migration_id)
         applier.stop()

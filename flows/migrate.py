@@ -1,9 +1,10 @@
 """migrate: the first stage — from nothing to a target loaded by the initial snapshot and kept in
 sync by change data capture.
 
-    pre-flight → fresh target check → target schema (create missing tables, then the spec's
-    versioned migrations) → heartbeat table on the source → Debezium connector → CDC applier
-    → follow the snapshot
+    pre-flight → fresh target check → target schema (missing tables and what they need, from
+    the source's pg_dump; then the spec's versioned migrations) → heartbeat table on the source
+    → Debezium connector → CDC applier → follow the snapshot → indexes, constraints, triggers
+    and statistics on the target
 
 The target tables are created from the source's definitions *before* the versioned migrations
 run: the migrations add to the shop tables (an index, a view over orders, a lookup table), so
@@ -36,6 +37,7 @@ from migwatch.config import check_migration_id, load_spec
 from tasks.capture import (
     ensure_connector,
     ensure_fresh_target,
+    finish_target_schema,
     load_added_tables,
     preflight,
     prepare_source,
@@ -77,6 +79,7 @@ def migrate(spec_path: str, migration_id: str, reset_target: bool = False) -> di
         resumed = connector["action"] == "unchanged" and applier["action"] != "started"
         snapshot = follow(spec, migration_id, since=None if resumed else loading_since,
                           incremental=tables["added"])
+        finished = finish_target_schema(spec)
     push_metrics(spec, migration_id)
 
     get_run_logger().info("migrate %s: snapshot %s (%d rows); connector %s, applier %s (%s)",
@@ -87,7 +90,7 @@ def migrate(spec_path: str, migration_id: str, reset_target: bool = False) -> di
         "migration_id": migration_id,
         "preflight": checks,
         "target": fresh,
-        "schema": schema,
+        "schema": {**schema, "finished": finished},
         "migrations": migrations,
         "heartbeat_table": heartbeat,
         "connector": connector,

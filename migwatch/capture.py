@@ -51,6 +51,7 @@ __all__ = [
     "ConnectorResult", "ConnectorStatus", "FreshTarget", "SchemaResult", "TaskStatus",
     "TeardownResult", "captured_tables", "clear_positions", "connector_config",
     "connector_status", "restart_failed", "ensure_connector", "ensure_fresh_target",
+    "finish_target_schema",
     "heartbeat_table", "include_list", "prepare_source", "prepare_target_schema",
     "redacted_config", "table_regex", "teardown",
 ]
@@ -483,6 +484,12 @@ def prepare_target_schema(spec: MigrationSpec) -> SchemaResult:
             infos.append((t, info))
     created, present = target.prepare_schema(infos, heartbeat_table(spec))
     return SchemaResult(created=tuple(created), present=tuple(present))
+
+
+def finish_target_schema(spec: MigrationSpec) -> dict[str, Any]:
+    """After the initial load: the target's indexes, unique and foreign-key constraints and
+    triggers as the source has them, then fresh statistics (`Target.finish_schema`)."""
+    return engine_for(spec).finish_schema()
 
 
 # ---------------------------------------------------------------------------- connector

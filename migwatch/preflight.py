@@ -84,6 +84,7 @@ def _check_source(spec: MigrationSpec, migration_id: str) -> Checks:
         else:
             bad.append(f"source: no free WAL sender ({senders} of max_wal_senders="
                        f"{max_senders} in use)")
+        bad += _database_problems(conn)
         for t in spec.tables:
             problems = _table_problems(conn, t, engine_for(spec))
             if problems:
@@ -150,6 +151,19 @@ def _source_privilege_problems(conn: Any, spec: MigrationSpec, migration_id: str
         if not ok:
             problems.append(f"source: user {user!r} lacks {what}")
     return problems
+
+
+def _database_problems(conn: Any) -> list[str]:
+    """What stops the connector whatever the tables: Debezium (3.6) reads every type of the
+    database when it starts, and fails on a domain over an enum (a NullPointerException in its
+    type registry) — wherever the domain is used, even by no table of the spec."""
+    rows = conn.execute(
+        "SELECT format('%I.%I', n.nspname, t.typname) FROM pg_type t "
+        "JOIN pg_type b ON b.oid = t.typbasetype JOIN pg_namespace n ON n.oid = t.typnamespace "
+        "WHERE t.typtype = 'd' AND b.typtype = 'e' ORDER BY 1").fetchall()
+    return [f"source: domain {r[0]} is over an enum, and Debezium's PostgreSQL connector fails to "
+            "start on a database that holds one (it reads every type at start); use the enum "
+            "itself, or a text domain with a CHECK, instead" for r in rows]
 
 
 _IDENTITY = {"d": "DEFAULT", "n": "NOTHING", "f": "FULL", "i": "USING INDEX"}

@@ -82,6 +82,19 @@ def prepare_target_schema(spec: MigrationSpec) -> dict[str, Any]:
     return asdict(result)
 
 
+@task(name="capture-finish-target-schema", timeout_seconds=3600, **_RETRIES)
+def finish_target_schema(spec: MigrationSpec) -> dict[str, Any]:
+    """Once the load is applied: indexes, constraints and triggers from the source's dump,
+    then ANALYZE (no-op for MongoDB)."""
+    result = capture.finish_target_schema(spec)
+    logger = get_run_logger()
+    logger.info("target schema finished: %d object(s) built, %d table(s) analyzed",
+                len(result["built"]), len(result["analyzed"]))
+    for what in result["left_out"]:
+        logger.warning("not restored on the target: %s", what)
+    return result
+
+
 @task(name="capture-ensure-connector", timeout_seconds=900, **_RETRIES)
 def ensure_connector(spec: MigrationSpec, migration_id: str,
                      timeout: float | None = None) -> dict[str, Any]:

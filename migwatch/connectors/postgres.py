@@ -200,7 +200,10 @@ def describe_table(conn: psycopg.Connection, schema: str, name: str) -> TableInf
         "LEFT JOIN pg_collation co ON co.oid = a.attcollation "
         "LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace "
         "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
-        "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum", [oid]
+        # a generated column is computed by each side itself: logical decoding does not carry
+        # it, and no one writes it
+        "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' "
+        "ORDER BY a.attnum", [oid]
     ).fetchall()
     pk = _index_columns(conn, oid, "indisprimary")
     identity = _index_columns(conn, oid, "indisreplident") if replident == "i" else ()

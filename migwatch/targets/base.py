@@ -191,6 +191,11 @@ class Target(ABC):
         """What this engine cannot hold of a source table, each naming what and why."""
         return []
 
+    def finish_schema(self) -> dict[str, Any]:
+        """After the initial load: what the target builds once the data is in (indexes,
+        constraints, statistics); the default builds nothing."""
+        return {"built": [], "left_out": [], "analyzed": []}
+
     def privilege_problems(self) -> list[str]:
         """The privileges the migration needs on this target that its user lacks, each naming
         the privilege and the object (docs/privileges.md)."""

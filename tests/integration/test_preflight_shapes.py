@@ -24,7 +24,6 @@ from migwatch.applier import Applier
 from migwatch.config import MigrationSpec, qualified
 from migwatch.connectors.postgres import (
     KEY_NONE,
-    KEY_PRIMARY,
     KEY_REPLICA_IDENTITY_INDEX,
     describe_table,
 )
@@ -119,10 +118,10 @@ def test_a_replica_identity_index_is_the_key_everywhere(
 
     spec = cdc.spec(["public.ri"])
     cdc.start(spec)
-    with target_db.connect() as conn:  # the target is keyed by the same columns
+    with target_db.connect() as conn:  # the target is keyed the same way, from the start
         target = describe_table(conn, "public", "ri")
     assert target is not None and (target.primary_key, target.key_source) == \
-        (("n", "code"), KEY_PRIMARY)
+        (("n", "code"), KEY_REPLICA_IDENTITY_INDEX)
     order = "n, code"
     wait_equal(lambda: rows(target_db, "public.ri", order),
                lambda: rows(source_db, "public.ri", order), "snapshot")
@@ -159,10 +158,16 @@ def test_a_partitioned_table_arrives_whole_through_its_root(
                      "DELETE FROM public.events WHERE id IN (4, 5)")
     wait_equal(lambda: rows(target_db, "public.events", order),
                lambda: rows(source_db, "public.events", order), "changes")
-    with target_db.connect() as conn:  # one plain table on the target
+    with target_db.connect() as conn:  # partitioned the same way on the target
         kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = 'public.events'::regclass"
                             ).fetchone()
-    assert kind == ("r",)
+        parts = conn.execute("SELECT relid::regclass::text, isleaf FROM "
+                             "pg_partition_tree('public.events') ORDER BY 1").fetchall()
+        landed = conn.execute("SELECT tableoid::regclass::text, count(*) FROM public.events "
+                              "GROUP BY 1 ORDER BY 1").fetchall()
+    assert kind == ("p",)
+    assert parts == [("events", False), ("events_eu", True), ("events_us", True)]
+    assert landed == [("events_eu", 5), ("events_us", 5)]
     with source_db.connect() as conn:
         pub = conn.execute("SELECT pubviaroot FROM pg_publication WHERE pubname = %s",
                            [names.publication_name(migration_id)]).fetchone()
@@ -339,3 +344,20 @@ def test_odd_names_pass_preflight_and_get_the_topics_debezium_names(
         published = conn.execute("SELECT count(*) FROM pg_publication_tables WHERE pubname = %s",
                                  [names.publication_name(migration_id)]).fetchone()
     assert published == (len(ODD) + 2,)  # with the heartbeat and the signal table
+
+
+def test_a_domain_over_an_enum_anywhere_in_the_database_is_refused_naming_it(
+        cdc: Cdc, source_db: PgDatabase, migration_id: str) -> None:
+    """Debezium's connector fails to start on such a database (its type registry reads every
+    type), whichever tables the spec names: pre-flight says so instead of a Java trace."""
+    with source_db.connect() as conn:
+        conn.execute("CREATE TYPE public.mood AS ENUM ('sad', 'ok');"
+                     'CREATE DOMAIN public."Mood D" AS public.mood;'
+                     "CREATE TABLE public.plain (id int PRIMARY KEY);")
+    spec = cdc.spec(["public.plain"])
+    with pytest.raises(PreflightError) as err:
+        preflight.preflight(spec, migration_id)
+    assert err.value.failures == [
+        'source: domain public."Mood D" is over an enum, and Debezium\'s PostgreSQL connector '
+        "fails to start on a database that holds one (it reads every type at start); use the "
+        "enum itself, or a text domain with a CHECK, instead"]

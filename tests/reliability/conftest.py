@@ -78,11 +78,15 @@ def write_through(dsn: str, rate: float, operations: int, timeout: float = 300) 
     done, seed = 0, 7
     deadline = time.monotonic() + timeout
     while done < operations and time.monotonic() < deadline:
+        progress = [0]  # what a call a restart ends did (counted every 100 operations)
         try:
-            done += workload.run(dsn, rate=rate, duration=deadline - time.monotonic(),
-                                 seed=seed, max_operations=operations - done).total
+            progress[0] = workload.run(
+                dsn, rate=rate, duration=deadline - time.monotonic(), seed=seed,
+                max_operations=operations - done,
+                on_progress=lambda r, p=progress: p.__setitem__(0, r.total)).total
         except TransientError:
             time.sleep(0.5)
+        done += progress[0]
         seed += 1
     return done
 

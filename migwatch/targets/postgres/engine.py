@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from psycopg import sql
@@ -14,7 +15,7 @@ from migwatch.connectors import postgres as pg
 from migwatch.errors import PermanentError, TargetNotEmpty
 from migwatch.targets.base import Emptied, Target, TargetSession
 from migwatch.targets.postgres.positions import PostgresSession, clear_positions
-from migwatch.targets.postgres.writer import PostgresWriter
+from migwatch.targets.postgres.writer import PostgresWriter, may_set_replica_role
 
 
 class PostgresTarget(Target):
@@ -48,6 +49,13 @@ class PostgresTarget(Target):
             if row is None or row[1]:
                 return []
             user, problems = row[0], []
+            fires = self._what_would_fire()
+            if fires and not may_set_replica_role(conn):
+                problems.append(
+                    f"target: user {user!r} may not set session_replication_role, and the "
+                    f"tables have {', '.join(fires)} that replicated rows must not fire "
+                    "(they arrive in per-table order): GRANT SET ON PARAMETER "
+                    f"session_replication_role TO {user} (PostgreSQL 15+)")
             own_schema = conn.execute(
                 "SELECT pg_has_role(current_user, nspowner, 'USAGE') FROM pg_namespace "
                 "WHERE nspname = %s", [names.POSITION_SCHEMA]).fetchone()
@@ -76,6 +84,28 @@ class PostgresTarget(Target):
                     problems.append(f"target table {t.target_name}: user {user!r} lacks CREATE "
                                     f"on schema {schema!r} to create it")
             return problems
+
+    def _what_would_fire(self) -> list[str]:
+        """The source tables' foreign keys and triggers, as the target will have them."""
+        with pg.connect_endpoint(self.spec.source, "source", autocommit=True) as src, \
+                pg.translated("source: foreign keys and triggers"):
+            oids = []
+            for t in self.spec.tables:
+                row = src.execute("SELECT to_regclass(%s)::oid", [
+                    sql.Identifier(t.schema_name, t.name).as_string(src)]).fetchone()
+                if row and row[0]:
+                    oids.append(int(row[0]))
+            fks = src.execute("SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND "
+                              "conrelid = ANY(%s) AND confrelid = ANY(%s)",
+                              [oids, oids]).fetchone()
+            triggers = src.execute("SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal "
+                                   "AND tgrelid = ANY(%s)", [oids]).fetchone()
+        out = []
+        if fks and fks[0]:
+            out.append(f"{fks[0]} foreign key(s)")
+        if triggers and triggers[0]:
+            out.append(f"{triggers[0]} trigger(s)")
+        return out
 
     def make_fresh(self, migration_id: str, reset: bool) -> Emptied:
         with pg.connect_endpoint(self.endpoint, "target") as conn, \
@@ -110,20 +140,24 @@ class PostgresTarget(Target):
 
     def prepare_schema(self, tables: Sequence[tuple[TableSpec, pg.TableInfo]],
                        heartbeat: tuple[str, str]) -> tuple[list[str], list[str]]:
+        """The missing tables and everything they need, restored from the source's own
+        `pg_dump` (`schema.py`: its pre-data closure and primary keys), in one transaction;
+        the heartbeat table beside them."""
         created: list[str] = []
         present: list[str] = []
         beat_schema, beat_table = heartbeat
         with pg.connect_endpoint(self.endpoint, "target") as tgt, \
                 pg.translated("target: create tables"):
-            for table, info in tables:
+            missing = []
+            for table, _ in tables:
                 schema, name = split_qualified(table.target_name)
                 if pg.table_exists(tgt, schema, name):
                     present.append(table.target_name)
-                    continue
-                tgt.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                    sql.Identifier(schema)))
-                tgt.execute(pg.create_table_sql(info, schema, name))
-                created.append(table.target_name)
+                else:
+                    missing.append(table)
+            if missing:
+                self._restore(tgt, missing, post=False)
+                created += [t.target_name for t in missing]
             beat = f"{beat_schema}.{beat_table}"
             if beat not in created + present:
                 if pg.table_exists(tgt, beat_schema, beat_table):
@@ -134,6 +168,52 @@ class PostgresTarget(Target):
                     created.append(beat)
             tgt.commit()
         return created, present
+
+    def finish_schema(self) -> dict[str, Any]:
+        """After the load: what the tables' dump holds for after the data — secondary and
+        unique indexes, unique constraints, foreign keys (`NOT VALID`), triggers — that the
+        target does not have yet, then ANALYZE of every table (statistics are not dumped)."""
+        with pg.connect_endpoint(self.endpoint, "target") as tgt, \
+                pg.translated("target: indexes, constraints, triggers"):
+            built, left_out = self._restore(tgt, list(self.spec.tables), post=True)
+            tgt.commit()
+            tgt.autocommit = True
+            for t in self.spec.tables:
+                tgt.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(*t.target_parts)))
+        return {"built": built, "left_out": left_out,
+                "analyzed": [t.target_name for t in self.spec.tables]}
+
+    def _restore(self, tgt: Any, tables: Sequence[TableSpec],
+                 post: bool) -> tuple[list[str], list[str]]:
+        """Restore the pre-data (or post-data) closure of `tables` from a fresh dump of the
+        source, leaving out what the target has already; returns (objects made, left out)."""
+        from migwatch.targets.postgres import schema
+
+        with pg.connect_endpoint(self.spec.source, "source", autocommit=True) as src, \
+                pg.translated("source: describe the schema"), schema.workdir() as tmp:
+            schema.check_client(src.info.server_version)
+            dump_file = schema.dump(self.spec.source, Path(tmp))
+            oids = schema.with_partitions(src, schema.table_oids(src, tables).values())
+            entries = schema.toc(dump_file)
+            planned = schema.plan(entries, oids, schema.key_oids(src, oids))
+            chosen = [e for e in (planned.post if post else planned.pre)
+                      if not schema.exists_on_target(src, tgt, e, self.spec.tables)]
+            # schemas: made here if missing (the dump's CREATE SCHEMA has no IF NOT EXISTS),
+            # those of the renamed tables' targets too
+            schemas = {t.target_parts[0] for t in tables} | {
+                schema.schema_name(src, e.oid) for e in chosen if e.desc == "SCHEMA"}
+            chosen = [e for e in chosen if e.desc != "SCHEMA"]
+            names = {schema.dump_name(src, t.schema_name, t.name):
+                     sql.Identifier(*t.target_parts).as_string(tgt)
+                     for t in self.spec.tables if t.target_name != t.source}
+            text = schema.script(dump_file, chosen, Path(tmp))
+        if post:
+            text = schema.not_valid_foreign_keys(text)
+        for name in sorted(schemas):
+            tgt.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)))
+        # a table the spec renames gets its target name in every statement that names it
+        made = schema.run_script(tgt, schema.renamed(text, names))
+        return made, list(planned.left_out)
 
     def writer(self, migration_id: str, infos: dict[str, pg.TableInfo],
                tables: list[TableSpec], keyless: set[str],

@@ -62,9 +62,22 @@ class PostgresWriter:
         self.source_rows = source_rows
         self.tables = {t.source: t for t in tables}
         self._table_index = {t.source: i for i, t in enumerate(tables)}
-        self.conn = pg.connect_endpoint(spec.target, "target", application="migwatch-applier")
+        self.conn = self._connect()
         self._stage: dict[str, sql.Identifier] = {}
         self._prepare()
+
+    def _connect(self) -> Any:
+        """The applier's target connection; replicated rows are written as PostgreSQL's own
+        logical replication writes them — `session_replication_role = replica`, so the target's
+        triggers and foreign keys do not fire on rows that arrive in per-table order — when the
+        user may set it (superuser, or PostgreSQL 15's GRANT SET ON PARAMETER; pre-flight
+        requires it when the tables have foreign keys or triggers)."""
+        conn = pg.connect_endpoint(self.spec.target, "target", application="migwatch-applier")
+        with pg.translated("target: session_replication_role"):
+            if may_set_replica_role(conn):
+                conn.execute("SET session_replication_role = replica")
+            conn.commit()
+        return conn
 
     def _live(self) -> None:
         """A connection the target dropped (restart, failover) is opened again: TransientError
@@ -76,8 +89,7 @@ class PostgresWriter:
         except Exception:  # noqa: BLE001 - it is broken already
             log.debug("closing a broken connection failed", exc_info=True)
         self._stage.clear()  # temp tables went with the session
-        self.conn = pg.connect_endpoint(self.spec.target, "target",
-                                        application="migwatch-applier")
+        self.conn = self._connect()
         log.warning("applier %s: reconnected to the target", self.mid)
 
     @property
@@ -319,7 +331,8 @@ class PostgresWriter:
             else:
                 action = sql.SQL("DO NOTHING")
             cur.execute(sql.SQL(
-                "INSERT INTO {} ({}) SELECT {} FROM {} WHERE {} IS NULL ON CONFLICT ({}) {}"
+                "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} WHERE {} IS NULL "
+                "ON CONFLICT ({}) {}"
             ).format(target, col_ids, col_ids, stage, marker, conflict, action))
             if partial:
                 self._apply_partial(cur, target, stage, names_, pk)
@@ -400,7 +413,8 @@ class PostgresWriter:
         # the event left out are NULL), and validation names the difference
         col_ids = sql.SQL(", ").join(sql.Identifier(n) for n in names_)
         cur.execute(sql.SQL(
-            "INSERT INTO {} ({}) SELECT {} FROM {} WHERE {} IS NOT NULL ON CONFLICT DO NOTHING"
+            "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} WHERE {} IS NOT NULL "
+            "ON CONFLICT DO NOTHING"
         ).format(target, col_ids, col_ids, stage, marker))
         if cur.rowcount:
             log.warning("applier %s: %d row(s) updated without their unchanged TOASTed columns "
@@ -419,7 +433,8 @@ class PostgresWriter:
             target, sql.SQL(" AND ").join(
                 sql.SQL("{}::text IS NOT DISTINCT FROM CAST(%s AS {})::text").format(
                     sql.Identifier(c.name), sql.SQL(c.type)) for c in info.columns))
-        insert = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(target, col_ids, values)
+        insert = sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES ({})").format(
+            target, col_ids, values)
         update = sql.SQL("UPDATE {} SET ({}) = ROW({}) WHERE ctid = {}").format(
             target, col_ids, values, one_row)
         delete = sql.SQL("DELETE FROM {} WHERE ctid = {}").format(target, one_row)
@@ -481,3 +496,16 @@ class PostgresWriter:
 
 def _pg_value(v: Any) -> Any:
     return orjson.dumps(v).decode() if isinstance(v, dict) else v
+
+
+def may_set_replica_role(conn: Any) -> bool:
+    """Whether this session's user may set `session_replication_role` (superuser, or on
+    PostgreSQL 15+ granted SET on the parameter)."""
+    row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    if row and row[0]:
+        return True
+    if conn.info.server_version < 150000:
+        return False
+    row = conn.execute("SELECT has_parameter_privilege('session_replication_role', 'SET')"
+                       ).fetchone()
+    return bool(row and row[0])

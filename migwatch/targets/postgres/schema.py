@@ -1,0 +1,434 @@
+"""A faithful target schema, by PostgreSQL's own tools: the source's schema is dumped once with
+`pg_dump --schema-only`, and what the spec's tables need is restored on the target — exactly the
+closure of those tables in the dump's own dependency graph (`pg_restore -l -v`): the types,
+enums, domains, collations, extensions, functions and sequences they use, their defaults and
+identity, and what belongs to them (constraints, indexes, triggers, comments).
+
+Why not hand-written DDL: a table is more than its columns — an enum column cannot even be
+created without its type, and an application's first INSERT after a switch needs the defaults,
+sequences and constraints. pg_dump knows every object kind and its dependencies; we only choose
+which of its entries to restore.
+
+Two phases: `pre_data` before the initial load (everything a row needs, plus primary keys: the
+applier writes by key) and `post_data` once the load is applied (secondary and unique indexes,
+unique constraints, foreign keys — `NOT VALID`, so rows replicated in per-table order never fail
+them — and triggers). The restored SQL is `pg_restore -f -` output run on the target in one
+transaction; a table the spec renames (`tables[].target`) gets its target name in it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from migwatch.config import Endpoint, TableSpec
+from migwatch.errors import ConfigError, PermanentError, StackError
+
+PG_BIN = Path(os.environ.get("MIGWATCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+#: TOC descriptions of more than one word, longest first (the rest is the first word)
+_DESCS = ("SEQUENCE OWNED BY", "FK CONSTRAINT", "CHECK CONSTRAINT", "MATERIALIZED VIEW",
+          "DEFAULT ACL", "TABLE DATA", "INDEX ATTACH", "ROW SECURITY", "EVENT TRIGGER",
+          "FOREIGN TABLE", "PUBLICATION TABLE", "SEQUENCE SET", "LARGE OBJECT",
+          "SHELL TYPE", "TABLE ATTACH", "USER MAPPING", "SERVER", "PROCEDURAL LANGUAGE",
+          "FOREIGN DATA WRAPPER", "OPERATOR CLASS", "OPERATOR FAMILY", "TEXT SEARCH")
+
+#: what belongs to a table: restored with it when it depends on one of the spec's tables
+_BELONGS = {"DEFAULT", "CONSTRAINT", "FK CONSTRAINT", "CHECK CONSTRAINT", "INDEX", "TRIGGER",
+            "SEQUENCE", "SEQUENCE OWNED BY", "COMMENT", "STATISTICS", "RULE", "INDEX ATTACH",
+            "TABLE ATTACH"}
+#: built after the load
+_POST = {"INDEX", "FK CONSTRAINT", "TRIGGER", "RULE", "STATISTICS"}
+#: never restored: the database itself, its settings, data, grants (--no-acl) and ownership
+_NEVER = {"ENCODING", "STDSTRINGS", "SEARCHPATH", "DATABASE", "TABLE DATA", "SEQUENCE SET",
+          "ACL", "DEFAULT ACL", "DATABASE PROPERTIES", "PUBLICATION", "PUBLICATION TABLE",
+          "SUBSCRIPTION", "LARGE OBJECT", "BLOBS"}
+
+_LINE = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
+
+
+@dataclass
+class Entry:
+    """One entry of the dump's table of contents."""
+
+    dump_id: int
+    classid: int
+    oid: int
+    desc: str
+    line: str
+    #: place in the archive's order, which pg_dump sorted by dependencies: restored in it
+    position: int = 0
+    depends: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which dump entries to restore in each phase, and what was left out and why."""
+
+    pre: tuple[Entry, ...]
+    post: tuple[Entry, ...]
+    left_out: tuple[str, ...]
+
+
+def parse_toc(text: str) -> dict[int, Entry]:
+    """`pg_restore -l -v` output: entries by dump id, each with the ids it depends on."""
+    entries: dict[int, Entry] = {}
+    last: Entry | None = None
+    for line in text.splitlines():
+        if line.startswith(";\tdepends on:") and last is not None:
+            last.depends += [int(x) for x in line.split(":", 1)[1].split()]
+            continue
+        m = _LINE.match(line)
+        if not m:
+            continue
+        rest = m.group(4)
+        desc = next((d for d in _DESCS if rest.startswith(d + " ")), rest.split(" ", 1)[0])
+        last = Entry(int(m.group(1)), int(m.group(2)), int(m.group(3)), desc, line,
+                     position=len(entries))
+        entries[last.dump_id] = last
+    return entries
+
+
+def plan(entries: dict[int, Entry], tables: Iterable[int], keys: set[int]) -> Plan:
+    """The closure of the tables (pg_class oids; a partitioned table's partitions among them) in
+    the dump's dependency graph.
+
+    Upward, everything an included entry depends on (types, functions, sequences, schemas,
+    extensions...), except another table: an entry that needs a table outside the spec (a
+    foreign key to it, say) is left out and listed. Downward, what belongs to an included entry
+    (`_BELONGS`: defaults, constraints, indexes, triggers, owned sequences, partition attaches,
+    comments). `keys` — oids of the primary-key constraints, and of the replica-identity index
+    of a table without one — go with the first phase: the applier writes by them."""
+    roots = {e.dump_id for e in entries.values() if e.desc == "TABLE" and e.oid in set(tables)}
+    dependents: dict[int, list[int]] = {}
+    for e in entries.values():
+        for d in e.depends:
+            dependents.setdefault(d, []).append(e.dump_id)
+    chosen: set[int] = set()
+    left_out: list[str] = []
+
+    relations = ("TABLE", "VIEW", "MATERIALIZED VIEW", "FOREIGN TABLE")
+
+    def needs_outside_table(e: Entry, seen: set[int]) -> Entry | None:
+        if e.desc == "SEQUENCE OWNED BY":  # the owner is its sequence's table
+            return next((o for d in e.depends if (seq := entries.get(d)) is not None
+                         for o in (entries.get(x) for x in seq.depends)
+                         if o is not None and o.desc in relations and o.dump_id not in roots),
+                        None)
+        for d in e.depends:
+            dep = entries.get(d)
+            if dep is None or d in seen:
+                continue
+            if dep.desc in relations and d not in roots:
+                if e.desc == "SEQUENCE":
+                    continue  # a sequence depends on the table owning it: it stands alone
+                return dep
+            seen.add(d)
+            if (found := needs_outside_table(dep, seen)) is not None:
+                return found
+        return None
+
+    todo = list(roots)
+    while todo:
+        i = todo.pop()
+        if i in chosen:
+            continue
+        e = entries[i]
+        if e.desc in _NEVER:
+            continue
+        if i not in roots and (outside := needs_outside_table(e, set())) is not None:
+            left_out.append(f"{_tag(e)} (needs {_tag(outside)}, which the spec does not "
+                            "migrate)")
+            continue
+        chosen.add(i)
+        todo += [d for d in e.depends if d not in chosen and not (
+            e.desc == "SEQUENCE" and entries[d].desc in relations)]
+        todo += [d for d in dependents.get(i, ()) if entries[d].desc in _BELONGS
+                 and d not in chosen]
+    ordered = sorted((entries[i] for i in chosen), key=lambda e: e.position)
+    later: set[int] = set()
+    for e in ordered:  # in dependency order: whatever needs something built later waits too
+        if e.desc in _POST and e.oid not in keys or (e.desc == "CONSTRAINT" and e.oid not in keys) \
+                or any(d in later for d in e.depends):
+            later.add(e.dump_id)
+    pre = tuple(e for e in ordered if e.dump_id not in later)
+    post = tuple(e for e in ordered if e.dump_id in later)
+    return Plan(pre=pre, post=post, left_out=tuple(dict.fromkeys(left_out)))
+
+
+def _tag(e: Entry) -> str:
+    return e.line.split(" ", 3)[3].rsplit(" ", 1)[0] if e.line.count(" ") >= 4 else e.line
+
+
+# ------------------------------------------------------------------------ the tools
+def _env(endpoint: Endpoint, field_name: str) -> dict[str, str]:
+    """libpq environment for a tool: the password never on its command line."""
+    env = {**os.environ, "PGHOST": endpoint.host, "PGPORT": str(endpoint.port),
+           "PGDATABASE": endpoint.database, "PGCONNECT_TIMEOUT": "10"}
+    if endpoint.user:
+        env["PGUSER"] = endpoint.user
+    secret = endpoint.secret(field_name)
+    if secret is not None:
+        env["PGPASSWORD"] = secret.get_secret_value()
+    return env
+
+
+def _tool(name: str) -> str:
+    path = PG_BIN / name
+    if not path.exists():
+        raise StackError("postgres-client", f"{name} not found at {path}: install Debian's "
+                                            "postgresql-client (the stack does) or set "
+                                            "MIGWATCH_PG_BIN")
+    return str(path)
+
+
+def check_client(server_version_num: int) -> None:
+    """pg_dump must be at least as new as the source's major version (it refuses to dump a
+    newer server; say so before trying)."""
+    out = subprocess.run([_tool("pg_dump"), "--version"], capture_output=True, text=True,
+                         check=True).stdout
+    m = re.search(r"(\d+)(?:\.(\d+))?", out)
+    client = int(m.group(1)) if m else 0
+    server = server_version_num // 10000
+    if client < server:
+        raise ConfigError(f"pg_dump {client} cannot dump a PostgreSQL {server} source; install "
+                          f"postgresql-client-{server} (or newer) and set MIGWATCH_PG_BIN",
+                          field="source")
+
+
+def dump(source: Endpoint, into: Path) -> Path:
+    """`pg_dump -Fc --schema-only` of the source database into `into`."""
+    path = into / "schema.dump"
+    done = subprocess.run([_tool("pg_dump"), "--schema-only", "--format=custom",
+                           f"--file={path}", "--no-password"],
+                          capture_output=True, text=True, env=_env(source, "source.password"))
+    if done.returncode != 0:
+        raise PermanentError(f"pg_dump of the source's schema failed: "
+                             f"{_first_error(done.stderr)}")
+    return path
+
+
+def toc(dump_file: Path) -> dict[int, Entry]:
+    done = subprocess.run([_tool("pg_restore"), "--list", "--verbose", str(dump_file)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise PermanentError(f"pg_restore --list failed: {_first_error(done.stderr)}")
+    return parse_toc(done.stdout)
+
+
+def script(dump_file: Path, entries: Sequence[Entry], workdir: Path) -> str:
+    """The SQL `pg_restore` writes for exactly these entries (no owners, no grants)."""
+    if not entries:
+        return ""
+    listing = workdir / f"list-{entries[0].dump_id}-{len(entries)}.txt"
+    listing.write_text("".join(e.line + "\n" for e in entries))
+    done = subprocess.run([_tool("pg_restore"), "--no-owner", "--no-acl",
+                           f"--use-list={listing}", "--file=-", str(dump_file)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise PermanentError(f"pg_restore failed: {_first_error(done.stderr)}")
+    return done.stdout
+
+
+def _first_error(stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    return next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else "")
+
+
+# ------------------------------------------------------------------------ SQL rewriting
+_FK = re.compile(r"(ADD CONSTRAINT\s.+?\sFOREIGN KEY\s.+?);", re.S)
+
+
+def not_valid_foreign_keys(text: str) -> str:
+    """Each `ADD CONSTRAINT … FOREIGN KEY …;` made `NOT VALID`: the rows already there are not
+    checked when it is created (they arrive in per-table order) — validated later."""
+    return _FK.sub(lambda m: m.group(1) + (" NOT VALID;" if "NOT VALID" not in m.group(1)
+                                            else ";"), text)
+
+
+def renamed(text: str, names: dict[str, str]) -> str:
+    """`text` with each qualified table name as pg_dump prints it (`names` keys) replaced by
+    the target's (values), wherever it stands as a whole name."""
+    for old, new in names.items():
+        text = re.sub(rf"(?<![\w\"$.]){re.escape(old)}(?![\w\"$])", new.replace("\\", r"\\"),
+                      text)
+    return text
+
+
+def dump_name(conn: Any, schema: str, table: str) -> str:
+    """How pg_dump prints a qualified name (quoted only where needed)."""
+    row = conn.execute("SELECT quote_ident(%s) || '.' || quote_ident(%s)",
+                       [schema, table]).fetchone()
+    return str(row[0])
+
+
+def workdir() -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(prefix="migwatch-schema-")
+
+
+def table_oids(conn: Any, tables: Sequence[TableSpec]) -> dict[str, int]:
+    out = {}
+    for t in tables:
+        row = conn.execute("SELECT %s::regclass::oid", [
+            sql.Identifier(t.schema_name, t.name).as_string(conn)]).fetchone()
+        out[t.source] = int(row[0])
+    return out
+
+
+def with_partitions(conn: Any, oids: Iterable[int]) -> list[int]:
+    """The tables and, for a partitioned one, every partition under it (the applier writes to
+    the root; the target keeps the same partitions)."""
+    rows = conn.execute("SELECT DISTINCT t.relid::oid FROM unnest(%s::oid[]) r(oid), "
+                        "pg_partition_tree(r.oid) t", [list(oids)]).fetchall()
+    return sorted({*map(int, oids), *(int(r[0]) for r in rows)})
+
+
+def key_oids(conn: Any, oids: Iterable[int]) -> set[int]:
+    """Primary-key constraints of these tables, and the replica-identity index of a table that
+    has no primary key (the applier writes by it: ON CONFLICT needs it from the start)."""
+    rows = conn.execute(
+        "SELECT oid FROM pg_constraint WHERE contype = 'p' AND conrelid = ANY(%s) "
+        "UNION ALL SELECT i.indexrelid FROM pg_index i WHERE i.indrelid = ANY(%s) AND "
+        "i.indisreplident AND NOT EXISTS (SELECT 1 FROM pg_index p WHERE p.indrelid = "
+        "i.indrelid AND p.indisprimary)", [list(oids), list(oids)]).fetchall()
+    return {int(r[0]) for r in rows}
+
+
+# ------------------------------------------------------------------------ on the target
+def _mapped(src: Any, relid: int, tables: Sequence[TableSpec]) -> tuple[str, str]:
+    """(schema, name) on the target of the source relation `relid` (renamed when the spec
+    renames it)."""
+    row = src.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n "
+                      "ON n.oid = c.relnamespace WHERE c.oid = %s", [relid]).fetchone()
+    if row is None:
+        return ("", "")
+    for t in tables:
+        if (t.schema_name, t.name) == (row[0], row[1]):
+            return t.target_parts
+    return (str(row[0]), str(row[1]))
+
+
+def schema_name(src: Any, oid: int) -> str:
+    row = src.execute("SELECT nspname FROM pg_namespace WHERE oid = %s", [oid]).fetchone()
+    return str(row[0]) if row else "public"
+
+
+def _one(conn: Any, query: str, params: Sequence[Any]) -> Any:
+    row = conn.execute(query, list(params)).fetchone()
+    return row if row is not None else None
+
+
+def exists_on_target(src: Any, tgt: Any, e: Entry, tables: Sequence[TableSpec]) -> bool:
+    """Whether the target already has the object of entry `e` (found by its names on the
+    source): shared types, functions and sequences made for another table, or a step of an
+    earlier run, are not made twice."""
+    oid = e.oid
+    if e.classid == 1247:  # type, domain
+        row = _one(src, "SELECT n.nspname, t.typname FROM pg_type t JOIN pg_namespace n "
+                        "ON n.oid = t.typnamespace WHERE t.oid = %s", [oid])
+        return row is not None and bool(_one(tgt, (
+            "SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+            "WHERE n.nspname = %s AND t.typname = %s"), row))
+    if e.classid == 1255:  # function, procedure
+        row = _one(src, "SELECT n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)"
+                        " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                        "WHERE p.oid = %s", [oid])
+        return row is not None and bool(_one(tgt, (
+            "SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = %s AND p.proname = %s AND "
+            "pg_get_function_identity_arguments(p.oid) = %s"), row))
+    if e.classid == 1259:  # table, sequence, index
+        row = _one(src, "SELECT c.relkind, i.indrelid, n.nspname, c.relname FROM pg_class c "
+                        "JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_index i "
+                        "ON i.indexrelid = c.oid WHERE c.oid = %s", [oid])
+        if row is None:
+            return False
+        kind, table, nsp, name = row
+        if kind == "r" or kind == "p":
+            nsp, name = _mapped(src, oid, tables)
+        elif table is not None:  # an index lives in its table's schema
+            nsp = _mapped(src, table, tables)[0]
+        return bool(_one(tgt, "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                              "c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+                         [nsp, name]))
+    if e.classid in (2606, 2620):  # constraint, trigger: by name on its (mapped) table
+        q = ("SELECT conrelid, conname FROM pg_constraint WHERE oid = %s" if e.classid == 2606
+             else "SELECT tgrelid, tgname FROM pg_trigger WHERE oid = %s")
+        row = _one(src, q, [oid])
+        if row is None or not row[0]:
+            return False
+        nsp, table = _mapped(src, row[0], tables)
+        q = ("SELECT 1 FROM pg_constraint x JOIN pg_class c ON c.oid = x.conrelid "
+             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND "
+             "c.relname = %s AND x.conname = %s") if e.classid == 2606 else (
+            "SELECT 1 FROM pg_trigger x JOIN pg_class c ON c.oid = x.tgrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND "
+            "c.relname = %s AND x.tgname = %s")
+        return bool(_one(tgt, q, [nsp, table, row[1]]))
+    if e.classid == 2604:  # a column default
+        row = _one(src, "SELECT d.adrelid, a.attname FROM pg_attrdef d JOIN pg_attribute a "
+                        "ON a.attrelid = d.adrelid AND a.attnum = d.adnum WHERE d.oid = %s",
+                   [oid])
+        if row is None:
+            return False
+        nsp, table = _mapped(src, row[0], tables)
+        return bool(_one(tgt, "SELECT 1 FROM pg_attribute a JOIN pg_class c ON c.oid = "
+                              "a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE "
+                              "n.nspname = %s AND c.relname = %s AND a.attname = %s AND "
+                              "a.atthasdef", [nsp, table, row[1]]))
+    if e.classid == 2615:  # schema
+        row = _one(src, "SELECT nspname FROM pg_namespace WHERE oid = %s", [oid])
+        return row is not None and bool(_one(
+            tgt, "SELECT 1 FROM pg_namespace WHERE nspname = %s", row))
+    if e.classid == 3079:  # extension
+        row = _one(src, "SELECT extname FROM pg_extension WHERE oid = %s", [oid])
+        return row is not None and bool(_one(
+            tgt, "SELECT 1 FROM pg_extension WHERE extname = %s", row))
+    if e.classid == 3456:  # collation
+        row = _one(src, "SELECT n.nspname, c.collname FROM pg_collation c JOIN pg_namespace n "
+                        "ON n.oid = c.collnamespace WHERE c.oid = %s", [oid])
+        return row is not None and bool(_one(tgt, (
+            "SELECT 1 FROM pg_collation c JOIN pg_namespace n ON n.oid = c.collnamespace "
+            "WHERE n.nspname = %s AND c.collname = %s"), row))
+    return False
+
+
+_HEADER = re.compile(r"^-- Name: (.*?); Type: (.*?); Schema: (.*?); Owner: .*$", re.M)
+
+
+def run_script(tgt: Any, text: str) -> list[str]:
+    """Run pg_restore's SQL on the target one object at a time (in the caller's transaction),
+    so a failure names the object: PermanentError "cannot create <type> <schema>.<name>".
+    Returns "<type> <schema>.<name>" of each object made. Session settings the script makes
+    (search_path and the like) are reset afterwards."""
+    text = "\n".join(ln for ln in text.splitlines() if not ln.startswith("\\"))
+    heads = list(_HEADER.finditer(text))
+    pieces = [("preamble", text[:heads[0].start()] if heads else text)]
+    for i, m in enumerate(heads):
+        end = heads[i + 1].start() if i + 1 < len(heads) else len(text)
+        what = f"{m.group(2)} {m.group(3)}.{m.group(1)}" if m.group(3) != "-" else \
+            f"{m.group(2)} {m.group(1)}"
+        pieces.append((what, text[m.end():end]))
+    made = []
+    for what, body in pieces:
+        if not body.strip(" \n-"):
+            continue
+        try:
+            tgt.execute(body)
+        except psycopg.Error as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else \
+                type(exc).__name__
+            raise PermanentError(f"target: cannot create {what}: {detail}") from exc
+        if what != "preamble":
+            made.append(what)
+    tgt.execute("RESET ALL")  # the script's search_path and timeouts end with it
+    return made
