@@ -145,3 +145,58 @@ def test_an_application_schema_arrives_whole(
     wait_for(lambda: counts(target_db) == (20, 20), 90, "the late rows applied")
     processes.stop_applier(migration_id)
     assert capture.connector_status(spec, migration_id).running
+
+
+def test_unique_swaps_and_a_cascading_truncate_land_without_dead_letters(
+        stack: Stack, source_db: PgDatabase, target_db: PgDatabase, migration_id: str,
+        cleanup: list[MigrationSpec], tmp_path: Path) -> None:  # noqa: F811
+    """Two rows swapping a unique value (through a third, as the source must) inside one batch:
+    the set-based upsert trips the unique index, the batch is applied again change by change
+    in source order, and nothing is dead-lettered. A `TRUNCATE … CASCADE` of a referenced table
+    arrives as one event per table, each on its own topic: each table is emptied on its own
+    (the referenced one by DELETE, as TRUNCATE alone is refused) and rows written after it
+    stay."""
+    with source_db.connect() as conn:
+        conn.execute("CREATE TABLE public.parent (id int PRIMARY KEY, code text NOT NULL UNIQUE);"
+                     "CREATE TABLE public.child (id int PRIMARY KEY, parent_id int NOT NULL "
+                     "REFERENCES public.parent (id));"
+                     "INSERT INTO public.parent SELECT g, 'c' || g FROM generate_series(1, 50) g;"
+                     "INSERT INTO public.child SELECT g, g FROM generate_series(1, 50) g")
+    tables = ["public.parent", "public.child"]
+    spec = make_spec(source_db, target_db, tables, stack,
+                     snapshot={"timeout_seconds": 300, "poll_interval_seconds": 1})
+    cleanup.append(spec)
+    migrate(write_spec(spec, tmp_path / "spec.yaml"), migration_id)
+
+    def rows(db: PgDatabase) -> list[tuple]:
+        with db.connect() as c:
+            return c.execute("SELECT 'p', id, code FROM public.parent UNION ALL "
+                             "SELECT 'c', id, parent_id::text FROM public.child ORDER BY 1, 2"
+                             ).fetchall()
+
+    with source_db.connect() as conn, conn.transaction():
+        for a, b in [(1, 2), (3, 4), (5, 6)]:
+            conn.execute("UPDATE public.parent SET code = 'tmp' WHERE id = %s", [a])
+            conn.execute("UPDATE public.parent SET code = %s WHERE id = %s", [f"c{a}", b])
+            conn.execute("UPDATE public.parent SET code = %s WHERE id = %s", [f"c{b}", a])
+    wait_for(lambda: rows(target_db) == rows(source_db), 90, "the swaps applied")
+    with source_db.connect() as conn:
+        conn.execute("TRUNCATE public.parent CASCADE")
+        conn.execute("INSERT INTO public.parent VALUES (100, 'after')")
+        conn.execute("INSERT INTO public.child VALUES (100, 100)")
+    wait_for(lambda: rows(target_db) == rows(source_db), 90, "the truncate and later rows")
+    assert rows(target_db) == [("c", 100, "100"), ("p", 100, "after")]
+    assert dead_letters(stack, spec.dlq_topic(migration_id)) == 0
+
+
+def dead_letters(stack: Stack, topic: str) -> int:
+    """Records on the dead-letter topic (0 when it was never made)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=stack.address("kafka"), group_id=None)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts]) if parts else {}
+    finally:
+        consumer.close()
+    return sum(ends.values())

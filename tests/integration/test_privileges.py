@@ -3,7 +3,8 @@ pre-flight names each missing one before anything is created.
 
 Source: a LOGIN REPLICATION role that belongs to the group role owning the captured tables
 (Debezium's own advice: only a table's owner may add it to a publication), with CREATE on the
-database (the publication) and on the heartbeat's schema. Target: a LOGIN role with CREATE on
+database (the publication) and on the heartbeat's schema — and a table and a sequence beside them
+that it may not read. Target: a LOGIN role with CREATE on
 the database (its `migwatch` schema) and on the target schema."""
 
 from __future__ import annotations
@@ -59,7 +60,10 @@ def least(stack: Stack, source_db: PgDatabase, target_db: PgDatabase) -> Iterato
             sql.SQL("GRANT CREATE ON SCHEMA public TO {}, {}").format(r["cdc"], r["outsider"]),
             sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(r["outsider"]),
             *[sql.SQL("ALTER TABLE {} OWNER TO {}").format(
-                sql.Identifier(*t.split(".")), r["owners"]) for t in SHOP])
+                sql.Identifier(*t.split(".")), r["owners"]) for t in SHOP],
+            # a table of someone else's that migwatch may not read (nor pg_dump lock)
+            sql.SQL("CREATE TABLE public.payroll (id int PRIMARY KEY, salary numeric)"),
+            sql.SQL("CREATE SEQUENCE public.payroll_seq"))
     execute(target_db.dsn,
             sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(r["apply"], pw),
             sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(

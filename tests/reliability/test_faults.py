@@ -23,8 +23,11 @@ from pymongo import MongoClient
 from migwatch import processes
 from migwatch.config import MigrationSpec
 from migwatch.connectors.prometheus import PrometheusClient
+from migwatch.notifications import send
 from migwatch.stack import Stack
+from migwatch.watch import watch
 from tests.conftest import PgDatabase, mongo_endpoint, pushed
+from tests.receivers import Webhook
 from tests.reliability.conftest import (
     SHOP,
     differing,
@@ -55,6 +58,10 @@ def kill_applier(migration_id: str) -> Callable[[], None]:
         assert worker is not None
         os.kill(worker, signal.SIGKILL)
     return fault
+
+
+def subjects(receiver: Webhook) -> list[str]:
+    return [b["subject"] for b in receiver.json_bodies()]
 
 
 def prometheus_value(stack: Stack, expr: str) -> float:
@@ -154,8 +161,16 @@ def source_rows(dsn: str) -> dict[str, set[tuple[Any, ...]]]:
 
 def test_a_mongodb_target_rides_through_30_seconds_away(
         stack: Stack, source_db: PgDatabase, mongo_db: str, migration_id: str,
-        supervised: Callable[..., MigrationSpec]) -> None:
-    supervised(mongo_endpoint(stack, mongo_db), supervision={"check_interval_seconds": 2})
+        supervised: Callable[..., MigrationSpec], hook: tuple[Webhook, str]) -> None:
+    """…and the monitor, watching meanwhile, says so once: one critical message when the
+    event-time lag crosses its threshold, one resolved when it is back under."""
+    receiver, block = hook
+    spec = supervised(mongo_endpoint(stack, mongo_db), supervision={"check_interval_seconds": 2},
+                      notifications={"critical": [block]},
+                      monitor={"poll_interval_seconds": 1, "consecutive_polls": 2,
+                               "window_size": 4, "thresholds": {
+                                   "event_time_lag_seconds": {"warn": 6, "critical": 12,
+                                                              "caught_up": 3}}})
     uri = stack.address("ferretdb")
 
     def check() -> list[str]:
@@ -163,8 +178,22 @@ def test_a_mongodb_target_rides_through_30_seconds_away(
         return [t for t in SHOP if src[t] != dst[t]]
 
     wait_until(check, 120, "after the snapshot")
-    recovered, written = run_fault("ferretdb-down-30s", restart(stack, "ferretdb", 30),
-                                   source_db, check)
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch, args=(spec, migration_id), daemon=True, kwargs={
+        "notify_fn": lambda notice: send(notice, spec.notifications), "stop": stop,
+        "serve_metrics": False})
+    watcher.start()
+    try:
+        recovered, written = run_fault("ferretdb-down-30s", restart(stack, "ferretdb", 30),
+                                       source_db, check)
+        wait_until(lambda: [] if any("RESOLVED" in s for s in subjects(receiver)) else
+                   ["no resolved message"], 60, "the monitor's resolved message")
+    finally:
+        stop.set()
+        watcher.join(30)
+    got = [s.split()[1] for s in subjects(receiver)]
+    assert got == ["CRITICAL", "RESOLVED"], subjects(receiver)
+    assert "event_time_lag_seconds" in subjects(receiver)[0]
     src, dst = source_rows(source_db.dsn), mongo_rows(uri, mongo_db)
     lost = sum(len(src[t] - dst[t]) for t in SHOP)
     extra = sum(len(dst[t] - src[t]) for t in SHOP)

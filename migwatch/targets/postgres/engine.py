@@ -192,7 +192,7 @@ class PostgresTarget(Target):
         with pg.connect_endpoint(self.spec.source, "source", autocommit=True) as src, \
                 pg.translated("source: describe the schema"), schema.workdir() as tmp:
             schema.check_client(src.info.server_version)
-            dump_file = schema.dump(self.spec.source, Path(tmp))
+            dump_file = schema.dump(self.spec.source, Path(tmp), schema.unreadable(src))
             oids = schema.with_partitions(src, schema.table_oids(src, tables).values())
             entries = schema.toc(dump_file)
             planned = schema.plan(entries, oids, schema.key_oids(src, oids))

@@ -205,11 +205,33 @@ def check_client(server_version_num: int) -> None:
                           field="source")
 
 
-def dump(source: Endpoint, into: Path) -> Path:
-    """`pg_dump -Fc --schema-only` of the source database into `into`."""
+def unreadable(conn: Any) -> list[str]:
+    """pg_dump patterns (exact, quoted) of the relations the user may not read: pg_dump locks
+    every table it dumps and reads every sequence, and a least-privileged user may read only the
+    migrated ones — the others are left out of the dump (a dependency on one is left out of the
+    closure, and named)."""
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
+        "c.relnamespace WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND n.nspname NOT IN "
+        "('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' AND NOT "
+        "has_table_privilege(c.oid, 'SELECT') AND NOT pg_has_role(c.relowner, 'USAGE')"
+    ).fetchall()
+    return [pattern(r[0], r[1]) for r in rows]
+
+
+def pattern(schema: str, name: str) -> str:
+    """An exact pg_dump pattern for schema.name: each part in double quotes (inside which
+    wildcards are literal), a double quote doubled."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name))
+
+
+def dump(source: Endpoint, into: Path, exclude: Sequence[str] = ()) -> Path:
+    """`pg_dump -Fc --schema-only` of the source database into `into`, without the relations
+    `exclude` names (patterns, given as --opt=value, never through a shell)."""
     path = into / "schema.dump"
     done = subprocess.run([_tool("pg_dump"), "--schema-only", "--format=custom",
-                           f"--file={path}", "--no-password"],
+                           f"--file={path}", "--no-password",
+                           *(f"--exclude-table={p}" for p in exclude)],
                           capture_output=True, text=True, env=_env(source, "source.password"))
     if done.returncode != 0:
         raise PermanentError(f"pg_dump of the source's schema failed: "

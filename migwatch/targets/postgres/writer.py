@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
+import psycopg
 from kafka import TopicPartition
 from psycopg import sql
 
@@ -288,13 +289,25 @@ class PostgresWriter:
         if any(first < stored.get(tp, 0) for tp, first in batch.first_offsets.items()):
             raise StaleBatch(stored)
 
+    def _truncate(self, target: sql.Identifier) -> None:
+        """A source TRUNCATE, on this table only. A table another one references cannot be
+        truncated alone (a source TRUNCATE … CASCADE arrives as one event per table, on each
+        table's own topic, read in no common order): its rows are deleted instead — under
+        `session_replication_role = replica` no foreign key fires, so the referencing table
+        keeps what its own topic says until its own TRUNCATE event."""
+        try:
+            with self.conn.transaction():  # a savepoint: the refusal must not end the batch
+                self.conn.execute(sql.SQL("TRUNCATE {}").format(target))
+        except psycopg.errors.FeatureNotSupported:
+            self.conn.execute(sql.SQL("DELETE FROM {}").format(target))
+
     def _apply_table(self, table: str, batch: Batch) -> None:
         info = self.infos[table]
         batch.fill_unknown(table, [c.name for c in info.columns])
         target = sql.Identifier(*self._target_name(table))
         pk = info.primary_key
         if table in batch.truncates:
-            self.conn.execute(sql.SQL("TRUNCATE {}").format(target))
+            self._truncate(target)
         self._fill_unchanged(table, target, pk, batch)
         dels = batch.deletes.get(table) or set()
         if dels:
@@ -439,7 +452,7 @@ class PostgresWriter:
             target, col_ids, values, one_row)
         delete = sql.SQL("DELETE FROM {} WHERE ctid = {}").format(target, one_row)
         if table in batch.truncates:
-            self.conn.execute(sql.SQL("TRUNCATE {}").format(target))
+            self._truncate(target)
         with self.conn.cursor() as cur:
             for ch in batch.ordered.get(table) or ():
                 new = [_pg_value((ch.row or {}).get(n)) for n in names_]
