@@ -54,6 +54,11 @@ class Batch:
     truncates: set[str] = field(default_factory=set)
     #: tables without a key: every change in source order (duplicates are rows of their own)
     ordered: dict[str, list[Change]] = field(default_factory=dict)
+    #: tables with a key: each change since the last truncate, in source order — its key and
+    #: its row as `upserts` holds it at that point (None: a delete). A writer whose target
+    #: refuses the collapsed rows on a unique index re-applies these one by one
+    steps: dict[str, list[tuple[tuple[Any, ...], dict[str, Any] | None]]] = \
+        field(default_factory=dict)
     events: dict[tuple[str, str], int] = field(default_factory=dict)  # (table, op) -> count
     max_ts: dict[str, int] = field(default_factory=dict)
     max_lsn: dict[str, int] = field(default_factory=dict)
@@ -85,6 +90,7 @@ class Batch:
             self.deletes.setdefault(t, set()).clear()
             self.ordered.pop(t, None)
             self.ordered.setdefault(t, [])
+            self.steps[t] = []
             self.truncates.add(t)
         elif ch.op == "d":
             assert ch.key is not None
@@ -92,6 +98,7 @@ class Batch:
             if gone is not None:
                 self.removed.setdefault(t, {})[ch.key] = gone
             self.deletes.setdefault(t, set()).add(ch.key)
+            self.steps.setdefault(t, []).append((ch.key, None))
         else:
             assert ch.row is not None and ch.key is not None
             ups = self.upserts.setdefault(t, {})
@@ -108,6 +115,7 @@ class Batch:
                 if ch.old_key is not None and any(v is UNCHANGED for v in row.values()):
                     self.moved.setdefault(t, {})[ch.key] = ch.old_key
             ups[ch.key] = row
+            self.steps.setdefault(t, []).append((ch.key, row))
         if ch.op == "r":
             self.snapshot_rows[t] = self.snapshot_rows.get(t, 0) + 1
         self.events[(t, ch.op)] = self.events.get((t, ch.op), 0) + 1

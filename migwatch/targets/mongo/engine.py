@@ -3,6 +3,7 @@ land in the form `values.py` defines, which its validation side compares by."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -101,6 +102,56 @@ class MongoTarget(Target):
     def prepare_schema(self, tables: Sequence[tuple[TableSpec, pg.TableInfo]],
                        heartbeat: tuple[str, str]) -> tuple[list[str], list[str]]:
         return [], []  # collections come with their first document
+
+    def finish_schema(self, progress: Callable[[int, int, str], None] | None = None,
+                      ) -> dict[str, Any]:
+        """After the load: the source's unique constraints and unique indexes as unique indexes
+        of the collections, named as on the source (`indexes.py`: the primary key is `_id`;
+        what cannot mean the same on MongoDB is left out, each named with why, as are the
+        tables' check and foreign-key constraints and triggers). `progress(done, total,
+        object)` after each index; each one's seconds are returned."""
+        from migwatch.targets.mongo import indexes
+
+        found = []
+        with pg.connect_endpoint(self.spec.source, "source", autocommit=True) as src, \
+                pg.translated("source: unique keys"):
+            for t in self.spec.tables:
+                info = pg.describe_table(src, t.schema_name, t.name)
+                if info is None:
+                    raise PermanentError(f"table {t.source}: does not exist on the source")
+                found.append((t, info, indexes.read_uniques(src, t.schema_name, t.name),
+                              indexes.read_not_carried(src, t.schema_name, t.name,
+                                                       t.source)))
+        built: list[str] = []
+        covered: list[str] = []
+        left_out: list[str] = []
+        seconds: dict[str, float] = {}
+        with mongo.database(self.endpoint, appname="migwatch-migrate") as db, \
+                mongo.translated(f"target ({self.endpoint.redacted()}): unique indexes"):
+            decimal128 = supports_decimal128(db.client.admin.command("buildInfo"))
+            plans = [(t, indexes.plan(t.source, info, DocumentForm(
+                          info, decimal128=decimal128, json_string_columns=t.json_string_columns),
+                          uniques), not_carried)
+                     for t, info, uniques, not_carried in found]
+            total, done = sum(len(p.create) for _, p, _ in plans), 0
+            for t, planned, not_carried in plans:
+                coll = db[t.target_table]
+                for index in planned.create:
+                    what = f"unique index {index.name} on {t.target_table}"
+                    started = time.monotonic()
+                    made, why = indexes.create(coll, index)
+                    if made:
+                        built.append(what)
+                        seconds[what] = round(time.monotonic() - started, 3)
+                    elif why is not None:
+                        left_out.append(f"{index.what} of {t.source}: not carried — {why}")
+                    done += 1
+                    if progress is not None:
+                        progress(done, total, what)
+                covered += planned.covered
+                left_out += planned.left_out + not_carried
+        return {"built": built, "covered": covered, "left_out": left_out, "seconds": seconds,
+                "analyzed": []}
 
     def writer(self, migration_id: str, infos: dict[str, pg.TableInfo],
                tables: list[TableSpec], keyless: set[str],

@@ -2,10 +2,16 @@
 
 Why: MongoDB (FerretDB in the local stack) has no transaction here, so every write is by `_id`
 and idempotent: a batch replayed after a crash lands the same, and the offsets stored after it
-say where to resume."""
+say where to resume.
+
+A collection holds the source's unique keys as unique indexes (`indexes.py`). Rows written as
+the batch collapsed them may collide there where the source's never did — two rows swapping a
+value, written in another order than the source's — so a collision re-applies that collection's
+changes of the batch one by one in source order; one that collides even so is a real error."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -96,13 +102,23 @@ class MongoWriter:
                 coll = self.db[spec.target_table]
                 gone = [form.id(key) for key in batch.deletes.get(table) or ()]
                 docs = self._documents(coll, table, batch)
-                if self.chunk is not None:
-                    self._replace_by_delete_and_insert(coll, table in batch.truncates, gone, docs)
-                    continue
-                ops: list[Any] = [DeleteMany({})] if table in batch.truncates else []
-                ops += [DeleteOne({"_id": _id}) for _id in gone]
-                ops += [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs]
-                self._bulk(coll, ops)
+                try:
+                    if self.chunk is not None:
+                        self._replace_by_delete_and_insert(coll, table in batch.truncates,
+                                                           gone, docs)
+                    else:
+                        ops: list[Any] = [DeleteMany({})] if table in batch.truncates else []
+                        ops += [DeleteOne({"_id": _id}) for _id in gone]
+                        ops += [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs]
+                        self._bulk(coll, ops)
+                except self._errors as exc:
+                    steps = len(batch.steps.get(table) or ())
+                    if not duplicate_key(exc) or steps < 2:  # one change: that was its order
+                        raise
+                    log.info("applier %s: %s: the batch's rows collide on a unique index of "
+                             "collection %s written at once; applying its %d changes one by "
+                             "one in source order", self.mid, table, spec.target_table, steps)
+                    self._apply_in_source_order(coll, table, batch, docs)
             pos = []
             tables = set(batch.max_ts) | set(batch.max_lsn) | set(batch.dlq) | \
                 batch.snapshot_done | ({names.ALL_TABLES} if batch.dlq else set())
@@ -207,6 +223,54 @@ class MongoWriter:
                     if k != "_id":
                         doc.setdefault(k, v)
         return docs
+
+    def _apply_in_source_order(self, coll: Any, table: str, batch: Batch,
+                               finals: list[dict[str, Any]]) -> None:
+        """The table's changes of the batch one write at a time, in source order, after every
+        document they touch is removed — so no row the collapsed write got to first stands in
+        the way — as the source made them: each state in between held its unique keys, so a
+        collision now is a real one (raised). `finals`: the rows' last documents, with the
+        values the events left out filled in; a row's earlier documents take those from its
+        previous one, else from its last, else from what the target held."""
+        form = self.forms[table]
+        steps = batch.steps.get(table) or []
+        ids = list({_id_key(i): i for i in (form.id(k) for k, _ in steps)}.values())
+        parts = [ids[i:i + FERRETDB_WRITE_CHUNK * 10]
+                 for i in range(0, len(ids), FERRETDB_WRITE_CHUNK * 10)]
+        held: dict[Any, dict[str, Any]] = {}
+        for part in parts:
+            held.update({_id_key(d["_id"]): d for d in coll.find({"_id": {"$in": part}})})
+        last = {_id_key(d["_id"]): d for d in finals}
+        final_step = {_id_key(form.id(k)): n for n, (k, _) in enumerate(steps)}
+        if table in batch.truncates:
+            coll.delete_many({})
+        for part in parts:
+            coll.delete_many({"_id": {"$in": part}})
+        current: dict[Any, dict[str, Any]] = {}
+        for n, (key, row) in enumerate(steps):
+            _id = form.id(key)
+            k = _id_key(_id)
+            if row is None:
+                if current.pop(k, None) is not None:
+                    coll.delete_one({"_id": _id})
+                continue
+            if final_step[k] == n and k in last:
+                doc = last[k]
+            else:
+                doc = {"_id": _id, **{c: v for c, v in row.items()
+                                      if c not in form.primary_key and not _marker(v)}}
+                for earlier in (current.get(k), last.get(k), held.get(k)):
+                    for c, v in (earlier or {}).items():
+                        doc.setdefault(c, v)
+            if k in current:
+                if self.chunk is not None:  # FerretDB: no replace by `_id` (see above)
+                    coll.delete_one({"_id": _id})
+                    coll.insert_one(doc)
+                else:
+                    coll.replace_one({"_id": _id}, doc)
+            else:
+                coll.insert_one(doc)
+            current[k] = doc
 
     def _from_source(self, table: str, key: tuple[Any, ...]) -> dict[str, Any]:
         """The fields of the source's current row, for fields the target does not hold."""
@@ -317,5 +381,38 @@ class MongoWriter:
 
 
 def _id_key(value: Any) -> Any:
-    """A hashable form of an `_id` (compound keys are documents)."""
-    return tuple(sorted(value.items())) if isinstance(value, dict) else value
+    """A hashable form of an `_id`, the same for one built here and one read back: compound keys
+    are documents, Decimal128 is not hashable, dates come back naive (the client's tz_aware)."""
+    from bson import Decimal128
+
+    if isinstance(value, dict):
+        return tuple(sorted((k, _id_key(v)) for k, v in value.items()))
+    if isinstance(value, Decimal128):
+        return ("decimal128", value.bid)
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
+def _marker(value: Any) -> bool:
+    return value is UNCHANGED or value is FROM_SOURCE
+
+
+#: the server's codes for a write a unique index refuses
+DUPLICATE_KEY_CODES = {11000, 11001}
+
+
+def duplicate_key(exc: BaseException) -> bool:
+    """Whether a write failed only because a unique index refused it: MongoDB's E11000 (alone
+    or in a bulk write's errors), or FerretDB 1.x's answer to an update that collides
+    (InternalError "UNIQUE constraint failed")."""
+    from pymongo.errors import BulkWriteError, OperationFailure
+
+    if isinstance(exc, BulkWriteError):
+        errors = (exc.details or {}).get("writeErrors") or []
+        return bool(errors) and all(
+            e.get("code") in DUPLICATE_KEY_CODES or "UNIQUE constraint failed" in
+            str(e.get("errmsg", "")) for e in errors)
+    if isinstance(exc, OperationFailure):
+        return exc.code in DUPLICATE_KEY_CODES or "UNIQUE constraint failed" in str(exc)
+    return False
