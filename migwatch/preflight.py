@@ -12,8 +12,9 @@ from typing import Any
 from psycopg import sql
 
 from migwatch import names
-from migwatch.capture import POSTGRES_CONNECTOR, heartbeat_table, kafka_admin
+from migwatch.capture import kafka_admin
 from migwatch.config import MigrationSpec, TableSpec, qualified
+from migwatch.connector_config import POSTGRES_CONNECTOR, heartbeat_table
 from migwatch.connectors.connect import ConnectClient
 from migwatch.connectors.postgres import (
     KEY_NONE,

@@ -20,10 +20,10 @@ by side, so `*` can land while other topics still hold snapshot rows (seen on th
 done with 118k of 200k rows applied).
 
 Checked on the stack: Debezium snapshots in `table.include.list` order, where
-`capture.include_list` puts the heartbeat table last, so `last` normally lands on the heartbeat
-row `capture.prepare_source` seeds; with the heartbeat table listed first and an empty table
-last, Debezium still moves the `last` mark back onto the final record it emits. `*` therefore
-always comes.
+`connector_config.include_list` puts the heartbeat table last, so `last` normally lands on the
+heartbeat row `capture.prepare_source` seeds; with the heartbeat table listed first and an
+empty table last, Debezium still moves the `last` mark back onto the final record it emits. `*`
+therefore always comes.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer
 from psycopg import sql
 
-from migwatch import capture, names, preflight
+from migwatch import capture, connector_config, names, preflight
 from migwatch.applier import Applier
 from migwatch.config import MigrationSpec, qualified
 from migwatch.connectors.postgres import (
@@ -300,7 +300,7 @@ def test_odd_names_pass_preflight_and_get_the_topics_debezium_names(
             conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s)").format(ident),
                          [i, f"{schema}|{table}"])
     spec = cdc.spec([qualified(s, t) for s, t in ODD])
-    assert capture.captured_tables(spec)[:-1] == ODD
+    assert connector_config.captured_tables(spec)[:-1] == ODD
     cdc.start(spec, apply=False)  # pre-flight included
 
     wanted = {names.table_topic(migration_id, qualified(s, t)): (s, t) for s, t in ODD}

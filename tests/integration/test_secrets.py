@@ -26,7 +26,7 @@ import yaml
 from kafka import KafkaConsumer, TopicPartition
 from psycopg import sql
 
-from migwatch import capture, names, processes, runs, workload
+from migwatch import capture, connector_config, names, processes, runs, workload
 from migwatch.stack import Stack
 from tests.conftest import PgDatabase, make_spec
 from tests.receivers import webhook_receiver
@@ -165,7 +165,7 @@ def test_no_secret_leaks_anywhere(stack: Stack, source_db: PgDatabase, target_db
             stop.set()
             sampler.join(5)
         # the secret went where it had to: the Connect host's password file, owner only
-        secret = capture.secret_file(spec, migration_id)
+        secret = connector_config.secret_file(spec, migration_id)
         assert oct(secret.stat().st_mode & 0o777) == "0o600"
         assert marker in secret.read_text()
 

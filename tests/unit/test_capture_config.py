@@ -11,15 +11,18 @@ from typing import Any
 
 import pytest
 
-from migwatch import capture, names
-from migwatch.capture import (
+from migwatch import names
+from migwatch.config import MigrationSpec, parse_spec
+from migwatch.connector_config import (
     connector_config,
     heartbeat_query,
     heartbeat_table,
     include_list,
+    properties_escape,
     redacted_config,
+    secret_file,
+    write_secret_file,
 )
-from migwatch.config import MigrationSpec, parse_spec
 from migwatch.connectors.connect import REDACTED, redact, scrub
 from migwatch.errors import ConfigError
 
@@ -75,7 +78,7 @@ def test_names_and_defaults_come_from_the_spec_and_the_migration_id() -> None:
     assert (config["database.user"], config["database.dbname"]) == ("cdc", "shop")
     # a reference Connect's FileConfigProvider resolves, never the password itself
     assert config["database.password"] == (
-        f"${{file:{capture.secret_file(spec(['public.customers']), MID)}:database.password}}")
+        f"${{file:{secret_file(spec(['public.customers']), MID)}:database.password}}")
     assert PASSWORD not in json.dumps(config)
     assert config["topic.prefix"] == names.topic_prefix(MID) == "migwatch.abc-123"
     assert config["slot.name"] == config["publication.name"] == "migwatch_abc_123"
@@ -161,7 +164,7 @@ def test_redact_and_scrub_cover_every_secret_looking_key() -> None:
 def test_a_missing_password_variable_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TEST_CAPTURE_PW")
     with pytest.raises(ConfigError) as err:  # when the connector's password file is written
-        capture.write_secret_file(spec(["public.customers"]), MID)
+        write_secret_file(spec(["public.customers"]), MID)
     assert err.value.field == "source.password"
 
 
@@ -170,7 +173,7 @@ def test_a_remote_connect_gets_the_specs_own_reference_and_no_file_is_written(
     s = spec(["public.customers"], connect={"password_reference": "${vault:secret/shop:pw}",
                                             "secrets_dir": str(tmp_path)})
     assert connector_config(s, MID)["database.password"] == "${vault:secret/shop:pw}"
-    assert capture.write_secret_file(s, MID) is False
+    assert write_secret_file(s, MID) is False
     assert list(tmp_path.iterdir()) == []
 
 
@@ -185,13 +188,13 @@ def test_a_password_reference_must_be_a_reference(reference: str) -> None:
 def test_the_secret_file_is_the_owners_only_and_rewritten_only_when_the_password_changes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     s = spec(["public.customers"], connect={"secrets_dir": str(tmp_path)})
-    assert capture.write_secret_file(s, MID) is True
-    path = capture.secret_file(s, MID)
+    assert write_secret_file(s, MID) is True
+    path = secret_file(s, MID)
     assert path.parent == tmp_path and oct(path.stat().st_mode & 0o777) == "0o600"
-    assert path.read_text() == f"database.password={capture.properties_escape(PASSWORD)}\n"
-    assert capture.write_secret_file(s, MID) is False  # unchanged: no restart needed
+    assert path.read_text() == f"database.password={properties_escape(PASSWORD)}\n"
+    assert write_secret_file(s, MID) is False  # unchanged: no restart needed
     monkeypatch.setenv("TEST_CAPTURE_PW", "rotated")
-    assert capture.write_secret_file(s, MID) is True
+    assert write_secret_file(s, MID) is True
 
 
 @pytest.mark.parametrize(("value", "escaped"), [
@@ -204,4 +207,4 @@ def test_the_secret_file_is_the_owners_only_and_rewritten_only_when_the_password
     ("😀", "\\ud83d\\ude00"),
 ])
 def test_a_password_is_written_as_java_properties_read_it(value: str, escaped: str) -> None:
-    assert capture.properties_escape(value) == escaped
+    assert properties_escape(value) == escaped
