@@ -9,7 +9,8 @@ sync by change data capture.
 The target tables are created from the source's definitions *before* the versioned migrations
 run: the migrations add to the shop tables (an index, a view over orders, a lookup table), so
 they need them to exist; tables a migration already created are left as they are. A MongoDB
-target needs no DDL, only its migrations.
+target needs no DDL, only its migrations — and, once loaded, the source's unique keys as unique
+indexes (docs/types.md, "Schema on a MongoDB target").
 
 Everything is idempotent, so running the stage again for the same `migration_id` resumes it: the
 connector is left unchanged, the running applier alone, and a snapshot already done returns at
@@ -79,7 +80,7 @@ def migrate(spec_path: str, migration_id: str, reset_target: bool = False) -> di
         resumed = connector["action"] == "unchanged" and applier["action"] != "started"
         snapshot = follow(spec, migration_id, since=None if resumed else loading_since,
                           incremental=tables["added"])
-        finished = finish_target_schema(spec)
+        finished = finish_target_schema(spec, migration_id)
     push_metrics(spec, migration_id)
 
     get_run_logger().info("migrate %s: snapshot %s (%d rows); connector %s, applier %s (%s)",

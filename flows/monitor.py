@@ -3,7 +3,9 @@
 Each poll is a `monitor-poll` task and each state change a `monitor-notify` task; the loop itself
 (`migwatch.watch`) also serves metrics for Prometheus and moves the heartbeat row. A live progress
 artifact shows the lags and the ETA; a markdown artifact is refreshed when the verdict changes;
-the lag series is saved as JSON (and returned) for the report stage.
+the lag series is saved as JSON (and returned) for the report stage. Once the watch ends, a
+`monitor-sequences` task reads each sequence the tables use on both sides — logical decoding does
+not carry their values, the cutover sets them — into a table artifact.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from prefect.artifacts import (
 )
 from prefect.runtime import flow_run
 
+from migwatch import sequences
 from migwatch.config import MigrationSpec, check_migration_id, load_spec
 from migwatch.errors import GateFailed
 from migwatch.lag import Evaluation, Notice, Sample, one_line, progress_percent, status_rows
 from migwatch.watch import Poll, WatchResult, save_samples, watch
-from tasks.monitor import poll_lags, send_notification
+from tasks.monitor import poll_lags, send_notification, sequences_or_why
 
 
 @flow(name="monitor-until-caught-up")
@@ -45,12 +48,16 @@ def monitor_until_caught_up(spec_path: str, migration_id: str) -> dict[str, Any]
                    on_poll=board.update)
     path = save_samples(result)
     board.finish(result)
+    seqs, unread = sequences_or_why(spec)
+    board.sequences(seqs, unread)
     get_run_logger().info("monitor %s: %s after %d polls in %.0f s; samples in %s",
                           migration_id, "caught up" if result.passed else "gate FAILED",
                           result.polls, result.seconds, path)
     if not result.passed:
         raise GateFailed(result.reason or "gate failed")
-    return {**result.to_dict(), "samples_path": str(path)}
+    return {**result.to_dict(), "samples_path": str(path), "sequences": seqs,
+            "sequences_unread": unread}
+
 
 
 def _run_link() -> str:
@@ -94,6 +101,19 @@ class _Board:
         rows = [{k: series[k][i] for k in series} for i in range(len(series["at"]))]
         create_table_artifact(table=rows, key=f"monitor-{self.migration_id}-lags",
                               description="lags and throughput per poll")
+
+    def sequences(self, found: list[dict[str, Any]], unread: str | None) -> None:
+        """The tables' sequences: their values on source and target, how far behind."""
+        behind = sum(1 for s in found if s["state"] == sequences.BEHIND)
+        if unread:
+            what = f"sequences could not be read: {unread}"
+        elif any(s["state"] == sequences.NOT_APPLICABLE for s in found):
+            what = "source values only: the target keeps no sequences"
+        else:
+            what = (f"{len(found)} sequence(s), {behind} behind on the target "
+                    "(values do not travel with the changes; the cutover sets them)")
+        create_table_artifact(table=sequences.rows(found),
+                              key=f"monitor-{self.migration_id}-sequences", description=what)
 
 
 def _markdown(migration_id: str, ev: Evaluation, result: WatchResult | None = None) -> str:

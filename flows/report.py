@@ -2,9 +2,10 @@
 
 Reads what the earlier stages left in the run's folder (run record, validation result, monitor
 samples), re-checks pending mismatches once the applier has passed them, takes one last reading
-of every lag, then writes report.json and a self-contained report.html, publishes Prefect
-artifacts, pushes the run's metrics to the Pushgateway and writes the Grafana dashboard and alert
-rules. Runs on its own too (`migwatch report --migration-id ID`), rebuilding a past run's report.
+of every lag and of the tables' sequences on both sides, then writes report.json and a
+self-contained report.html, publishes Prefect artifacts, pushes the run's metrics to the
+Pushgateway and writes the Grafana dashboard and alert rules. Runs on its own too
+(`migwatch report --migration-id ID`), rebuilding a past run's report.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from migwatch.errors import MigwatchError
 from migwatch.lag import SLOT_WAL, Sample
 from migwatch.report import RunError, table_figures
 from migwatch.validation.run import result_path
-from tasks.monitor import poll_lags
+from tasks.monitor import poll_lags, sequences_or_why
 from tasks.report import (
     applied_events,
     build_report,
@@ -45,6 +46,7 @@ def report(spec_path: str, migration_id: str,
         validation = _revalidated(spec, migration_id, revalidate_timeout_seconds)
         last = Sample.from_dict(poll_lags(spec, migration_id))
         monitor = record.stages.get("monitor")
+        seqs, seqs_unread = sequences_or_why(spec, "migwatch-report")
         built = build_report(
             spec, migration_id, started_at=record.started_at,
             tables=[t.model_dump() for t in table_figures(
@@ -60,6 +62,9 @@ def report(spec_path: str, migration_id: str,
             samples=_samples(migration_id),
             links=_links(spec, record),
             notes=(validation or {}).get("notes") or [],
+            sequences=seqs,
+            sequences_unread=seqs_unread,
+            schema_check=_schema_check(validation),
         )
         paths = write_report(built)
         keys = publish_artifacts(built, paths["html"])
@@ -74,6 +79,14 @@ def report(spec_path: str, migration_id: str,
             "failed_checks": [c["name"] for c in verdict["checks"] if not c["passed"]],
             "paths": paths, "artifacts": keys,
             "dashboard": board or {}, "pushed": pushed is True}
+
+
+def _schema_check(validation: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The validation result's schema check; "not checked" when the result has none (a run
+    on some tables only, or from before the check existed); None without a result."""
+    if validation is None:
+        return None
+    return validation.get("schema") or {"status": "not checked"}
 
 
 def _revalidated(spec: MigrationSpec, migration_id: str,

@@ -30,8 +30,10 @@ from migwatch.validation import DIFFERENT, ERROR
 from migwatch.validation.expectations import failed_names
 from migwatch.validation.model import TableResult, ValidationResult
 from migwatch.validation.run import begin, chosen_tables, error_result
+from migwatch.validation.schema_check import markdown_lines
 from tasks.validate import (
     artifact_key,
+    check_schema,
     compare_table,
     push_metrics,
     run_expectations,
@@ -51,6 +53,8 @@ def validate(spec_path: str, migration_id: str, strict: bool = False,
         result.tables = _compare_tables(spec, chosen_tables(spec, tables), migration_id,
                                         moving_source)
         data = result.to_dict()
+        if tables is None:  # a run limited to some tables says nothing of the whole schema
+            data = check_schema(spec, data)
         if expectations:
             data = run_expectations(spec, data)
         path = save_result(data)
@@ -169,6 +173,8 @@ def markdown(result: ValidationResult) -> str:
     failed = failed_names(result)
     if failed:
         lines += ["", "### Failed expectations", *[f"- {f}" for f in failed]]
+    if result.schema is not None:
+        lines += ["", "### Schema", *markdown_lines(result.schema)]
     return "\n".join(lines)
 
 
@@ -191,4 +197,8 @@ def _failure_message(result: ValidationResult) -> str:
     failed = failed_names(result)
     if failed:
         parts.append("failed expectations: " + "; ".join(failed))
+    schema = result.schema
+    if schema is not None and schema.status in (ERROR, DIFFERENT):
+        parts.append("schema: " + (schema.error or "; ".join(
+            f"{d.object} {d.kind}" for d in schema.differences[:10])))
     return "validation failed: " + " | ".join(parts)

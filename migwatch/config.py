@@ -345,6 +345,8 @@ class SnapshotSpec(_Model):
 
     timeout_seconds: float = Field(default=3600, gt=0)
     poll_interval_seconds: float = Field(default=2, gt=0)
+    #: secondary indexes built at once after the load (one target connection each)
+    index_workers: int = Field(default=2, ge=1, le=32)
 
 
 class SupervisionSpec(_Model):

@@ -7,9 +7,11 @@ retried — a failed pre-flight or a FAILED connector fails the task at once.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from prefect import Task, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 from prefect.tasks import exponential_backoff
@@ -83,15 +85,35 @@ def prepare_target_schema(spec: MigrationSpec) -> dict[str, Any]:
 
 
 @task(name="capture-finish-target-schema", timeout_seconds=3600, **_RETRIES)
-def finish_target_schema(spec: MigrationSpec) -> dict[str, Any]:
+def finish_target_schema(spec: MigrationSpec, migration_id: str | None = None,
+                         ) -> dict[str, Any]:
     """Once the load is applied: indexes, constraints and triggers from the source's dump,
-    then ANALYZE (no-op for MongoDB)."""
-    result = capture.finish_target_schema(spec)
+    then ANALYZE (MongoDB: the unique keys as unique indexes) — a progress artifact counts the
+    objects built; each one's time is logged."""
+    from tasks.migrate import artifact_key
+
+    board: dict[str, UUID] = {}
+
+    def progress(done: int, total: int, what: str) -> None:
+        text = f"{done} of {total} object(s) built; last: {what}"
+        if "id" not in board:
+            board["id"] = cast(UUID, create_progress_artifact(
+                progress=100.0 * done / max(total, 1), description=text,
+                key=artifact_key("migrate", migration_id or "adhoc", "schema")))
+        else:
+            update_progress_artifact(board["id"], progress=100.0 * done / max(total, 1),
+                                     description=text)
+
+    result = capture.finish_target_schema(spec, progress)
     logger = get_run_logger()
     logger.info("target schema finished: %d object(s) built, %d table(s) analyzed",
                 len(result["built"]), len(result["analyzed"]))
+    for what, seconds in sorted(result.get("seconds", {}).items(), key=lambda kv: -kv[1]):
+        logger.info("built %s in %.2f s", what, seconds)
     for what in result["left_out"]:
         logger.warning("not restored on the target: %s", what)
+    for what in result.get("roles_missing", []):
+        logger.warning("%s", what)
     return result
 
 

@@ -60,10 +60,15 @@ def build_report(
     links: Mapping[str, str] | None = None,
     samples: Mapping[str, Any] | None = None,
     notes: Sequence[str] = (),
+    sequences: Sequence[Mapping[str, Any]] = (),
+    sequences_unread: str | None = None,
+    schema_check: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The run's report with its verdict, as plain data. Without `series`, the lag, throughput
     and progress series are read from Prometheus for [started_at, finished_at]; what Prometheus
-    lacks comes from the monitor's `samples` columns."""
+    lacks comes from the monitor's `samples` columns. `sequences`: the `monitor-sequences`
+    task's rows (or `sequences_unread`: why there are none); `schema_check`: the validation
+    result's."""
     log = get_run_logger()
     finished_at = finished_at or datetime.now(UTC)
     if series is not None:
@@ -94,6 +99,9 @@ def build_report(
         notes=notes,
         schema_changes=history,
         schema_changes_unread=unread,
+        sequences=sequences,
+        sequences_unread=sequences_unread,
+        schema_check=schema_check,
     )
     v = report.verdict
     log.info("verdict %s for %s%s", v.label, migration_id, "".join(f"\n  - {r}" for r in v.reasons))

@@ -95,6 +95,26 @@ def compare_table(spec: MigrationSpec, table: str, migration_id: str,
     return result.to_dict()
 
 
+@task(name="validate-schema", timeout_seconds=900, **_RETRIES)
+def check_schema(spec: MigrationSpec, result: dict[str, Any]) -> dict[str, Any]:
+    """The schema check (foreign keys validated first when every table is equal); the result
+    with it. Each difference is logged, naming the object."""
+    res = ValidationResult.from_dict(result)
+    res.schema = run.check_schema(spec, res)
+    log = get_run_logger()
+    check = res.schema
+    log.info("schema check: %s; %d object(s) compared, %d differ, %d declared, %.1f s",
+             check.status, check.objects, len(check.differences), len(check.declared),
+             check.seconds)
+    for d in check.differences:
+        log.warning("schema: %s %s", d.object, d.kind)
+    for w in check.warnings:
+        log.info("schema: %s", w)
+    if check.error:
+        log.error("schema check could not run: %s", check.error)
+    return res.to_dict()
+
+
 @task(name="validate-expectations", timeout_seconds=3600, **_RETRIES)
 def run_expectations(spec: MigrationSpec, result: dict[str, Any]) -> dict[str, Any]:
     """Great Expectations suites on the target (PostgreSQL); the result with their outcomes."""

@@ -176,3 +176,23 @@ def _print(result: Any) -> None:
                       highlight=False)
     for name in failed_names(result):
         out.print(f"[bold red]expectation failed[/]: {escape(name)}", highlight=False)
+    _print_schema(result.schema)
+
+
+def _print_schema(check: Any) -> None:
+    """The schema check: its figures, then one line per difference (declared ones dimmed)."""
+    if check is None:
+        return
+    style = _STATUS_STYLE.get(check.status, "")
+    out.print(f"schema: [{style}]{check.status}[/] — {check.objects} object(s) compared, "
+              f"{len(check.differences)} differ, {len(check.declared)} declared by migrations"
+              if style else f"schema: {check.status}", highlight=False)
+    if check.error:
+        out.print(f"  [bold red]could not check[/]: {escape(check.error)}", highlight=False)
+    for d in check.differences:
+        out.print(f"  [red]{d.kind}[/] {escape(d.object)}", highlight=False)
+    for d in check.declared:
+        out.print(f"  [dim]{d.kind} {escape(d.object)} (declared by "
+                  f"{escape(d.declared_by)})[/]", highlight=False)
+    for w in check.warnings:
+        out.print(f"  [yellow]{escape(w)}[/]", highlight=False)

@@ -7,17 +7,23 @@ TransientError; auth, missing objects, bad SQL → PermanentError. SQL is built 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
 from psycopg import errors as pgerr
 from psycopg import sql
 
 from migwatch.config import Endpoint, postgres_conninfo, qualified
-from migwatch.errors import MigwatchError, PermanentError, TransientError
+from migwatch.errors import MigwatchError, PermanentError, StackError, TransientError
+
+#: PostgreSQL's client programs (pg_dump, pg_restore): Debian's postgresql-client, which the
+#: stack installs
+PG_BIN = Path(os.environ.get("MIGWATCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "40")  # connection, resources, shutdown, rollback
 
@@ -313,3 +319,25 @@ def heartbeat_table_sql(schema: str, table: str) -> list[sql.Composed]:
                 "beat_at timestamptz NOT NULL, writer text)").format(
             sql.Identifier(schema, table)),
     ]
+
+
+def client_tool(name: str) -> str:
+    """The path of one of PostgreSQL's client programs; a StackError saying how to get it."""
+    path = PG_BIN / name
+    if not path.exists():
+        raise StackError("postgres-client", f"{name} not found at {path}: install Debian's "
+                                            "postgresql-client (the stack does) or set "
+                                            "MIGWATCH_PG_BIN")
+    return str(path)
+
+
+def tool_env(endpoint: Endpoint, field_name: str) -> dict[str, str]:
+    """libpq environment for a client program: the password never on its command line."""
+    env = {**os.environ, "PGHOST": endpoint.host, "PGPORT": str(endpoint.port),
+           "PGDATABASE": endpoint.database, "PGCONNECT_TIMEOUT": "10"}
+    if endpoint.user:
+        env["PGUSER"] = endpoint.user
+    secret = endpoint.secret(field_name)
+    if secret is not None:
+        env["PGPASSWORD"] = secret.get_secret_value()
+    return env

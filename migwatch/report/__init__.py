@@ -28,13 +28,20 @@ from migwatch.report.model import (
     Report,
     RunError,
     SchemaChangeRecord,
+    SequenceFigures,
     SeriesData,
     SlotRetention,
     TableFigures,
     TimeSeries,
     scrub,
 )
-from migwatch.report.render import load_json, render_json, render_markdown, table_rows
+from migwatch.report.render import (
+    load_json,
+    render_json,
+    render_markdown,
+    sequence_rows,
+    table_rows,
+)
 from migwatch.report.series import collect_series, merge_series, series_from_samples
 from migwatch.report.verdict import decide
 
@@ -43,6 +50,7 @@ __all__ = [
     "Report",
     "RunError",
     "SchemaChangeRecord",
+    "SequenceFigures",
     "SeriesData",
     "SlotRetention",
     "TableFigures",
@@ -57,6 +65,7 @@ __all__ = [
     "render_markdown",
     "schema_change_record",
     "scrub",
+    "sequence_rows",
     "series_from_samples",
     "slot_retention",
     "table_figures",

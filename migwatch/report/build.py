@@ -17,6 +17,8 @@ from migwatch.report.model import (
     Report,
     RunError,
     SchemaChangeRecord,
+    SchemaCheckFigures,
+    SequenceFigures,
     SlotRetention,
     TableFigures,
     TimeSeries,
@@ -183,17 +185,24 @@ def build_report(
     notes: Sequence[str] = (),
     schema_changes: Sequence[SchemaChange] = (),
     schema_changes_unread: str | None = None,
+    sequences: Iterable[SequenceFigures | Mapping[str, Any]] = (),
+    sequences_unread: str | None = None,
+    schema_check: SchemaCheckFigures | Mapping[str, Any] | None = None,
 ) -> Report:
     """A report with its verdict; lag defaults to the summary of the sampled series.
 
     `schema_changes` is the target's schema-change history (oldest first), or
     `schema_changes_unread` why it could not be read: a table still stopped, or not knowing,
-    is no-go."""
+    is no-go. `sequences` are the tables' sequences (`migwatch.sequences` plain form), or
+    `sequences_unread` why they could not be read: either only warns. `schema_check`: the
+    validation result's (`{"status": "not checked"}` when it has none)."""
     cap = spec.validation.sample_cap if spec is not None else 20
     figures = [cap_keys(TableFigures.model_validate(t), cap) for t in tables]
     errs = [RunError.model_validate(e) for e in errors]
     series = series or TimeSeries()
     measures = list(lag) if lag is not None else lag_summary(series, spec)
+    seqs = [SequenceFigures.model_validate(x) for x in sequences]
+    schema = None if schema_check is None else SchemaCheckFigures.model_validate(schema_check)
     verdict = decide(
         caught_up=caught_up,
         tables=figures,
@@ -208,6 +217,9 @@ def build_report(
         },
         schema_changes_unread=schema_changes_unread,
         migration_id=migration_id,
+        sequences=seqs,
+        sequences_unread=sequences_unread,
+        schema_check=schema,
     )
     return Report(
         migration_id=migration_id,
@@ -224,6 +236,9 @@ def build_report(
         errors=errs,
         slot=slot,
         schema_changes=[schema_change_record(r) for r in schema_changes],
+        sequences=seqs,
+        sequences_unread=sequences_unread,
+        schema_check=schema,
         series=series,
         links=dict(links or {}),
         notes=[scrub(n) for n in notes],

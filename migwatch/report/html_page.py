@@ -12,7 +12,14 @@ from html import escape
 from migwatch import charts
 from migwatch.charts import format_value
 from migwatch.report.model import Report, _key_text
-from migwatch.report.render import OUTCOME_MEANING, _n
+from migwatch.report.render import (
+    OUTCOME_MEANING,
+    _n,
+    schema_note,
+    sequence_rows,
+    sequence_state_text,
+    sequences_note,
+)
 
 CHART_WIDTH = 950
 
@@ -29,7 +36,9 @@ th,td{border-bottom:1px solid var(--line);padding:5px 8px;text-align:left;vertic
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 .badge{border-radius:10px;padding:1px 8px;font-size:12px;color:#fff}
 .badge.equal,.badge.pass{background:var(--go)}.badge.mismatched,.badge.fail{background:var(--nogo)}
-.badge.pending{background:#b26a00}.badge.not_checked{background:#6e7781}
+.badge.pending,.badge.behind,.badge.missing{background:#b26a00}
+.badge.not_checked,.badge.not_readable,.badge.not_applicable{background:#6e7781}
+.badge.ok{background:var(--go)}
 .warn{color:#8a5a00}.note{color:var(--muted);font-size:13px}code{font-size:12px}
 figure.chart{margin:12px 0}svg{max-width:100%;height:auto;font-size:11px}
 svg .frame{fill:#fff;stroke:var(--line)}svg .grid line{stroke:#eef1f4}
@@ -179,6 +188,40 @@ def render_html(report: Report) -> str:
             )
             + "</table>"
         )
+    seq_rows = "".join(
+        f'<tr data-sequence="{e(s.sequence)}" data-state="{e(s.state)}">'
+        f"<td>{e(r['sequence'])}</td><td>{'<br>'.join(e(u) for u in s.used_by)}</td>"
+        f"<td class=n>{e(r['source value'])}</td><td class=n>{e(r['target value'])}</td>"
+        f"<td class=n>{e(r['behind by'])}</td>"
+        f'<td><span class="badge {e(s.state)}">{e(sequence_state_text(s))}</span></td></tr>'
+        for s, r in zip(report.sequences, sequence_rows(report), strict=True)
+    )
+    definitions = ""
+    if report.schema_check is not None:
+        from migwatch.validation.schema_check import difference_rows
+
+        check = report.schema_check
+        check_rows = "".join(
+            f'<tr data-object="{e(r["object"])}" data-kind="{e(r["difference"])}">'
+            f"<td>{e(r['object'])}</td><td>{e(r['difference'])}</td>"
+            f"<td><code>{e(r['source'])}</code></td><td><code>{e(r['target'])}</code></td>"
+            f"<td>{e(r['declared by'])}</td></tr>"
+            for r in difference_rows(check.model_dump()))
+        definitions = (f'<h2>Schema</h2><p class="note" id="schema-note" data-status='
+                       f'"{e(check.status)}">{e(schema_note(check))}</p>')
+        if check_rows:
+            definitions += ('<table id="schema"><tr><th>object</th><th>difference</th>'
+                            "<th>source</th><th>target</th><th>declared by</th></tr>"
+                            + check_rows + "</table>")
+        definitions += "".join(f'<p class="note">{e(w)}</p>' for w in check.warnings)
+    seqs = (
+        f'<h2>Sequences</h2><p class="note" id="sequences-note">{e(sequences_note(report))}</p>'
+    )
+    if seq_rows:
+        seqs += (
+            '<table id="sequences"><tr><th>sequence</th><th>used by</th><th>source value</th>'
+            "<th>target value</th><th>behind by</th><th>state</th></tr>" + seq_rows + "</table>"
+        )
     lag = ""
     if report.lag:
         lag = (
@@ -233,7 +276,8 @@ def render_html(report: Report) -> str:
         "style-src 'unsafe-inline'; img-src data:\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{v.label} — migwatch report {e(report.migration_id)}</title>"
-        f"<style>{_CSS}</style></head><body>{head}{meta}{warnings}{checks}{tables}{schema}{lag}"
+        f"<style>{_CSS}</style></head><body>{head}{meta}{warnings}{checks}{tables}{schema}"
+        f"{definitions}{seqs}{lag}"
         f'{graphs}{slot}{errors}{links}<footer class="meta">migwatch report, schema '
         f"{report.schema_version}, generated {generated}</footer></body></html>\n"
     )

@@ -143,6 +143,55 @@ class SchemaChangeRecord(_Model):
         return scrub(value) if value else value
 
 
+class SchemaDifferenceFigures(_Model):
+    """One object whose definition differs on the target (`missing`, `extra`, `differs`);
+    `declared_by`: the migration that declares it deliberate."""
+
+    object: str
+    kind: str
+    source: str = ""
+    target: str = ""
+    declared_by: str = ""
+
+
+class SchemaCheckFigures(_Model):
+    """The validate stage's schema check (`migwatch.validation.schema_check`): `status` is
+    equal, different, error, not applicable — or `not checked` when validation ran without
+    it."""
+
+    status: str
+    objects: int = 0
+    differences: list[SchemaDifferenceFigures] = Field(default_factory=list)
+    declared: list[SchemaDifferenceFigures] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    method: str = ""
+    seconds: float = 0.0
+    error: str | None = None
+
+    @field_validator("error")
+    @classmethod
+    def _scrub(cls, value: str | None) -> str | None:
+        return scrub(value) if value else value
+
+
+SequenceStateName = Literal["ok", "behind", "missing", "not_readable", "not_applicable"]
+
+
+class SequenceFigures(_Model):
+    """One sequence the tables use, with its last value on each side (None: never called, or
+    not readable on the sides `not_readable_on` names). Logical decoding does not carry
+    sequence values — the cutover sets the target's — so `behind` only warns
+    (`migwatch.sequences`)."""
+
+    sequence: str
+    used_by: list[str] = Field(default_factory=list)
+    source_value: int | None = None
+    target_value: int | None = None
+    state: SequenceStateName
+    behind_by: int | None = None
+    not_readable_on: list[str] = Field(default_factory=list)
+
+
 class SeriesData(_Model):
     name: str
     unit: Unit
@@ -209,12 +258,18 @@ class Report(_Model):
     slot: SlotRetention | None = None
     #: every source schema change seen during the run, oldest first
     schema_changes: list[SchemaChangeRecord] = Field(default_factory=list)
+    #: the target's definitions against the source's (None: no validation result)
+    schema_check: SchemaCheckFigures | None = None
+    #: the sequences the tables use, with their values on both sides at report time
+    sequences: list[SequenceFigures] = Field(default_factory=list)
+    #: why the sequences could not be read (then `sequences` is empty)
+    sequences_unread: str | None = None
     series: TimeSeries = Field(default_factory=TimeSeries)
     links: dict[str, str] = Field(default_factory=dict)
     #: what holds for the whole run (how values were compared, when counts were taken)
     notes: list[str] = Field(default_factory=list)
 
-    @field_validator("gate")
+    @field_validator("gate", "sequences_unread")
     @classmethod
     def _scrub(cls, value: str | None) -> str | None:
         return scrub(value) if value else value

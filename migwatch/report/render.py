@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from migwatch import sequences
 from migwatch.charts import format_value
-from migwatch.report.model import Report, _key_text
+from migwatch.report.model import Report, SchemaCheckFigures, SequenceFigures, _key_text
 
 
 def render_json(report: Report) -> str:
@@ -50,6 +51,55 @@ def table_rows(report: Report) -> list[dict[str, Any]]:
         }
         for t in report.tables
     ]
+
+
+def sequence_rows(report: Report) -> list[dict[str, str]]:
+    """One plain row per sequence: sequence, table, source value, target value, behind by."""
+    return sequences.rows(s.model_dump() for s in report.sequences)
+
+
+def schema_note(check: SchemaCheckFigures) -> str:
+    """One sentence of the schema check's figures."""
+    if check.status == "not checked":
+        return "Not checked: the validation result has no schema check."
+    if check.status == "not applicable":
+        return f"Not applicable: {check.method}."
+    text = (f"{check.status}: {check.objects} object(s) compared, {len(check.differences)} "
+            f"differ, {len(check.declared)} declared by migrations")
+    return text + (f"; could not check: {check.error}" if check.error else "")
+
+
+def schema_lines(check: SchemaCheckFigures) -> list[str]:
+    """The differences (declared ones too) as a markdown table, then the check's notes."""
+    from migwatch.validation.schema_check import difference_rows
+
+    rows = difference_rows(check.model_dump())
+    lines: list[str] = []
+    if rows:
+        lines += ["", "| object | difference | source | target | declared by |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {_md(r['object'])} | {r['difference']} | {_md(r['source'])} | "
+                  f"{_md(r['target'])} | {_md(r['declared by'])} |" for r in rows]
+    lines += [f"- {_md(w)}" for w in check.warnings]
+    return lines
+
+
+def sequences_note(report: Report) -> str:
+    """What the report says of the sequences above their rows."""
+    if report.sequences_unread:
+        return f"The sequences could not be read: {report.sequences_unread}"
+    if any(s.state == "not_applicable" for s in report.sequences):
+        return ("Not applicable to this target: it keeps no sequences (the source's values "
+                "are listed for reference).")
+    if not report.sequences:
+        return "The tables use no sequence."
+    return ("Sequence values do not travel with the changes: the cutover sets the target's. "
+            "A target behind the source only warns.")
+
+
+def sequence_state_text(s: SequenceFigures) -> str:
+    return {"ok": "in step", "behind": "behind", "missing": "missing on the target",
+            "not_readable": "not readable", "not_applicable": "n/a"}.get(s.state, s.state)
 
 
 #: what migwatch did about a schema change (`SchemaChangeRecord.outcome`), as people read it
@@ -120,6 +170,22 @@ def render_markdown(report: Report, html_path: str | None = None) -> str:
             f"| {r.at:%Y-%m-%d %H:%M:%S} | {_md(r.table)} | {_md(r.change)} | "
             f"{_md(outcome_text(r.outcome))}{f' ({_md(r.note)})' if r.note else ''} |"
             for r in report.schema_changes
+        ]
+    if report.schema_check is not None:
+        lines += ["", "**Schema.** " + _md(schema_note(report.schema_check))]
+        lines += schema_lines(report.schema_check)
+    lines += ["", "**Sequences.** " + _md(sequences_note(report))]
+    if report.sequences:
+        lines += [
+            "",
+            "| sequence | used by | source value | target value | behind by | state |",
+            "|---|---|---:|---:|---:|---|",
+        ]
+        lines += [
+            f"| {_md(r['sequence'])} | {_md(r['table'])} | {_md(r['source value'])} | "
+            f"{_md(r['target value'])} | {_md(r['behind by'])} | "
+            f"{_md(sequence_state_text(s))} |"
+            for s, r in zip(report.sequences, sequence_rows(report), strict=True)
         ]
     if report.lag:
         lines += [

@@ -3,7 +3,8 @@
 Kept pure and apart from assembly and rendering so every rule is unit-tested on made-up figures:
 not caught up, lag over critical, tables not proven equal, failed expectations, a table stopped
 at a source schema change (or a history that could not be read), dead-lettered events, failed
-stages, slot retention near its limit.
+stages, slot retention near its limit. Sequences behind on the target only warn: the cutover sets
+them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from migwatch.report.model import (
     Check,
     LagMeasure,
     RunError,
+    SchemaCheckFigures,
+    SequenceFigures,
     SlotRetention,
     TableFigures,
     Verdict,
@@ -36,12 +39,18 @@ def decide(
     stopped_tables: Mapping[str, str] | None = None,
     schema_changes_unread: str | None = None,
     migration_id: str = "<id>",
+    sequences: Sequence[SequenceFigures] = (),
+    sequences_unread: str | None = None,
+    schema_check: SchemaCheckFigures | None = None,
 ) -> Verdict:
     """Go only when caught up, no lag over critical, every table proven equal, no table stopped
     at a schema change, nothing dead-lettered, no stage failed and the slot is clear of its
     limit. `stopped_tables`: table → what changed; `schema_changes_unread`: why the
     schema-change history could not be read (then no stopped table can be ruled out);
-    `migration_id` goes into the `resume-table` command a stopped table's reason names."""
+    `migration_id` goes into the `resume-table` command a stopped table's reason names.
+    `sequences` behind, missing or unreadable on the target (or `sequences_unread`: why none
+    could be read) are warnings, never reasons. `schema_check`: a difference no migration
+    declares, a check that could not run or was not run is a reason."""
     checks: list[Check] = []
     reasons: list[str] = []
     warnings: list[str] = []
@@ -154,4 +163,77 @@ def decide(
             )
     check("slot retention", problems, detail)
 
+    problems, notes = schema_problems(schema_check)
+    check("schema", problems,
+          "not checked (no validation result)" if schema_check is None else
+          f"target definitions equal the source's ({schema_check.objects} object(s))"
+          if schema_check.status == "equal" else schema_check.status)
+    warnings.extend(notes)
+
+    warnings.extend(sequence_warnings(sequences, sequences_unread))
     return Verdict(go=not reasons, reasons=reasons, warnings=warnings, checks=checks)
+
+
+#: schema differences a reason names before it says how many more there are
+SCHEMA_NAMED = 10
+
+
+def schema_problems(check: SchemaCheckFigures | None) -> tuple[list[str], list[str]]:
+    """(reasons, warnings) of the schema check: each difference no migration declares is a
+    reason, as is a check that could not run or was not run; declared differences and the
+    check's own notes are warnings."""
+    if check is None:
+        return [], []
+    reasons = [f"schema: {d.object} {d.kind} on the target"
+               for d in check.differences[:SCHEMA_NAMED]]
+    if len(check.differences) > SCHEMA_NAMED:
+        reasons.append(f"schema: {len(check.differences) - SCHEMA_NAMED} more object(s) differ")
+    if check.status == "error":
+        reasons.append(f"schema check could not run: {scrub(check.error or '', 200)}")
+    elif check.status == "not checked":
+        reasons.append("schema not checked: the validation result has no schema check (run "
+                       "the validate stage on every table)")
+    warnings = [f"schema: {d.object} {d.kind}, declared by {d.declared_by}"
+                for d in check.declared]
+    warnings += [f"schema: {scrub(w, 300)}" for w in check.warnings]
+    return reasons, warnings
+
+
+#: sequences a warning names before it says how many more there are
+SEQUENCES_NAMED = 5
+
+
+def _listed(items: list[str]) -> str:
+    more = len(items) - SEQUENCES_NAMED
+    return ", ".join(items[:SEQUENCES_NAMED]) + (f" and {more} more" if more > 0 else "")
+
+
+def sequence_warnings(sequences: Sequence[SequenceFigures],
+                      unread: str | None = None) -> list[str]:
+    """One warning per kind of trouble with the target's sequences: behind the source (the
+    cutover sets them: logical decoding does not carry their values), missing, not readable."""
+    out = []
+    behind = [s for s in sequences if s.state == "behind"]
+    if behind:
+        out.append(
+            f"{len(behind)} sequence(s) on the target behind the source: "
+            + _listed([f"{s.sequence} by {s.behind_by:,}" for s in behind])
+            + " — sequence values do not travel with the changes; the cutover sets them"
+        )
+    missing = [s.sequence for s in sequences if s.state == "missing"]
+    if missing:
+        out.append(
+            f"{len(missing)} sequence(s) the tables use missing on the target: "
+            + _listed(missing) + " — the cutover has none to set"
+        )
+    unreadable = [f"{s.sequence} ({' and '.join(s.not_readable_on)})"
+                  for s in sequences if s.state == "not_readable"]
+    if unreadable:
+        out.append(
+            f"{len(unreadable)} sequence(s) not readable by the migration's user: "
+            + _listed(unreadable) + " — grant SELECT or USAGE on them to see their values"
+        )
+    if unread:
+        out.append(f"the sequences could not be read ({scrub(unread, 200)}): how far the "
+                   "target's trail the source's is not known")
+    return out

@@ -13,6 +13,7 @@ from then on asks the engine — never branches on the target's kind — for:
     writer(...)               the applier's writer: applies a Batch with its position and offsets
     open_validation(...)      both sides of one table for the comparison
     migrations_backend()      the versioned-migrations backend
+    sequence_values(names)    the target's sequences of those names (None: it keeps none)
 
 To add an engine: a package beside `postgres/` and `mongo/` with a `Target` subclass that
 implements every abstract method here, its writer (the `Writer` protocol) and its session, and
@@ -24,7 +25,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from kafka import TopicPartition
 from psycopg import sql
@@ -33,6 +34,10 @@ from migwatch.batches import Batch, SourceRows
 from migwatch.config import MigrationSpec, TableSpec
 from migwatch.connectors import postgres as pg
 from migwatch.schema_changes import ColumnChange, SchemaChange
+
+if TYPE_CHECKING:
+    from migwatch.sequences import SequenceSide
+    from migwatch.validation.model import SchemaCheck
 
 
 @dataclass(frozen=True)
@@ -191,15 +196,40 @@ class Target(ABC):
         """What this engine cannot hold of a source table, each naming what and why."""
         return []
 
-    def finish_schema(self) -> dict[str, Any]:
+    def finish_schema(self, progress: Callable[[int, int, str], None] | None = None,
+                      ) -> dict[str, Any]:
         """After the initial load: what the target builds once the data is in (indexes,
-        constraints, statistics); the default builds nothing."""
+        constraints, statistics), calling `progress(done, total, object)` after each; the
+        default builds nothing."""
         return {"built": [], "left_out": [], "analyzed": []}
 
     def privilege_problems(self) -> list[str]:
         """The privileges the migration needs on this target that its user lacks, each naming
         the privilege and the object (docs/privileges.md)."""
         return []
+
+    def check_schema(self, declared: Mapping[str, Iterable[str]]) -> SchemaCheck:
+        """The validate stage's schema check: the target's definitions of the spec's tables and
+        what they depend on, against the source's, by code that shares nothing with what
+        created them; `declared`: per migration, the objects it differs on deliberately. The
+        default: not applicable (an engine without table definitions)."""
+        from migwatch.validation.model import NOT_APPLICABLE, SchemaCheck
+
+        return SchemaCheck(status=NOT_APPLICABLE,
+                           method=f"a {self.label} target keeps no table definitions")
+
+    def validate_foreign_keys(self) -> tuple[list[str], list[str]]:
+        """Validate the foreign keys created NOT VALID for the load, once the data is proven
+        equal: (validated, could not be — each with why). The default has none."""
+        return [], []
+
+    def sequence_values(self, wanted: Sequence[tuple[str, str]],
+                        application: str = "migwatch",
+                        ) -> dict[tuple[str, str], SequenceSide] | None:
+        """Each of the `wanted` sequences (schema, name) the target has, as it has it (one it
+        lacks is absent); None when the engine keeps no sequences — the source's values then
+        have nothing to be set on at cutover. The default keeps none."""
+        return None
 
     @abstractmethod
     def make_fresh(self, migration_id: str, reset: bool) -> Emptied:

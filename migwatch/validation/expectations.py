@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from psycopg import sql
+from sqlalchemy.sql.elements import quoted_name
 
 from migwatch.config import MigrationSpec, TableSpec
 from migwatch.connectors import postgres as pg
@@ -110,10 +111,16 @@ def gather_facts(spec: MigrationSpec, results: dict[str, TableResult],
                     row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
                         info.ident)).fetchone()
                     count = int(row[0]) if row else 0
+                # generated columns: not replicated (each side computes them), yet columns
+                generated = [r[0] for r in conn.execute(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND "
+                    "attnum > 0 AND NOT attisdropped AND attgenerated <> '' ORDER BY attnum",
+                    [info.ident.as_string(conn)]).fetchall()]
             schema, name = t.target_parts
             facts.append(TableFacts(
                 table=t.source, schema=schema, name=name,
-                columns=[c.name for c in info.columns], primary_key=list(info.primary_key),
+                columns=[c.name for c in info.columns] + generated,
+                primary_key=list(info.primary_key),
                 not_null=[c.name for c in info.columns if c.not_null],
                 row_count=count, user=user_expectations(spec, t)))
     return facts
@@ -244,9 +251,10 @@ def run_suites(spec: MigrationSpec, facts: Sequence[TableFacts],
             suite.add_expectation(_expectation(gxe, registry, item,
                                                f"validation.expectations.{f.table}[{j}]"))
         try:
-            # quoted: GX lower-cases an unquoted name ("ProductReviews" would not be found)
+            # quoted: GX lower-cases an unquoted name ("ProductReviews" would not be found);
+            # a schema is kept as it is only as SQLAlchemy's quoted_name ("Archive")
             asset = source.add_table_asset(name=f"t{i}", table_name=f'"{f.name}"',
-                                           schema_name=f.schema)
+                                           schema_name=quoted_name(f.schema, quote=True))
         except Exception as exc:  # GX tests the table on adding it: missing, no access
             out[f.table] = {"applies": True, "suite": suite.name,
                             "target": f"{f.schema}.{f.name}", "success": False,

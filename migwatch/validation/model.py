@@ -27,6 +27,7 @@ RANGE_RESOLVED = "resolved"
 RANGE_MISMATCHED = "mismatched"
 
 REDACTED = "<redacted>"
+NOT_APPLICABLE = "not applicable"  # a schema check on a target without one
 
 
 # ----------------------------------------------------------------------------- key codec
@@ -214,6 +215,44 @@ class TableResult:
 
 
 @dataclass
+class SchemaDifference:
+    """One object whose definition differs: `missing` on the target, `extra` on it, or
+    `differs`; `declared_by` names the migration that declares it deliberate."""
+
+    object: str
+    kind: str
+    source: str = ""
+    target: str = ""
+    declared_by: str = ""
+
+
+@dataclass
+class SchemaCheck:
+    """The target's definitions of the spec's tables and what they depend on, against the
+    source's: `differences` block a go, `declared` ones do not."""
+
+    status: str = EQUAL
+    objects: int = 0
+    differences: list[SchemaDifference] = field(default_factory=list)
+    declared: list[SchemaDifference] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    method: str = ""
+    seconds: float = 0.0
+    error: str | None = None
+
+    def settle(self) -> None:
+        self.status = (ERROR if self.error is not None else DIFFERENT if self.differences
+                       else self.status if self.status == NOT_APPLICABLE else EQUAL)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SchemaCheck:
+        d = dict(data)
+        d["differences"] = [SchemaDifference(**x) for x in d.get("differences", [])]
+        d["declared"] = [SchemaDifference(**x) for x in d.get("declared", [])]
+        return cls(**d)
+
+
+@dataclass
 class ValidationResult:
     """Every table's comparison; `status` and `exit_code` summarise them."""
 
@@ -224,10 +263,14 @@ class ValidationResult:
     finished_at: str = ""
     tables: list[TableResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: the schema check (None: not run — an older result, or a run limited to some tables)
+    schema: SchemaCheck | None = None
 
     @property
     def status(self) -> str:
         states = {t.status for t in self.tables}
+        if self.schema is not None and self.schema.status in (ERROR, DIFFERENT):
+            states.add(self.schema.status)
         for s in (ERROR, DIFFERENT, PENDING):
             if s in states:
                 return s
@@ -249,8 +292,9 @@ class ValidationResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ValidationResult:
         tables = [TableResult.from_dict(t) for t in data.get("tables", [])]
-        fields = {k: v for k, v in data.items() if k not in ("tables", "status")}
-        return cls(**fields, tables=tables)
+        schema = SchemaCheck.from_dict(data["schema"]) if data.get("schema") else None
+        fields = {k: v for k, v in data.items() if k not in ("tables", "status", "schema")}
+        return cls(**fields, tables=tables, schema=schema)
 
     def save(self, path: str | Path) -> Path:
         p = Path(path)

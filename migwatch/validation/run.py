@@ -32,15 +32,18 @@ from migwatch.validation.base import Side
 from migwatch.validation.compare import CompareOptions, ProgressFn, TableComparer
 from migwatch.validation.kinds import column_kind
 from migwatch.validation.model import (
+    EQUAL,
     RANGE_MISMATCHED,
     RANGE_PENDING,
     RANGE_RESOLVED,
+    SchemaCheck,
     TableResult,
     ValidationResult,
     now_iso,
 )
 from migwatch.validation.postgres import PostgresSide, describe, open_connection
 from migwatch.validation.recheck import STILL_CHANGING, RoundOutcome, TableRecheck
+from migwatch.validation.schema_check import declarations
 
 ADHOC = "adhoc"  # metrics label when no migration id is given
 APPLICATION = names.VALIDATE_APPLICATION
@@ -263,8 +266,50 @@ def validate(spec: MigrationSpec, migration_id: str | None = None, *,
             result.tables.append(table_result)
             if on_table is not None:
                 on_table(table_result)
+    if tables is None:
+        result.schema = check_schema(spec, result)
     result.finished_at = now_iso()
     return result
+
+
+# ----------------------------------------------------------------------------- schema check
+def declared_differences(spec: MigrationSpec) -> dict[str, list[str]]:
+    """Per versioned migration applied on the target, the schema differences it declares
+    (`-- migwatch: schema-difference <object>` lines, `schema_check.declarations`)."""
+    if spec.migrations is None:
+        return {}
+    from migwatch.migrations import State, run_status
+
+    folder = Path(spec.migrations.folder)
+    out: dict[str, list[str]] = {}
+    for row in run_status(spec).rows:
+        path = folder / row.script
+        if row.state in (State.APPLIED, State.CHANGED) and path.is_file():
+            declared = declarations(path.read_text(errors="replace"))
+            if declared:
+                out[row.script] = declared
+    return out
+
+
+def check_schema(spec: MigrationSpec, result: ValidationResult) -> SchemaCheck:
+    """The schema check of `result`'s tables. Foreign keys the load left NOT VALID are
+    validated first when every table is proven equal (the data then satisfies them, since the
+    source's does); one that fails is named. A check that cannot run is an error result."""
+    engine = engine_for(spec)
+    validated: list[str] = []
+    failed: list[str] = []
+    try:
+        if result.tables and all(t.status == EQUAL for t in result.tables):
+            validated, failed = engine.validate_foreign_keys()
+        check = engine.check_schema(declared_differences(spec))
+    except MigwatchError as exc:
+        check = SchemaCheck(error=str(exc))
+        check.settle()
+    check.warnings += [f"foreign key {f} could not be validated" for f in failed]
+    if validated:
+        check.warnings.append(f"validated {len(validated)} foreign key(s) left NOT VALID for "
+                              f"the load: {', '.join(validated)}")
+    return check
 
 
 # ----------------------------------------------------------------------------- revalidate
@@ -310,6 +355,8 @@ def revalidate(spec: MigrationSpec, migration_id: str, result: ValidationResult,
             if time.monotonic() >= deadline:
                 break
     _note_outcomes(result, tables, outcomes, done)
+    if result.schema is not None:  # again: foreign keys may be validated now, a cause fixed
+        result.schema = check_schema(spec, result)
     result.finished_at = now_iso()
     return result
 

@@ -17,10 +17,14 @@ import psycopg
 import pytest
 
 from flows.migrate import migrate
-from migwatch import capture, processes
-from migwatch.config import MigrationSpec
+from flows.validate import validate
+from migwatch import capture, processes, sequences
+from migwatch.config import MigrationSpec, MigrationsSpec
+from migwatch.migrations import run_up
 from migwatch.stack import Stack
 from migwatch.stack.base import PG_BIN
+from migwatch.validation.model import ValidationResult
+from migwatch.validation.run import check_schema
 from tests.conftest import PgDatabase, make_spec
 from tests.flows.test_cdc_apply_flow import wait_for, write_spec
 from tests.flows.test_migrate_flow import cleanup  # noqa: F401 - a fixture
@@ -84,15 +88,27 @@ def schema_dump(db: PgDatabase, password: str) -> str:
 def test_an_application_schema_arrives_whole(
         stack: Stack, source_db: PgDatabase, target_db: PgDatabase, migration_id: str,
         cleanup: list[MigrationSpec], tmp_path: Path) -> None:  # noqa: F811
+    reader = f"mw_reader_{migration_id[-8:]}"  # a role the source has and the target lacks
     with source_db.connect() as conn:
         conn.execute(APP)
-    spec = make_spec(source_db, target_db, TABLES, stack,
-                     snapshot={"timeout_seconds": 300, "poll_interval_seconds": 1})
-    cleanup.append(spec)
-    out = migrate(write_spec(spec, tmp_path / "spec.yaml"), migration_id)
+        conn.execute(f"CREATE ROLE {reader}; GRANT SELECT ON app.accounts TO {reader}")
+    try:
+        spec = make_spec(source_db, target_db, TABLES, stack,
+                         snapshot={"timeout_seconds": 300, "poll_interval_seconds": 1,
+                                   "index_workers": 2})
+        cleanup.append(spec)
+        out = migrate(write_spec(spec, tmp_path / "spec.yaml"), migration_id)
+    finally:
+        with source_db.connect() as conn:
+            conn.execute(f"REVOKE ALL ON app.accounts FROM {reader}; DROP ROLE {reader}")
 
     finished = out["schema"]["finished"]
     assert finished["left_out"] == []
+    # every object built has its time; the missing role is named with what it had
+    assert set(finished["built"]) <= set(finished["seconds"]), finished
+    assert [r.split(" (")[0] for r in finished["roles_missing"]] == [
+        f"role {reader} does not exist on the target"], finished["roles_missing"]
+    assert "SELECT on app.accounts" in finished["roles_missing"][0]
     assert {"INDEX app.accounts_email_lower", "INDEX app.orders_account",
             "FK CONSTRAINT app.orders orders_account_id_fkey",
             "TRIGGER app.orders orders_touch"} <= set(finished["built"]), finished
@@ -143,8 +159,70 @@ def test_an_application_schema_arrives_whole(
         return (int(row[0]), int(row[1])) if row else (0, 0)
 
     wait_for(lambda: counts(target_db) == (20, 20), 90, "the late rows applied")
+    check_the_schema_check(spec, migration_id, target_db, tmp_path)
     processes.stop_applier(migration_id)
     assert capture.connector_status(spec, migration_id).running
+
+
+def foreign_keys_valid(db: PgDatabase) -> list[tuple[str, bool]]:
+    with db.connect() as c:
+        return [(r[0], bool(r[1])) for r in c.execute(
+            "SELECT conname, convalidated FROM pg_constraint WHERE contype = 'f' AND "
+            "connamespace = 'app'::regnamespace ORDER BY 1").fetchall()]
+
+
+def check_the_schema_check(spec: MigrationSpec, migration_id: str, target_db: PgDatabase,
+                           tmp_path: Path) -> None:
+    """The validate stage's schema check: equal after the load (the NOT VALID foreign key is
+    validated once the tables are proven equal — read from the catalog here); each kind of
+    change made on the target afterwards is named as the object it is; one a migration applied
+    on the target declares does not block."""
+    wait_for(lambda: validate(str(tmp_path / "spec.yaml"), migration_id)["status"] == "equal",
+             120, "validation equal, schema check included")
+    out = validate(str(tmp_path / "spec.yaml"), migration_id)
+    schema = out["schema"]
+    assert schema["status"] == "equal" and schema["differences"] == [], schema
+    assert schema["objects"] >= 30, schema  # columns, constraints, indexes, types, functions…
+    assert foreign_keys_valid(target_db) == [("orders_account_id_fkey", True)]
+
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "V1__note.sql").write_text(
+        "-- migwatch: schema-difference COLUMN app.orders.note\n"
+        "ALTER TABLE app.orders ADD COLUMN note text;\n")
+    spec2 = spec.model_copy(update={"migrations": MigrationsSpec(folder=str(folder))})
+    assert run_up(spec2).versions_done == ["1"]
+    with target_db.connect() as conn:
+        conn.execute("""
+            DROP INDEX app.orders_account;
+            ALTER TABLE app.accounts ALTER COLUMN m SET DEFAULT 'sad';
+            ALTER TYPE app.mood ADD VALUE 'meh';
+            CREATE OR REPLACE FUNCTION app.default_code() RETURNS text LANGUAGE sql
+                AS $$ SELECT 'C-000' $$;
+            ALTER TABLE app.orders DROP CONSTRAINT orders_total_check;
+            ALTER DOMAIN app.posint DROP CONSTRAINT posint_check;
+            ALTER SEQUENCE app.shared_seq INCREMENT 5;
+            ALTER TABLE app.accounts ALTER COLUMN nick TYPE varchar(40);
+            DROP TRIGGER orders_touch ON app.orders;
+        """)
+    result = ValidationResult(migration_id=migration_id, source="", target="",
+                              started_at="")
+    check = check_schema(spec2, result)
+    found = {(d.object, d.kind) for d in check.differences}
+    assert found == {
+        ("INDEX app.orders_account", "missing"),
+        ("COLUMN app.accounts.m", "differs"),
+        ("TYPE app.mood", "differs"),
+        ("FUNCTION app.default_code()", "differs"),
+        ("CONSTRAINT app.orders.orders_total_check", "missing"),
+        ("DOMAIN app.posint", "differs"),
+        ("SEQUENCE app.shared_seq", "differs"),
+        ("COLUMN app.accounts.nick", "differs"),
+        ("TRIGGER app.orders.orders_touch", "missing"),
+    }, found
+    assert [(d.object, d.declared_by) for d in check.declared] == [
+        ("COLUMN app.orders.note", "V1__note.sql")]
+    assert check.status == "different"
 
 
 def test_unique_swaps_and_a_cascading_truncate_land_without_dead_letters(
@@ -200,3 +278,53 @@ def dead_letters(stack: Stack, topic: str) -> int:
     finally:
         consumer.close()
     return sum(ends.values())
+
+
+def test_tables_renamed_and_moved_to_another_schema_keep_their_sequences(
+        stack: Stack, source_db: PgDatabase, target_db: PgDatabase, migration_id: str,
+        cleanup: list[MigrationSpec], tmp_path: Path) -> None:  # noqa: F811
+    """A bigserial table moved to another schema (PostgreSQL keeps an owned sequence in its
+    table's schema: the sequence moves with it) and an identity table renamed in place: the
+    restore makes both, the schema check finds them equal to the source's, the monitor's
+    sequence reading finds each sequence on the target, and inserts relying on the defaults
+    work there once the sequences are set."""
+    with source_db.connect() as conn:
+        conn.execute("CREATE SCHEMA app;"
+                     "CREATE TABLE app.items (id bigserial PRIMARY KEY, name text NOT NULL "
+                     "UNIQUE);"
+                     "CREATE TABLE app.events (id int GENERATED BY DEFAULT AS IDENTITY PRIMARY "
+                     "KEY, item_id bigint REFERENCES app.items (id), at timestamptz NOT NULL "
+                     "DEFAULT now());"
+                     "INSERT INTO app.items (name) SELECT 'i' || g FROM generate_series(1, 30) g;"
+                     "INSERT INTO app.events (item_id) SELECT 1 + g % 30 FROM "
+                     "generate_series(1, 40) g")
+    spec = make_spec(source_db, target_db, [
+        {"source": "app.items", "target": "Archive.Items"},
+        {"source": "app.events", "target": "app.events_v2"}], stack,
+        snapshot={"timeout_seconds": 300, "poll_interval_seconds": 1})
+    cleanup.append(spec)
+    path = write_spec(spec, tmp_path / "spec.yaml")
+    migrate(path, migration_id)
+    wait_for(lambda: validate(path, migration_id)["status"] == "equal", 120,
+             "validation equal, schema check included")
+    out = validate(path, migration_id)
+    assert out["schema"]["status"] == "equal" and out["schema"]["objects"] >= 10, out["schema"]
+
+    states = {s.sequence: s for s in sequences.read(spec)}
+    assert set(states) == {"app.items_id_seq", "app.events_id_seq"}
+    assert states["app.items_id_seq"].target is not None  # found in "Archive"
+    assert states["app.events_id_seq"].target is not None
+    assert states["app.items_id_seq"].source.last_value == 30
+    with target_db.connect() as conn:
+        assert conn.execute("SELECT pg_get_serial_sequence('\"Archive\".\"Items\"', 'id')"
+                            ).fetchone() == ('"Archive".items_id_seq',)
+        conn.execute("SELECT setval('\"Archive\".items_id_seq', 30)")
+        conn.execute("SELECT setval('app.events_id_seq', 40)")
+        row = conn.execute("INSERT INTO \"Archive\".\"Items\" (name) VALUES ('new') RETURNING id"
+                           ).fetchone()
+        assert row == (31,)
+        row = conn.execute("INSERT INTO app.events_v2 (item_id) VALUES (31) RETURNING id"
+                           ).fetchone()
+        assert row == (41,)
+    states = {s.sequence: s for s in sequences.read(spec)}
+    assert states["app.items_id_seq"].state == "ok" and states["app.events_id_seq"].state == "ok"

@@ -317,8 +317,13 @@ def test_c_the_flow_fails_with_the_gates_reason(monitored: Monitored, migration_
                                                 case: str, monitor: dict[str, Any],
                                                 reason: str, tmp_path: Path) -> None:
     """No applier runs, so the snapshot's events (over 300) wait in Kafka: the gate cannot pass,
-    and the consumer lag is above the hard maximum from the first poll."""
+    and the consumer lag is above the hard maximum from the first poll. The sequences are still
+    shown: one a default calls on the source, that the target lacks."""
     m = monitored
+    with m.source.connect() as conn:
+        conn.execute("CREATE SEQUENCE public.note_seq; ALTER TABLE public.orders ALTER COLUMN "
+                     "note SET DEFAULT 'n' || nextval('public.note_seq')")
+        conn.execute("SELECT nextval('public.note_seq'), nextval('public.note_seq')")
     settings = m.spec.monitor.model_dump()
     settings["thresholds"] = {**settings["thresholds"], **monitor.pop("thresholds", {})}
     spec = m.spec.model_copy(update={"monitor": MonitorSpec.model_validate(
@@ -334,4 +339,9 @@ def test_c_the_flow_fails_with_the_gates_reason(monitored: Monitored, migration_
     assert re.search(reason, state.message or ""), state.message
     status = artifact(f"monitor-{migration_id}-status")
     assert f"**Gate failed:** {failed.value.reason}" in status.data
+    seqs = artifact(f"monitor-{migration_id}-sequences")
+    assert json.loads(seqs.data) == [{
+        "sequence": "public.note_seq", "table": "public.orders (note)", "source value": "2",
+        "target value": "missing", "behind by": "–"}]
+    assert seqs.description.startswith("1 sequence(s), 0 behind on the target")
     print(f"\n{case}: {failed.value.reason}")

@@ -76,6 +76,7 @@ def test_everything_fine_is_go_with_every_check_passed() -> None:
         "dead-letter queue",
         "errors",
         "slot retention",
+        "schema",
     ]
     assert all(c.passed for c in v.checks)
 

@@ -112,3 +112,19 @@ def test_a_renamed_table_is_renamed_wherever_it_stands_as_a_whole_name() -> None
         'CREATE INDEX i ON "shop"."orders2" USING btree (a);',
         "CREATE TABLE public.orders_archive (id int);",
         "COMMENT ON TABLE x.public.orders IS 'kept';"]
+
+
+def test_a_source_newer_than_the_installed_pg_dump_is_refused_naming_both() -> None:
+    """The real pg_dump the stack installs (15) against a source's reported version: one it
+    can dump passes, a newer major is a ConfigError naming both versions and the fix."""
+    import pytest
+
+    from migwatch.errors import ConfigError
+    from migwatch.targets.postgres.schema import check_client
+
+    check_client(150018)
+    check_client(140011)
+    with pytest.raises(ConfigError) as refused:
+        check_client(170002)
+    assert "pg_dump 15 cannot dump a PostgreSQL 17 source" in str(refused.value)
+    assert "postgresql-client-17" in str(refused.value)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import psycopg
 from psycopg import sql
 
-from migwatch import names
+from migwatch import names, sequences
 from migwatch.batches import SourceRows
 from migwatch.config import TableSpec, postgres_conninfo, split_qualified
 from migwatch.connectors import postgres as pg
@@ -16,6 +19,9 @@ from migwatch.errors import PermanentError, TargetNotEmpty
 from migwatch.targets.base import Emptied, Target, TargetSession
 from migwatch.targets.postgres.positions import PostgresSession, clear_positions
 from migwatch.targets.postgres.writer import PostgresWriter, may_set_replica_role
+
+if TYPE_CHECKING:
+    from migwatch.validation.model import SchemaCheck
 
 
 class PostgresTarget(Target):
@@ -84,6 +90,14 @@ class PostgresTarget(Target):
                     problems.append(f"target table {t.target_name}: user {user!r} lacks CREATE "
                                     f"on schema {schema!r} to create it")
             return problems
+
+    def sequence_values(self, wanted: Sequence[tuple[str, str]],
+                        application: str = "migwatch",
+                        ) -> dict[tuple[str, str], sequences.SequenceSide]:
+        with pg.connect_endpoint(self.endpoint, "target", autocommit=True,
+                                 application=application) as conn, \
+                pg.translated(f"target ({self.endpoint.redacted()}): sequences"):
+            return sequences.sides(conn, wanted)
 
     def _what_would_fire(self) -> list[str]:
         """The source tables' foreign keys and triggers, as the target will have them."""
@@ -169,24 +183,97 @@ class PostgresTarget(Target):
             tgt.commit()
         return created, present
 
-    def finish_schema(self) -> dict[str, Any]:
-        """After the load: what the tables' dump holds for after the data — secondary and
-        unique indexes, unique constraints, foreign keys (`NOT VALID`), triggers — that the
-        target does not have yet, then ANALYZE of every table (statistics are not dumped)."""
+    def finish_schema(self, progress: Callable[[int, int, str], None] | None = None,
+                      ) -> dict[str, Any]:
+        """After the load: what the tables' dump holds for after the data that the target
+        does not have yet — secondary and unique indexes first, `snapshot.index_workers` at a
+        time, each on its own connection and in its own transaction (a rerun skips those
+        made); then unique constraints, foreign keys (`NOT VALID`) and triggers in the dump's
+        order in one transaction — then ANALYZE of every table (statistics are not dumped).
+        `progress(done, total, object)` after each; each object's seconds are returned."""
+        from migwatch.targets.postgres import schema
+
+        seconds: dict[str, float] = {}
         with pg.connect_endpoint(self.endpoint, "target") as tgt, \
                 pg.translated("target: indexes, constraints, triggers"):
-            built, left_out = self._restore(tgt, list(self.spec.tables), post=True)
+            text, left_out = self._script(tgt, list(self.spec.tables), post=True)
+            tgt.commit()  # the schemas, for the index builders' connections
+            objects = schema.pieces(text)
+            preamble = [p for p in objects if p[0] == "preamble"]
+            indexes = [p for p in objects if p[0].startswith("INDEX ")]
+            rest = [p for p in objects if p not in preamble and p not in indexes]
+            total, done = len(indexes) + len(rest), [0]
+
+            def one_done(what: str) -> None:
+                done[0] += 1
+                if progress is not None:
+                    progress(done[0], total, what)
+
+            built = self._build_indexes(preamble, indexes, seconds, one_done)
+            built += schema.run_pieces(tgt, preamble + rest, seconds, one_done)
             tgt.commit()
             tgt.autocommit = True
+            tgt.execute("RESET ALL")
             for t in self.spec.tables:
+                started = time.monotonic()
                 tgt.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(*t.target_parts)))
-        return {"built": built, "left_out": left_out,
-                "analyzed": [t.target_name for t in self.spec.tables]}
+                seconds[f"ANALYZE {t.target_name}"] = round(time.monotonic() - started, 3)
+        return {"built": built, "left_out": left_out, "seconds": seconds,
+                "analyzed": [t.target_name for t in self.spec.tables],
+                "roles_missing": self._roles_missing()}
 
-    def _restore(self, tgt: Any, tables: Sequence[TableSpec],
-                 post: bool) -> tuple[list[str], list[str]]:
-        """Restore the pre-data (or post-data) closure of `tables` from a fresh dump of the
-        source, leaving out what the target has already; returns (objects made, left out)."""
+    def _roles_missing(self) -> list[str]:
+        """Roles the source's tables are owned by or grant to that the target lacks, each with
+        what it had (ownership and grants are not restored: `--no-owner --no-acl`)."""
+        from migwatch.targets.postgres import schema
+
+        with pg.connect_endpoint(self.spec.source, "source", autocommit=True) as src, \
+                pg.connect_endpoint(self.endpoint, "target", autocommit=True) as tgt, \
+                pg.translated("roles of the source's tables"):
+            oids = schema.table_oids(src, self.spec.tables).values()
+            granted = schema.granted_roles(src, list(oids))
+            present = {r[0] for r in tgt.execute(
+                "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", [list(granted)])}
+        return [f"role {role} does not exist on the target (on the source: "
+                f"{', '.join(what)}); ownership and grants are not restored — make them on "
+                "the target or in a versioned migration"
+                for role, what in granted.items() if role not in present and role != "PUBLIC"]
+
+    def _build_indexes(self, preamble: list[tuple[str, str]], indexes: list[tuple[str, str]],
+                       seconds: dict[str, float],
+                       on_done: Callable[[str], None]) -> list[str]:
+        """Each index in its own transaction and connection, `snapshot.index_workers` at a
+        time (CREATE INDEX takes a SHARE lock: builds on one table do not wait for each
+        other); `on_done` is called from this thread. The first failure, naming its index,
+        stops the others from starting."""
+        from migwatch.targets.postgres import schema
+
+        def build(item: tuple[str, str]) -> dict[str, float]:
+            mine: dict[str, float] = {}
+            with pg.connect_endpoint(self.endpoint, "target", autocommit=True) as conn, \
+                    pg.translated("target: build indexes"):
+                schema.run_pieces(conn, [*preamble, item], mine)
+            return mine
+
+        made: list[str] = []
+        workers = min(self.spec.snapshot.index_workers, len(indexes)) or 1
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mw-index") as pool:
+            futures = {pool.submit(build, item): item[0] for item in indexes}
+            try:
+                for f in as_completed(futures):
+                    seconds.update(f.result())
+                    made.append(futures[f])
+                    on_done(futures[f])
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        return [what for what, _ in indexes if what in made]
+
+    def _script(self, tgt: Any, tables: Sequence[TableSpec],
+                post: bool) -> tuple[str, list[str]]:
+        """The pre-data (or post-data) closure of `tables` from a fresh dump of the source as
+        SQL, without what the target has already, renamed tables named as on the target; the
+        schemas it needs are made (in `tgt`'s transaction). Returns (SQL, left out)."""
         from migwatch.targets.postgres import schema
 
         with pg.connect_endpoint(self.spec.source, "source", autocommit=True) as src, \
@@ -203,17 +290,56 @@ class PostgresTarget(Target):
             schemas = {t.target_parts[0] for t in tables} | {
                 schema.schema_name(src, e.oid) for e in chosen if e.desc == "SCHEMA"}
             chosen = [e for e in chosen if e.desc != "SCHEMA"]
-            names = {schema.dump_name(src, t.schema_name, t.name):
-                     sql.Identifier(*t.target_parts).as_string(tgt)
-                     for t in self.spec.tables if t.target_name != t.source}
+            names = schema.moved_names(src, tgt, self.spec.tables)
             text = schema.script(dump_file, chosen, Path(tmp))
         if post:
             text = schema.not_valid_foreign_keys(text)
         for name in sorted(schemas):
             tgt.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)))
         # a table the spec renames gets its target name in every statement that names it
-        made = schema.run_script(tgt, schema.renamed(text, names))
-        return made, list(planned.left_out)
+        return schema.renamed(text, names), list(planned.left_out)
+
+    def _restore(self, tgt: Any, tables: Sequence[TableSpec],
+                 post: bool) -> tuple[list[str], list[str]]:
+        """Restore the pre-data (or post-data) closure of `tables` in `tgt`'s transaction;
+        returns (objects made, left out)."""
+        from migwatch.targets.postgres import schema
+
+        text, left_out = self._script(tgt, tables, post)
+        return schema.run_script(tgt, text), left_out
+
+    def check_schema(self, declared: Mapping[str, Iterable[str]]) -> SchemaCheck:
+        from migwatch.validation import pg_schema
+
+        return pg_schema.check(self.spec, declared)
+
+    def validate_foreign_keys(self) -> tuple[list[str], list[str]]:
+        """`ALTER TABLE … VALIDATE CONSTRAINT` for each foreign key of the target tables left
+        NOT VALID whose source twin is valid (it takes no lock that stops the applier; a lock
+        it waits for over 10 s leaves it for the next run)."""
+        done: list[str] = []
+        failed: list[str] = []
+        tables = [t.target_parts for t in self.spec.tables]
+        with pg.connect_endpoint(self.endpoint, "target", autocommit=True,
+                                 application=names.VALIDATE_APPLICATION) as tgt, \
+                pg.translated("target: validate foreign keys"):
+            tgt.execute("SET lock_timeout = '10s'")
+            rows = tgt.execute(
+                "SELECT n.nspname, c.relname, con.conname FROM pg_constraint con "
+                "JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace JOIN unnest(%s::text[], %s::text[]) w(s, t) "
+                "ON w.s = n.nspname AND w.t = c.relname WHERE con.contype = 'f' "
+                "AND NOT con.convalidated ORDER BY 1, 2, 3",
+                [[t[0] for t in tables], [t[1] for t in tables]]).fetchall()
+            for schema_name, table, name in rows:
+                what = f"{schema_name}.{table}.{name}"
+                try:
+                    tgt.execute(sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
+                        sql.Identifier(schema_name, table), sql.Identifier(name)))
+                    done.append(what)
+                except psycopg.Error as exc:
+                    failed.append(f"{what}: {pg.translate(exc, 'target')}")
+        return done, failed
 
     def writer(self, migration_id: str, infos: dict[str, pg.TableInfo],
                tables: list[TableSpec], keyless: set[str],

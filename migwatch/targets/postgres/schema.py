@@ -18,11 +18,11 @@ transaction; a table the spec renames (`tables[].target`) gets its target name i
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,8 @@ import psycopg
 from psycopg import sql
 
 from migwatch.config import Endpoint, TableSpec
-from migwatch.errors import ConfigError, PermanentError, StackError
-
-PG_BIN = Path(os.environ.get("MIGWATCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
+from migwatch.connectors import postgres as pg
+from migwatch.errors import ConfigError, PermanentError
 
 #: TOC descriptions of more than one word, longest first (the rest is the first word)
 _DESCS = ("SEQUENCE OWNED BY", "FK CONSTRAINT", "CHECK CONSTRAINT", "MATERIALIZED VIEW",
@@ -170,31 +169,10 @@ def _tag(e: Entry) -> str:
 
 
 # ------------------------------------------------------------------------ the tools
-def _env(endpoint: Endpoint, field_name: str) -> dict[str, str]:
-    """libpq environment for a tool: the password never on its command line."""
-    env = {**os.environ, "PGHOST": endpoint.host, "PGPORT": str(endpoint.port),
-           "PGDATABASE": endpoint.database, "PGCONNECT_TIMEOUT": "10"}
-    if endpoint.user:
-        env["PGUSER"] = endpoint.user
-    secret = endpoint.secret(field_name)
-    if secret is not None:
-        env["PGPASSWORD"] = secret.get_secret_value()
-    return env
-
-
-def _tool(name: str) -> str:
-    path = PG_BIN / name
-    if not path.exists():
-        raise StackError("postgres-client", f"{name} not found at {path}: install Debian's "
-                                            "postgresql-client (the stack does) or set "
-                                            "MIGWATCH_PG_BIN")
-    return str(path)
-
-
 def check_client(server_version_num: int) -> None:
     """pg_dump must be at least as new as the source's major version (it refuses to dump a
     newer server; say so before trying)."""
-    out = subprocess.run([_tool("pg_dump"), "--version"], capture_output=True, text=True,
+    out = subprocess.run([pg.client_tool("pg_dump"), "--version"], capture_output=True, text=True,
                          check=True).stdout
     m = re.search(r"(\d+)(?:\.(\d+))?", out)
     client = int(m.group(1)) if m else 0
@@ -229,10 +207,11 @@ def dump(source: Endpoint, into: Path, exclude: Sequence[str] = ()) -> Path:
     """`pg_dump -Fc --schema-only` of the source database into `into`, without the relations
     `exclude` names (patterns, given as --opt=value, never through a shell)."""
     path = into / "schema.dump"
-    done = subprocess.run([_tool("pg_dump"), "--schema-only", "--format=custom",
+    done = subprocess.run([pg.client_tool("pg_dump"), "--schema-only", "--format=custom",
                            f"--file={path}", "--no-password",
                            *(f"--exclude-table={p}" for p in exclude)],
-                          capture_output=True, text=True, env=_env(source, "source.password"))
+                          capture_output=True, text=True,
+                          env=pg.tool_env(source, "source.password"))
     if done.returncode != 0:
         raise PermanentError(f"pg_dump of the source's schema failed: "
                              f"{_first_error(done.stderr)}")
@@ -240,7 +219,7 @@ def dump(source: Endpoint, into: Path, exclude: Sequence[str] = ()) -> Path:
 
 
 def toc(dump_file: Path) -> dict[int, Entry]:
-    done = subprocess.run([_tool("pg_restore"), "--list", "--verbose", str(dump_file)],
+    done = subprocess.run([pg.client_tool("pg_restore"), "--list", "--verbose", str(dump_file)],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise PermanentError(f"pg_restore --list failed: {_first_error(done.stderr)}")
@@ -253,7 +232,7 @@ def script(dump_file: Path, entries: Sequence[Entry], workdir: Path) -> str:
         return ""
     listing = workdir / f"list-{entries[0].dump_id}-{len(entries)}.txt"
     listing.write_text("".join(e.line + "\n" for e in entries))
-    done = subprocess.run([_tool("pg_restore"), "--no-owner", "--no-acl",
+    done = subprocess.run([pg.client_tool("pg_restore"), "--no-owner", "--no-acl",
                            f"--use-list={listing}", "--file=-", str(dump_file)],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -284,6 +263,39 @@ def renamed(text: str, names: dict[str, str]) -> str:
         text = re.sub(rf"(?<![\w\"$.]){re.escape(old)}(?![\w\"$])", new.replace("\\", r"\\"),
                       text)
     return text
+
+
+def owned_sequences(conn: Any, schema: str, table: str) -> list[tuple[str, str]]:
+    """(schema, name) of the sequences a table's columns own (serial, identity)."""
+    rows = conn.execute(
+        "SELECT n.nspname, s.relname FROM pg_depend d JOIN pg_class s ON s.oid = d.objid "
+        "AND s.relkind = 'S' JOIN pg_namespace n ON n.oid = s.relnamespace "
+        "WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass "
+        "AND d.refobjid = %s::regclass AND d.deptype IN ('a', 'i') ORDER BY 1, 2",
+        [sql.Identifier(schema, table).as_string(conn)]).fetchall()
+    return [(str(r[0]), str(r[1])) for r in rows]
+
+
+def moved_names(src: Any, tgt: Any, tables: Sequence[TableSpec]) -> dict[str, str]:
+    """How the restored SQL names what the spec renames: each renamed table by its target
+    name, and — as PostgreSQL keeps an owned sequence in its table's schema — each sequence
+    a table moved to another schema owns, in that schema under its own name; in SQL and in
+    the string literal of a `nextval('…'::regclass)` default."""
+    out: dict[str, str] = {}
+    for t in tables:
+        if t.target_name == t.source:
+            continue
+        out[dump_name(src, t.schema_name, t.name)] = sql.Identifier(*t.target_parts) \
+            .as_string(tgt)
+        if t.target_parts[0] == t.schema_name:
+            continue
+        for seq_schema, seq in owned_sequences(src, t.schema_name, t.name):
+            old = dump_name(src, seq_schema, seq)
+            new = sql.Identifier(t.target_parts[0], seq).as_string(tgt)
+            out[old] = new
+            if "'" in old or "'" in new:
+                out[old.replace("'", "''")] = new.replace("'", "''")
+    return out
 
 
 def dump_name(conn: Any, schema: str, table: str) -> str:
@@ -427,23 +439,29 @@ def exists_on_target(src: Any, tgt: Any, e: Entry, tables: Sequence[TableSpec]) 
 _HEADER = re.compile(r"^-- Name: (.*?); Type: (.*?); Schema: (.*?); Owner: .*$", re.M)
 
 
-def run_script(tgt: Any, text: str) -> list[str]:
-    """Run pg_restore's SQL on the target one object at a time (in the caller's transaction),
-    so a failure names the object: PermanentError "cannot create <type> <schema>.<name>".
-    Returns "<type> <schema>.<name>" of each object made. Session settings the script makes
-    (search_path and the like) are reset afterwards."""
+def pieces(text: str) -> list[tuple[str, str]]:
+    """pg_restore's SQL as ("<type> <schema>.<name>", statements) per object, the settings it
+    starts with first as ("preamble", …)."""
     text = "\n".join(ln for ln in text.splitlines() if not ln.startswith("\\"))
     heads = list(_HEADER.finditer(text))
-    pieces = [("preamble", text[:heads[0].start()] if heads else text)]
+    out = [("preamble", text[:heads[0].start()] if heads else text)]
     for i, m in enumerate(heads):
         end = heads[i + 1].start() if i + 1 < len(heads) else len(text)
         what = f"{m.group(2)} {m.group(3)}.{m.group(1)}" if m.group(3) != "-" else \
             f"{m.group(2)} {m.group(1)}"
-        pieces.append((what, text[m.end():end]))
+        out.append((what, text[m.end():end]))
+    return [(what, body) for what, body in out if body.strip(" \n-")]
+
+
+def run_pieces(tgt: Any, objects: Sequence[tuple[str, str]],
+               seconds: dict[str, float] | None = None,
+               on_done: Callable[[str], None] | None = None) -> list[str]:
+    """Run objects of `pieces` in order (in the caller's transaction), so a failure names the
+    object: PermanentError "cannot create <type> <schema>.<name>". Returns what was made; each
+    object's time goes into `seconds`."""
     made = []
-    for what, body in pieces:
-        if not body.strip(" \n-"):
-            continue
+    for what, body in objects:
+        started = time.monotonic()
         try:
             tgt.execute(body)
         except psycopg.Error as exc:
@@ -452,5 +470,33 @@ def run_script(tgt: Any, text: str) -> list[str]:
             raise PermanentError(f"target: cannot create {what}: {detail}") from exc
         if what != "preamble":
             made.append(what)
+            if seconds is not None:
+                seconds[what] = round(time.monotonic() - started, 3)
+            if on_done is not None:
+                on_done(what)
+    return made
+
+
+def run_script(tgt: Any, text: str) -> list[str]:
+    """Run pg_restore's SQL on the target one object at a time (`run_pieces`). Session
+    settings the script makes (search_path and the like) are reset afterwards."""
+    made = run_pieces(tgt, pieces(text))
     tgt.execute("RESET ALL")  # the script's search_path and timeouts end with it
     return made
+
+
+def granted_roles(src: Any, oids: Sequence[int]) -> dict[str, list[str]]:
+    """Per role, what the source's tables grant it or own it by (`owner of app.t`,
+    `SELECT on app.t`): the restore runs with --no-owner --no-acl, so none of it reaches the
+    target; the migration names the roles the target lacks."""
+    rows = src.execute(
+        "SELECT r.rolname, 'owner of ' || c.oid::regclass::text FROM pg_class c "
+        "JOIN pg_roles r ON r.oid = c.relowner WHERE c.oid = ANY(%s) "
+        "UNION ALL SELECT coalesce(r.rolname, 'PUBLIC'), a.privilege_type || ' on ' || "
+        "c.oid::regclass::text FROM pg_class c, aclexplode(c.relacl) a "
+        "LEFT JOIN pg_roles r ON r.oid = a.grantee WHERE c.oid = ANY(%s) "
+        "AND a.grantee <> c.relowner ORDER BY 1, 2", [list(oids), list(oids)]).fetchall()
+    out: dict[str, list[str]] = {}
+    for role, what in rows:
+        out.setdefault(str(role), []).append(str(what))
+    return out
