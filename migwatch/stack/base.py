@@ -137,6 +137,21 @@ class StackBase:
     def _pg_data(self, name: str) -> Path:
         return self.state / "pg" / name.removeprefix("postgres-")
 
+    def _check_reachable_by_pg(self, folder: Path) -> None:
+        """The clusters run as the `postgres` OS user, who must be able to enter every folder
+        above their data: say which one it cannot (a state folder under a private directory),
+        instead of initdb's "Permission denied" on a file."""
+        if os.geteuid() != 0:
+            return
+        for part in [*reversed(folder.resolve().parents), folder.resolve()]:
+            res = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(part)],
+                                 capture_output=True, cwd="/")
+            if res.returncode != 0:
+                raise StackError("postgres", f"the postgres OS user cannot enter {part}, "
+                                             "above the stack's state folder: choose a state "
+                                             "folder it can reach (MIGWATCH_STATE_DIR, e.g. "
+                                             f"under /var/tmp) or allow it in (chmod o+x {part})")
+
     def _run_as_pg(self, cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         if os.geteuid() == 0:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]

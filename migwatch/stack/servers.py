@@ -58,6 +58,7 @@ class Servers(Installers):
             shutil.chown(sock, "postgres")
             shutil.chown(log, "postgres")
             (self.state / "pg").chmod(0o755)
+            self._check_reachable_by_pg(self.state / "pg")
         fresh = not (data / "PG_VERSION").exists()
         if fresh:
             data.mkdir(parents=True, exist_ok=True)

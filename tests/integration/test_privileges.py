@@ -132,3 +132,34 @@ def test_preflight_names_each_missing_privilege(
     with target_db.connect() as conn:  # nothing was created
         assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'migwatch'"
                             ).fetchone() == (0,)
+
+
+def test_a_dependency_the_target_cannot_create_is_a_typed_error_naming_it(
+        stack: Stack, source_db: PgDatabase, target_db: PgDatabase, least: dict[str, str],
+        migration_id: str, tmp_path: Path) -> None:
+    """An index using bloom, an extension only a superuser may create: the target's role
+    cannot, so the run stops with one error line naming the object and PostgreSQL's reason —
+    exit 2, no traceback, no password."""
+    execute(source_db.dsn, sql.SQL("CREATE EXTENSION bloom"),
+            sql.SQL("CREATE INDEX customers_email_bloom ON public.customers USING bloom "
+                    "(email)"))
+    doc = spec_doc(stack, source_db, target_db, least["cdc"], least["apply"])
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    os.environ["MW_LEAST_PW"] = PASSWORD
+    env = {**os.environ, "PREFECT_API_URL": stack.address("prefect-server"),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    try:
+        done = subprocess.run([MIGWATCH, "run", str(path), "--migration-id", migration_id],
+                              capture_output=True, text=True, env=env, timeout=600)
+        out = done.stdout + done.stderr
+        assert done.returncode == 2, out[-4000:]
+        errors = [ln for ln in out.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1, out[-4000:]
+        assert "cannot create EXTENSION bloom" in errors[0], errors
+        assert "permission denied" in errors[0], errors
+        assert "Traceback" not in out and PASSWORD not in out
+    finally:
+        spec = parse_spec(doc)
+        processes.stop_applier(migration_id)
+        capture.teardown(spec, migration_id, delete_topics=True)

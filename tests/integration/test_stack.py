@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import uuid
+from pathlib import Path
 
 import psycopg
+import pytest
 import requests
 from kafka import KafkaConsumer, KafkaProducer
 from pymongo import MongoClient
 
+from migwatch.config import StackSettings
+from migwatch.errors import StackError
 from migwatch.stack import COMPONENTS, Stack
 
 
@@ -94,3 +100,23 @@ def test_kafka_storage_format_takes_a_cluster_id_that_begins_with_a_dash(
     stack.format_kafka_storage(props, log4j, cluster_id)
     meta = (data / "meta.properties").read_text()
     assert f"cluster.id={cluster_id}" in meta
+
+
+def test_a_state_folder_the_postgres_user_cannot_reach_is_named() -> None:
+    """The clusters run as the postgres OS user: a state folder under a private directory is
+    refused naming the folder it cannot enter and the fix, before initdb fails on a file."""
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (the stack runs its clusters as postgres through "
+                    "runuser only then)")
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as base:
+        Path(base).chmod(0o755)
+        private = Path(base) / "private"
+        (private / "state" / "pg").mkdir(parents=True)
+        private.chmod(0o700)
+        stack = Stack(StackSettings(state_dir=private / "state"))
+        with pytest.raises(StackError) as refused:
+            stack._check_reachable_by_pg(private / "state" / "pg")
+        assert f"cannot enter {private}," in str(refused.value)
+        assert f"chmod o+x {private}" in str(refused.value)
+        private.chmod(0o755)
+        stack._check_reachable_by_pg(private / "state" / "pg")
