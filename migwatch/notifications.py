@@ -87,9 +87,12 @@ def build_message(notice: Notice, flow_run_url: str | None = None) -> Message:
 
 
 def blocks_for(notice: Notice, spec: NotificationsSpec) -> tuple[str, ...]:
-    """Block names for a notice; `resolved` falls back to where warnings and criticals went."""
+    """Block names for a notice; `resolved` (unless the spec names its own blocks) goes where
+    the episode was announced: the warning blocks, and the critical ones when it got that far —
+    a critical-only channel never hears of an episode that stayed a warning."""
     if notice.kind == "resolved":
-        names = spec.resolved or (*spec.warning, *spec.critical)
+        critical = spec.critical if notice.peak in (None, "critical") else ()
+        names = spec.resolved or (*spec.warning, *critical)
     else:
         names = getattr(spec, notice.kind, ())
     return tuple(dict.fromkeys(names))

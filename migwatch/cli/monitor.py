@@ -68,6 +68,7 @@ def monitor(
     else:
         if result.evaluations:
             print_table(_table(migration_id, result.evaluations[-1], None))
+        _print_sequences(s)
         out.print(f"samples: {path}")
     if not result.passed:
         console.print(f"[bold red]gate failed:[/] {escape(result.reason or '')}",
@@ -76,6 +77,28 @@ def monitor(
     if not as_json:
         out.print(f"[green]caught up[/] after {result.polls} polls ({result.seconds:.0f} s)",
                   highlight=False)
+
+
+def _print_sequences(spec: Any) -> None:
+    """The tables' sequences with their source and target values (logical decoding does not
+    carry them; the cutover sets them): a table, or one line saying why they could not be
+    read — never a failure of the gate."""
+    from migwatch import sequences
+    from migwatch.errors import MigwatchError
+
+    try:
+        states = sequences.read(spec, "migwatch-monitor")
+    except MigwatchError as exc:
+        console.print(f"[yellow]sequences not read[/]: {escape(str(exc))}", highlight=False)
+        return
+    if not states:
+        return
+    table = Table(title="sequences (the cutover sets the target's)")
+    for col in ("sequence", "table", "source value", "target value", "behind by"):
+        table.add_column(col, justify="left" if col in ("sequence", "table") else "right")
+    for row in sequences.rows(st.to_dict() for st in states):
+        table.add_row(*(escape(v) for v in row.values()))
+    print_table(table)
 
 
 def _stop_on_sigterm() -> threading.Event:

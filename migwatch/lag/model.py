@@ -168,6 +168,9 @@ class Notice:
     eta_seconds: float | None
     reasons: tuple[str, ...]
     at: float
+    #: for `resolved`: the severity the episode reached ("warning", "critical"), so the
+    #: message goes only where the episode was announced
+    peak: str | None = None
 
 
 @dataclass(frozen=True)

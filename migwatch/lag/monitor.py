@@ -58,11 +58,13 @@ class _Notifier:
 
     announced: Severity = Severity.OK
     measure: str | None = None
+    #: the severity the episode that just ended had reached (for its `resolved`)
+    peak: Severity = Severity.OK
 
     def step(self, severity: Severity) -> str | None:
         if severity is Severity.OK:
             if self.announced is not Severity.OK:
-                self.announced = Severity.OK
+                self.peak, self.announced = self.announced, Severity.OK
                 return "resolved"
             return None
         if severity.rank > self.announced.rank:
@@ -127,6 +129,7 @@ class Monitor:
             kind=kind, migration_id=self.migration_id, verdict=ev.verdict,
             measure=worst.name if worst else None, value=worst.value if worst else None,
             threshold=threshold, eta_seconds=ev.eta_seconds, reasons=ev.reasons, at=ev.at,
+            peak=self._notifier.peak.value.lower() if kind == "resolved" else None,
         )
 
     # -- measures --------------------------------------------------------------------------

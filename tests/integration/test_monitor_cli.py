@@ -53,6 +53,11 @@ def test_exit_1_when_the_gate_fails_then_0_once_the_applier_catches_up(
     assert "no applier in the consumer group" in reason or "applier down" in reason
     assert "behind" in failed.stdout  # the final table: the consumer lag is not caught up
 
+    # a sequence a default of a migrated table calls: listed with both values at the end
+    with m.source.connect() as conn:
+        conn.execute("CREATE SEQUENCE public.note_no START 5; SELECT nextval('public.note_no');"
+                     "ALTER TABLE public.orders ALTER COLUMN note SET DEFAULT "
+                     "nextval('public.note_no')::text")
     m.applier.start()
     m.wait_caught_up()
     caught_up = monitor_cli(m.spec_path, migration_id)
@@ -63,6 +68,8 @@ def test_exit_1_when_the_gate_fails_then_0_once_the_applier_catches_up(
     for column in ("measure", "value", "threshold", "state", "ETA"):
         assert column in out
     assert "consumer_lag_messages" in out and "overall" in out
+    [seq] = [ln for ln in out.splitlines() if "public.note_no" in ln]
+    assert "public.orders" in seq and "5" in seq and "missing" in seq, seq
     print(f"\n--- gate failed (exit 1) ---\n{failed.stdout}{failed.stderr}"
           f"--- caught up (exit 0) ---\n{out}")
 

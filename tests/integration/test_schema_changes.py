@@ -20,7 +20,15 @@ from typer.testing import CliRunner
 from migwatch import positions
 from migwatch.cli import app
 from migwatch.config import MigrationSpec
-from migwatch.schema_changes import ACCEPTED, CONTINUED, DROPPED, FOLLOWED, STOPPED, SchemaChange
+from migwatch.schema_changes import (
+    ACCEPTED,
+    CONTINUED,
+    DROPPED,
+    FOLLOWED,
+    NOT_NULL,
+    STOPPED,
+    SchemaChange,
+)
 from migwatch.stack import Stack
 from migwatch.targets import engine_for
 from tests.conftest import PgDatabase, make_spec, mongo_endpoint
@@ -90,6 +98,34 @@ def test_additive_changes_follow_on_a_postgresql_target(
     seen = history(spec, migration_id)  # each change the target followed, in the history
     assert {r.outcome for r in seen} == {FOLLOWED}
     assert {c.column for r in seen for c in r.changes} >= {"b", "c", "d", "e", "a"}
+
+
+def test_a_not_null_the_target_keeps_nullable_is_recorded_once(
+        streaming: Callable[..., MigrationSpec], source_db: PgDatabase,  # noqa: F811
+        target_db: PgDatabase, migration_id: str) -> None:
+    """The source makes a column NOT NULL (its rows filled first); the target keeps it
+    nullable (it follows additive changes only). Later changes of the table read its
+    definition again: the NOT NULL is one record of the history, not one per read."""
+    with source_db.connect() as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, a text)")
+        conn.execute("INSERT INTO t SELECT g, CASE WHEN g % 2 = 0 THEN 'a' END "
+                     "FROM generate_series(1, 20) g")
+    spec = streaming(["public.t"])
+    wait_equal(source_db, target_db, [("public", "t")])
+    with source_db.connect() as conn:
+        for stmt in ["UPDATE t SET a = 'filled' WHERE a IS NULL",
+                     "ALTER TABLE t ALTER COLUMN a SET NOT NULL",
+                     "ALTER TABLE t ADD COLUMN f int", "UPDATE t SET f = id WHERE id < 5",
+                     "ALTER TABLE t ADD COLUMN g int", "UPDATE t SET g = id WHERE id < 5",
+                     "ALTER TABLE t ADD COLUMN h int", "INSERT INTO t VALUES (99, 'x', 1, 2, 3)"]:
+            conn.execute(stmt)
+            conn.commit()
+    wait_equal(source_db, target_db, [("public", "t")])
+    seen = history(spec, migration_id)
+    not_null = [r for r in seen for c in r.changes if (c.column, c.kind) == ("a", NOT_NULL)]
+    assert len(not_null) == 1, [r.describe() for r in seen]
+    assert {c.column for r in seen for c in r.changes} == {"a", "f", "g", "h"}
+    assert dead_letters(spec, migration_id) == 0
 
 
 def test_additive_changes_follow_on_a_mongodb_target(

@@ -274,6 +274,14 @@ def test_new_episode_notifies_again() -> None:
     assert kinds(evs) == ["warning", "resolved", "warning", "resolved"]
 
 
+def test_a_resolved_notice_carries_how_far_its_episode_went() -> None:
+    evs = run(Monitor(spec(), "m"), [s(i + 1, event=v) for i, v in enumerate(
+        [50, 1, 50, 130, 1])])
+    assert [(n.kind, n.peak) for e in evs for n in e.notices] == [
+        ("warning", None), ("resolved", "warning"), ("warning", None), ("critical", None),
+        ("resolved", "critical")]
+
+
 def test_stall_gives_one_critical_and_one_resolved() -> None:
     mon = Monitor(spec(), "m")
     healthy = [s(t, lag=2, committed=10 * t) for t in range(1, 4)]

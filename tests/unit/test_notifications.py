@@ -59,6 +59,16 @@ def test_blocks_per_severity_and_resolved_fallback() -> None:
     assert blocks_for(notice("resolved"), NotificationsSpec(resolved=("mail",))) == ("mail",)
 
 
+def test_a_resolved_goes_where_its_episode_was_announced() -> None:
+    """An episode that stayed a warning never reached the critical-only channel (a pager):
+    its end does not either; one that got critical ends on both."""
+    spec = NotificationsSpec(warning=("slack",), critical=("pager",))
+    assert blocks_for(notice("resolved", peak="warning"), spec) == ("slack",)
+    assert blocks_for(notice("resolved", peak="critical"), spec) == ("slack", "pager")
+    assert blocks_for(notice("resolved", peak="warning"),
+                      NotificationsSpec(critical=("pager",))) == ()
+
+
 def test_importing_notifications_does_not_import_prefect() -> None:
     code = "import sys, migwatch.notifications; print('prefect' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

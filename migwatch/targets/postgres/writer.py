@@ -23,6 +23,7 @@ from migwatch.decoding import FROM_SOURCE, UNCHANGED
 from migwatch.errors import MigwatchError
 from migwatch.schema_changes import (
     ADDED,
+    NOT_NULL,
     NULLABLE,
     WIDENED,
     ColumnChange,
@@ -65,6 +66,9 @@ class PostgresWriter:
         self._table_index = {t.source: i for i, t in enumerate(tables)}
         self.conn = self._connect()
         self._stage: dict[str, sql.Identifier] = {}
+        #: (table, column) whose NOT NULL the source added and the target keeps nullable (its
+        #: rows may lack a value): followed once, not again at every later read of the table
+        self._left_nullable: set[tuple[str, str]] = set()
         self._prepare()
 
     def _connect(self) -> Any:
@@ -147,8 +151,9 @@ class PostgresWriter:
             self.conn.commit()
         if held is None:  # not a change of the source: its events fail and dead-letter
             return []
-        changes = differences({c.name: (c.type, c.not_null) for c in info.columns},
-                              {c.name: (c.type, c.not_null) for c in held.columns})
+        changes = [c for c in differences({c.name: (c.type, c.not_null) for c in info.columns},
+                                          {c.name: (c.type, c.not_null) for c in held.columns})
+                   if not (c.kind == NOT_NULL and (table, c.column) in self._left_nullable)]
         refused = [c for c in changes if not c.additive]
         if refused:
             raise TableStopped(table, refused)
@@ -159,6 +164,7 @@ class PostgresWriter:
                 raise
             raise TableStopped(table, changes, str(exc)) from exc
         self.infos[table] = info
+        self._left_nullable |= {(table, c.column) for c in changes if c.kind == NOT_NULL}
         unfilled = [c.column for c in changes if c.kind == ADDED and c.column not in fills]
         if unfilled and info.primary_key and self.source_rows is not None:
             self._backfill(table, ident, info, unfilled)
