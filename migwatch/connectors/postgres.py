@@ -331,6 +331,12 @@ def client_tool(name: str) -> str:
     return str(path)
 
 
+def dump_pattern(schema: str, name: str) -> str:
+    """An exact pg_dump pattern for schema.name: each part in double quotes (inside which
+    wildcards are literal), a double quote doubled."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name))
+
+
 def tool_env(endpoint: Endpoint, field_name: str) -> dict[str, str]:
     """libpq environment for a client program: the password never on its command line."""
     env = {**os.environ, "PGHOST": endpoint.host, "PGPORT": str(endpoint.port),

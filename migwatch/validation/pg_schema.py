@@ -84,11 +84,11 @@ def _tables(conn: Any, names: Sequence[Sequence[str]]) -> list[int]:
 
 
 def _patterns(conn: Any, oids: Sequence[int]) -> list[str]:
-    """Exact pg_dump patterns: each part double-quoted (wildcards inside are literal)."""
+    """Exact pg_dump patterns of the tables (`dump_pattern`)."""
     rows = conn.execute(
         "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
         "c.relnamespace WHERE c.oid = ANY(%s) ORDER BY 1, 2", [list(oids)]).fetchall()
-    return [".".join('"' + p.replace('"', '""') + '"' for p in r) for r in rows]
+    return [pg.dump_pattern(r[0], r[1]) for r in rows]
 
 
 def _rename(src: Any, tgt: Any, source: Sequence[str], target: Sequence[str]) -> Rename:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -89,9 +90,11 @@ def spec_doc(stack: Stack, source_db: PgDatabase, target_db: PgDatabase, source_
     return doc
 
 
-def test_the_pipeline_runs_go_without_a_superuser(
-        stack: Stack, source_db: PgDatabase, target_db: PgDatabase, least: dict[str, str],
-        migration_id: str, tmp_path: Path) -> None:
+@contextmanager
+def run_least(stack: Stack, source_db: PgDatabase, target_db: PgDatabase,
+              least: dict[str, str], migration_id: str,
+              tmp_path: Path) -> Iterator[subprocess.CompletedProcess[str]]:
+    """`migwatch run` as a user runs it, with the least-privileged roles; torn down after."""
     doc = spec_doc(stack, source_db, target_db, least["cdc"], least["apply"])
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -99,14 +102,19 @@ def test_the_pipeline_runs_go_without_a_superuser(
     env = {**os.environ, "PREFECT_API_URL": stack.address("prefect-server"),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     try:
-        done = subprocess.run([MIGWATCH, "run", str(path), "--migration-id", migration_id],
-                              capture_output=True, text=True, env=env, timeout=600)
+        yield subprocess.run([MIGWATCH, "run", str(path), "--migration-id", migration_id],
+                             capture_output=True, text=True, env=env, timeout=600)
+    finally:
+        processes.stop_applier(migration_id)
+        capture.teardown(parse_spec(doc), migration_id, delete_topics=True)
+
+
+def test_the_pipeline_runs_go_without_a_superuser(
+        stack: Stack, source_db: PgDatabase, target_db: PgDatabase, least: dict[str, str],
+        migration_id: str, tmp_path: Path) -> None:
+    with run_least(stack, source_db, target_db, least, migration_id, tmp_path) as done:
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
         assert "GO" in done.stdout
-    finally:
-        spec = parse_spec(doc)
-        processes.stop_applier(migration_id)
-        capture.teardown(spec, migration_id, delete_topics=True)
 
 
 def test_preflight_names_each_missing_privilege(
@@ -143,15 +151,7 @@ def test_a_dependency_the_target_cannot_create_is_a_typed_error_naming_it(
     execute(source_db.dsn, sql.SQL("CREATE EXTENSION bloom"),
             sql.SQL("CREATE INDEX customers_email_bloom ON public.customers USING bloom "
                     "(email)"))
-    doc = spec_doc(stack, source_db, target_db, least["cdc"], least["apply"])
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    os.environ["MW_LEAST_PW"] = PASSWORD
-    env = {**os.environ, "PREFECT_API_URL": stack.address("prefect-server"),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    try:
-        done = subprocess.run([MIGWATCH, "run", str(path), "--migration-id", migration_id],
-                              capture_output=True, text=True, env=env, timeout=600)
+    with run_least(stack, source_db, target_db, least, migration_id, tmp_path) as done:
         out = done.stdout + done.stderr
         assert done.returncode == 2, out[-4000:]
         errors = [ln for ln in out.splitlines() if ln.startswith("error:")]
@@ -159,7 +159,3 @@ def test_a_dependency_the_target_cannot_create_is_a_typed_error_naming_it(
         assert "cannot create EXTENSION bloom" in errors[0], errors
         assert "permission denied" in errors[0], errors
         assert "Traceback" not in out and PASSWORD not in out
-    finally:
-        spec = parse_spec(doc)
-        processes.stop_applier(migration_id)
-        capture.teardown(spec, migration_id, delete_topics=True)

@@ -194,13 +194,7 @@ def unreadable(conn: Any) -> list[str]:
         "('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' AND NOT "
         "has_table_privilege(c.oid, 'SELECT') AND NOT pg_has_role(c.relowner, 'USAGE')"
     ).fetchall()
-    return [pattern(r[0], r[1]) for r in rows]
-
-
-def pattern(schema: str, name: str) -> str:
-    """An exact pg_dump pattern for schema.name: each part in double quotes (inside which
-    wildcards are literal), a double quote doubled."""
-    return ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name))
+    return [pg.dump_pattern(r[0], r[1]) for r in rows]
 
 
 def dump(source: Endpoint, into: Path, exclude: Sequence[str] = ()) -> Path:
