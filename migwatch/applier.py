@@ -53,7 +53,7 @@ from migwatch.decoding import SkipEvent
 from migwatch.errors import MigwatchError, PermanentError, TransientError
 from migwatch.events import EventReader
 from migwatch.following import IncrementalSnapshots, SchemaFollower
-from migwatch.schema_changes import TableStopped
+from migwatch.schema_changes import TableStopped, changed_at, widens
 from migwatch.targets import engine_for
 from migwatch.targets.base import Writer
 
@@ -96,6 +96,7 @@ class Applier:
         self.schema = SchemaFollower(self)
         self.snapshots = IncrementalSnapshots(self.mid, self.tables)
         self.events.on_schema_change = self.schema.follow
+        self.events.source_conn = self.source_conn
         #: the writer, once made
         self.writer: Writer | None = None
         self._source: Any = None
@@ -125,6 +126,9 @@ class Applier:
         self.writer = self.engine.writer(self.mid, self.events.infos, self.tables,
                                          self.events.keyless, self.source_rows)
         self.events.writer = self.writer  # maps each row as it is decoded
+        with self.engine.session("migwatch-applier") as session:
+            for (table, column), at in changed_at(session.schema_changes(self.mid)).items():
+                self.events.note_changes(table, [column], at)
         return self.writer
 
     @property
@@ -142,18 +146,37 @@ class Applier:
         info = self.infos[table]
         spec = next(t for t in self.tables if t.source == table)
         pk = list(info.primary_key)
+        asked = columns
         with pg.translated(f"source: read {table}"):
             source = self.source_conn()
             assert self.writer is not None  # the writer is what asks
-            values = self.writer.source_select(table, columns)
-            query = pg.rows_by_position(
-                sql.Identifier(spec.schema_name, spec.name), sql.SQL(", ") + values,
-                pk, {c.name: c.type for c in info.columns}, len(keys))
-            found = source.execute(query, [v for k in keys for v in k]).fetchall()
+            # a column the source no longer has, or has since changed to a type the target's
+            # does not widen to (the applier has not reached that change yet), has no current
+            # value of the target's definition: NULL — the change's own event, ahead, stops the
+            # table, and its resolution fills the column again from the source
+            held = {c.name: c.type for c in info.columns}
+            now = dict(source.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
+                "attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+                [sql.Identifier(spec.schema_name, spec.name).as_string(source)]).fetchall())
+            columns = [c for c in asked if c in now and
+                       (c not in held or widens(held[c], now[c]))]
+            found = self._read_rows(source, spec, table, pk, info, keys, columns or pk[:1])
         out = {}
         for r in found:
-            out[keys[int(r[0])]] = dict(zip(columns, r[1:], strict=True))
+            out[keys[int(r[0])]] = {**dict.fromkeys(asked),
+                                    **dict(zip(columns, r[1:1 + len(columns)], strict=True))}
         return out
+
+    def _read_rows(self, source: Any, spec: TableSpec, table: str, pk: list[str],
+                   info: pg.TableInfo, keys: list[tuple[Any, ...]], columns: list[str],
+                   ) -> list[Any]:
+        assert self.writer is not None
+        values = self.writer.source_select(table, columns)
+        query = pg.rows_by_position(
+            sql.Identifier(spec.schema_name, spec.name), sql.SQL(", ") + values,
+            pk, {c.name: c.type for c in info.columns}, len(keys))
+        return list(source.execute(query, [v for k in keys for v in k]).fetchall())
 
     def decode(self, record: Any) -> Change | None:
         """A Change, None for a tombstone, or SkipEvent (`events.EventReader.decode`)."""
@@ -439,8 +462,11 @@ class Applier:
             if writer.broken:  # the target went away mid-batch: nothing is wrong with the data
                 raise TransientError(f"target: connection lost: {exc}") from exc
             try:
-                # a value the target refuses may be a source schema change (a wider type)
-                if any([self.schema.follow(t) for t in batch.tables]):
+                # a value the target refuses may be a source schema change (a wider type) —
+                # for events without their definition; the others' changes are followed
+                # already, by the definition of the event that made each
+                if any([self.schema.follow(t) for t in batch.tables
+                        if t not in self.events.defined]):
                     writer.apply(batch)
                     return batch
             except TableStopped:

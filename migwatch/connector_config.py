@@ -137,7 +137,17 @@ def connector_config(spec: MigrationSpec, migration_id: str) -> dict[str, str]:
         "key.converter": JSON_CONVERTER,
         "key.converter.schemas.enable": "false",
         "value.converter": JSON_CONVERTER,
-        "value.converter.schemas.enable": "false",
+        # every event carries its row's definition as of the change: each column's source type,
+        # length and scale (`event_schema`) — an applier behind schema changes reads each event
+        # by the definition it was written under, not by the catalog as it is now
+        "value.converter.schemas.enable": "true",
+        "column.propagate.source.type": ".*",
+        # a NULL stays NULL: JsonConverter otherwise writes a field's schema default in its
+        # place (KIP-581) — and Debezium's default is its reading of the *current* catalog
+        "value.converter.replace.null.with.default": "false",
+        # the definitions make events ~10× larger, and repeat from event to event: compressed
+        # by the producer, the topics hold about what schema-less events did (bench/envelope.py)
+        "producer.override.compression.type": "zstd",
     }
     if src.password is not None:
         config["database.password"] = password_reference(spec, migration_id)

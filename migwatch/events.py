@@ -6,9 +6,10 @@ value the target cannot hold dead-letters its own event."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -16,8 +17,17 @@ import orjson
 from migwatch.batches import Change
 from migwatch.config import TableSpec
 from migwatch.connectors import postgres as pg
-from migwatch.decoding import FROM_SOURCE, UNCHANGED, ColumnDecoder, SkipEvent, load_value
+from migwatch.decoding import (
+    FROM_SOURCE,
+    UNCHANGED,
+    ColumnDecoder,
+    SkipEvent,
+    load_value,
+    uncarried,
+)
 from migwatch.errors import UnsupportedValue
+from migwatch.event_schema import UnknownEventType, resolve, row_fields
+from migwatch.schema_changes import widens
 from migwatch.targets.base import Target, Writer
 
 log = logging.getLogger("migwatch.applier")
@@ -48,10 +58,30 @@ class EventReader:
         #: called with a table when its events stop matching its known columns (a field it
         #: does not know, a column left out of a whole row): reads the source's catalog again
         #: and brings the target along (`Applier.follow_schema`); True when the table changed
-        self.on_schema_change: Callable[[str], bool] | None = None
+        self.on_schema_change: Callable[..., bool] | None = None
+        #: the source connection the event definitions' types are resolved on (`Applier`)
+        self.source_conn: Callable[[], Any] | None = None
+        #: per (table, envelope schema): the columns the event defines (`event_schema`)
+        self._shapes: dict[tuple[str, bytes], _Shape] = {}
+        #: per (table, column): the position (LSN) of the event at which the target's
+        #: definition of the column last changed (added, dropped, retyped); an event before it
+        #: (read again after the target moved on) neither moves the target back nor writes
+        #: that column's older value (`schema_changes.ColumnChange.since`)
+        self.changed_at: dict[tuple[str, str], int] = {}
+        #: per table: the latest of those
+        self.last_change: dict[str, int] = {}
+        #: tables whose events carry their definition
+        self.defined: set[str] = set()
         #: (table, reason, columns) the source's catalog was read for without finding a change
         #: — a column Debezium always leaves out (interval[]) — not read again for each event
         self._unchanged: set[tuple[str, str, frozenset[str]]] = set()
+
+    def note_changes(self, table: str, columns: Iterable[str], at: int) -> None:
+        """The target's definition of `columns` changed at the event at position `at`."""
+        for c in columns:
+            if at > self.changed_at.get((table, c), -1):
+                self.changed_at[(table, c)] = at
+                self.last_change[table] = max(self.last_change.get(table, -1), at)
 
     def set_table(self, table: str, info: pg.TableInfo) -> None:
         """The table's definition as the source has it now (after a schema change): the
@@ -102,6 +132,65 @@ class EventReader:
                 self._unchanged.add(seen)
                 raise
         return self.decoders[table].decode(image, schema, update=update)
+
+    def _shape_of(self, table: str, schema: Any, at: int,
+                  ) -> tuple[_Shape, frozenset[str]] | None:
+        """The definition this event was written under, and the columns whose definition on
+        the target changed after the event (`changed_at`: an event read again after the target
+        moved on — its values of those columns are older than what the target holds); None
+        when the envelope carries no definition (decode by the table's known one).
+
+        A definition the target does not hold yet is followed first (`on_schema_change` with
+        it: additive changes are applied, others stop the table before this event); a column
+        the target holds that the event leaves out is one added after the event (its value:
+        the row's, UNCHANGED) — or, when the source no longer has it, a dropped column."""
+        raw = bytes(schema) if not isinstance(schema, dict) else orjson.dumps(schema)
+        shape = self._shapes.get((table, raw))
+        if shape is None:
+            shape = self._resolve(table, schema)
+            if shape is None:
+                return None
+            if len(self._shapes) > 1000:
+                self._shapes.clear()
+            self._shapes[(table, raw)] = shape
+            self.defined.add(table)
+        followed = self.infos[table]
+        if shape.followed is not followed:
+            shape.check(followed)
+        stale: frozenset[str] = frozenset()
+        if at < self.last_change.get(table, -1):
+            stale = frozenset(c for (t, c), lsn in self.changed_at.items()
+                              if t == table and lsn > at)
+        gone = [c for c in shape.missing if c not in shape.catalog and c not in stale]
+        needs = shape.needs if not stale else any(
+            c.name not in stale and c.name in shape.needy for c in shape.columns)
+        if (needs or gone) and self.on_schema_change is not None:
+            keep = [c for c in followed.columns if c.name in shape.missing and c.name not in gone]
+            wanted = dataclasses.replace(followed, columns=(
+                *(c for c in shape.columns if c.name not in stale), *keep))
+            log.debug("table %s: event at %s defines %s; the target holds %s (stale %s, gone "
+                      "%s)", table, at, [c.name for c in shape.columns],
+                      [c.name for c in followed.columns], sorted(stale), gone)
+            self.on_schema_change(table, wanted, at)
+            if self.infos[table] is not followed:
+                shape.check(self.infos[table])
+        return shape, stale
+
+    def _resolve(self, table: str, schema: Any) -> _Shape | None:
+        fields = row_fields(schema)
+        if fields is None or self.source_conn is None:
+            return None
+        spec = next(t for t in self.tables if t.source == table)
+        conn = self.source_conn()
+        with pg.translated(f"source: describe {table}"):
+            now = pg.describe_table(conn, spec.schema_name, spec.name)
+            try:
+                columns = resolve(conn, spec.schema_name, spec.name, fields, now)
+            except UnknownEventType as exc:
+                raise SkipEvent("unsupported_value", str(exc)) from exc
+        decoder = ColumnDecoder(columns, full_identity=self.infos[table].replica_identity == "f")
+        return _Shape(tuple(columns), decoder,
+                      frozenset(c.name for c in now.columns) if now else frozenset())
 
     def load(self, conn: Any) -> None:
         """Each table's columns and key from the source — the truth the target mirrors."""
@@ -163,9 +252,24 @@ class EventReader:
         key_change = op == "c" and bool(headers) and OLD_KEY_HEADER in dict(headers)
         # an update's new image and a delete's old one may leave columns out (a delete under
         # REPLICA IDENTITY USING INDEX carries the key only)
-        row = self._decode(table.source, image, schema, update=op in ("u", "d") or key_change)
+        update = op in ("u", "d") or key_change
+        found = None if schema is None else \
+            self._shape_of(table.source, schema, lsn if isinstance(lsn, int) else -1)
+        if found is None:
+            row = self._decode(table.source, image, schema, update=update)
+            decoder = self.decoders[table.source]
+        else:
+            shaped, stale = found
+            decoder = shaped.decoder
+            row = decoder.decode(image, schema, update=update)
+            for c in stale:  # the target holds a later value (or no such column)
+                row.pop(c, None)
+            if shaped.left_out and not update:
+                # a whole row without a column Debezium leaves out of every event: never
+                # written as NULL (a column added after the event is UNCHANGED: the row's value)
+                raise SkipEvent("missing_column", f"column {shaped.left_out[0]!r} is not in "
+                                                  "the event: Debezium does not carry its type")
         info = self.infos[table.source]
-        decoder = self.decoders[table.source]
         if table.source in self.keyless:
             before = value.get("before")
             if op in ("u", "d") and not isinstance(before, dict):
@@ -199,6 +303,37 @@ class EventReader:
                 raise SkipEvent("unsupported_value", str(exc)) from exc
         return Change(table, op, key, None if op == "d" else row, ts, lsn, snap,
                       old_key=old_key)
+
+
+class _Shape:
+    """One event definition of a table (its envelope schema), resolved to PostgreSQL types, and
+    how it differs from the definition the target was brought to (`check`)."""
+
+    def __init__(self, columns: tuple[pg.Column, ...], decoder: ColumnDecoder,
+                 catalog: frozenset[str]) -> None:
+        self.columns = columns
+        self.decoder = decoder
+        #: the table's columns on the source when the definition was resolved
+        self.catalog = catalog
+        self.followed: pg.TableInfo | None = None
+        #: the event has a column the target lacks, or of a type the target's does not hold
+        self.needs = False
+        self.needy: frozenset[str] = frozenset()
+        #: columns the target holds that the event leaves out
+        self.missing: tuple[str, ...] = ()
+        #: of those, the ones Debezium leaves out of every event (their type)
+        self.left_out: tuple[str, ...] = ()
+
+    def check(self, followed: pg.TableInfo) -> None:
+        held = {c.name: c.type for c in followed.columns}
+        names_ = {c.name for c in self.columns}
+        self.needy = frozenset(c.name for c in self.columns
+                               if c.name not in held or not widens(c.type, held[c.name]))
+        self.needs = bool(self.needy)
+        self.missing = tuple(n for n in held if n not in names_)
+        self.left_out = tuple(c.name for c in followed.columns
+                              if c.name in self.missing and uncarried(c.value_type))
+        self.followed = followed
 
 
 def _key_of(row: dict[str, Any], key_columns: Sequence[str], where: str) -> tuple[Any, ...]:

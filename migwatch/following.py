@@ -6,6 +6,7 @@ the other tables going on — and continues once the target has the change."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ from migwatch.schema_changes import (
     STOPPED,
     SchemaChange,
     TableStopped,
+    widens,
 )
 
 if TYPE_CHECKING:
@@ -45,6 +47,8 @@ class SchemaFollower:
         self.applier = applier
         #: tables held by a change their target does not follow: why, and when last checked
         self.stopped: dict[str, tuple[TableStopped, float]] = {}
+        #: per stopped table: the definition its held event was written under, and its position
+        self.waiting: dict[str, tuple[pg.TableInfo, int | None]] = {}
         #: history records the target was away for, written at the next chance
         self._unrecorded: list[SchemaChange] = []
         self._last_recorded_try = 0.0
@@ -68,25 +72,40 @@ class SchemaFollower:
                 return
             self._unrecorded.pop(0)
 
-    def follow(self, table: str) -> bool:
-        """Read `table`'s definition on the source again and bring the target along where the
-        change is additive (the writer's `evolve`; TableStopped where it is not); events then
-        decode by it. True when the table's definition or its target changed."""
+    def follow(self, table: str, wanted: pg.TableInfo | None = None,
+               at: int | None = None) -> bool:
+        """Bring the target along to `wanted` — the definition an event was written under
+        (`events`) — or, without one, to the definition a stopped table waits for, else to the
+        source's as it is now; where the change is additive (the writer's `evolve`;
+        TableStopped where it is not). Events then decode by it. True when the table's
+        definition or its target changed."""
         writer = self.applier.writer
         assert writer is not None
         spec = next(t for t in self.applier.tables if t.source == table)
         old = self.applier.events.infos.get(table)
         conn = self.applier.source_conn()
         with pg.translated(f"source: describe {table}"):
-            info = pg.describe_table(conn, spec.schema_name, spec.name)
+            now = pg.describe_table(conn, spec.schema_name, spec.name)
+            if wanted is None and table in self.waiting:
+                wanted, at = self.waiting[table]
+            info = wanted or now
             if info is None:
                 return False
-            fills = _existing_rows_values(conn, spec, info)
+            fills: dict[str, str | None] = {}
+            if now is not None:
+                info, fills = _behind(info, now)
+                fills.update(_existing_rows_values(conn, spec, now, info))
         try:
             changes = writer.evolve(table, info, fills)
-        except TableStopped:
+        except TableStopped as exc:
+            self.waiting[table] = (info, at)
+            exc.changes = [dataclasses.replace(c, since=at) for c in exc.changes]
             metrics.SCHEMA_CHANGES.labels(self.applier.mid, table, STOPPED).inc()
             raise
+        self.waiting.pop(table, None)
+        if at is not None:
+            changes = [dataclasses.replace(c, since=at) for c in changes]
+            self.applier.events.note_changes(table, [c.column for c in changes], at)
         changed = bool(changes) or old is None or \
             [(c.name, c.type) for c in old.columns] != [(c.name, c.type) for c in info.columns]
         if changed:
@@ -142,23 +161,53 @@ class SchemaFollower:
             if parts:
                 consumer.resume(*parts)
             held = self.stopped.pop(table)[0]
+            for c in held.changes:  # events before the held one are older than the target now
+                if c.since is not None:
+                    self.applier.events.note_changes(table, [c.column], c.since)
             metrics.TABLE_STOPPED.labels(self.applier.mid, table).set(0)
             self._record(CONTINUED, table, held.changes)
             log.warning("applier %s: table %s continues: its target has the change",
                         self.applier.mid, table)
 
 
-def _existing_rows_values(conn: Any, table: TableSpec, info: pg.TableInfo) -> dict[str, str]:
+def _behind(wanted: pg.TableInfo, now: pg.TableInfo,
+            ) -> tuple[pg.TableInfo, dict[str, str | None]]:
+    """`wanted` — an event's definition — as the target takes it when the source has changed
+    since: a column whose type the source has widened since takes the wider type at once (the
+    event's values fit, and the rows' current values, read to fill it, fit too); one the
+    source has dropped or changed otherwise since is not filled from the source's current
+    values (they are of another column or type: NULL until the rows' events, or the
+    resolution of the change still ahead, bring theirs)."""
+    held = {c.name: c for c in now.columns}
+    columns: list[pg.Column] = []
+    no_fill: dict[str, str | None] = {}
+    for c in wanted.columns:
+        cur = held.get(c.name)
+        if cur is not None and cur.type != c.type and widens(c.type, cur.type):
+            c = dataclasses.replace(cur, not_null=c.not_null)
+        elif cur is None or cur.type != c.type:
+            no_fill[c.name] = None
+        columns.append(c)
+    return dataclasses.replace(wanted, columns=tuple(columns)), no_fill
+
+
+def _existing_rows_values(conn: Any, table: TableSpec, now: pg.TableInfo,
+                          wanted: pg.TableInfo) -> dict[str, str]:
     """Per column added with a non-volatile default, the text of the value the rows that existed
     then have (PostgreSQL keeps it as the column's "missing value"); a column added with NULL or
-    a volatile default (the table rewritten, row by row) has none."""
+    a volatile default (the table rewritten, row by row) has none — nor one whose type on the
+    source (`now`) is no longer the one `wanted` has."""
     ident = sql.Identifier(table.schema_name, table.name).as_string(conn)
     names_ = [r[0] for r in conn.execute(
         "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND atthasmissing",
         [ident]).fetchall()]
+    want = {c.name: c.type for c in wanted.columns}
+    held = {c.name: c for c in now.columns}
     out = {}
     for name in names_:
-        column = info.column(name)
+        column = held.get(name)
+        if column is None or want.get(name) != column.type:
+            continue
         if column.value_type.endswith("[]"):
             continue  # an array's missing value does not read back as one element
         row = conn.execute(sql.SQL(
@@ -190,6 +239,8 @@ class IncrementalSnapshots:
             doc = orjson.loads(value or b"null")
         except orjson.JSONDecodeError:
             return None
+        if isinstance(doc, dict) and "schema" in doc and "payload" in doc:
+            doc = doc["payload"]  # a schemas-on envelope (the connector's converter)
         if not isinstance(doc, dict) or doc.get("aggregate_type") != "Incremental Snapshot" \
                 or doc.get("type") != "TABLE_SCAN_COMPLETED":
             return None

@@ -25,6 +25,7 @@ from migwatch.connectors.postgres import (
     leaf_partitions,
     translated,
 )
+from migwatch.decoding import uncarried
 from migwatch.errors import MigwatchError, PreflightError
 from migwatch.targets import engine_for
 from migwatch.targets.base import Target
@@ -193,9 +194,9 @@ def _table_problems(conn: Any, table: TableSpec, target: Target) -> list[str]:
         problems.append(f"column(s) {', '.join(lobs)} hold large-object references (oid/lo): "
                         "logical decoding carries the reference number, never the large "
                         "object's data; move the data into a bytea column first")
-    uncarried = [f"{c.name} ({c.type})" for c in info.columns if _uncarried(c.value_type)]
-    if uncarried:
-        problems.append(f"column(s) {', '.join(uncarried)}: Debezium's change events do not "
+    left_out = [f"{c.name} ({c.type})" for c in info.columns if uncarried(c.value_type)]
+    if left_out:
+        problems.append(f"column(s) {', '.join(left_out)}: Debezium's change events do not "
                         "carry values of this type exactly (bit varying loses its length, "
                         "interval arrays are left out); change the column's type, e.g. to text")
     if info.partitioned:
@@ -206,14 +207,8 @@ def _table_problems(conn: Any, table: TableSpec, target: Target) -> list[str]:
     else:
         problems += _key_problems(info, ident)
     problems += [p for p in target.table_problems(info, table) if not p.startswith(tuple(
-        f"column {c.name!r} (" for c in info.columns if _uncarried(c.value_type)))]
+        f"column {c.name!r} (" for c in info.columns if uncarried(c.value_type)))]
     return problems
-
-
-def _uncarried(type_name: str) -> bool:
-    """Types whose values schema-less Debezium events cannot carry exactly (docs/types.md)."""
-    t = type_name.lower()
-    return t.startswith("bit varying") or (t.startswith("interval") and t.endswith("[]"))
 
 
 def _key_problems(info: TableInfo, ident: str) -> list[str]:

@@ -1,11 +1,19 @@
 """Schema changes on the source while CDC runs: how a table's definition on the source differs
 from what its target holds, and which of those differences a target follows by itself.
 
-Events carry no schema, so a change shows in the events themselves — a field the applier does
-not know, a field that stops arriving — or as a value the target refuses (a longer varchar, a
-bigger integer). Each is answered by reading the source's catalog again and comparing it with
-the target (never with what the applier believed: a change the user already made on the target
-is no difference). The choices, as the Debezium JDBC sink's `schema.evolution=basic`:
+Every event carries its row's definition as of the change (`event_schema`: each column's source
+type, length and scale), so a change shows in the first event written under it: a column the
+target does not have, a type it does not hold, a column it has that the event leaves out and the
+source no longer has. The event's definition is compared with the target (never with what the
+applier believed: a change the user already made on the target is no difference), and the
+target is brought to the definition *of that event* — not to the catalog as it is when the event
+is read, which may be several changes further (an applier behind, a table that waited for the
+user). An event older than the target's definition of a column (read again after the target
+moved on, `ColumnChange.since`) neither moves the target back nor writes that column's older
+value; a column the target has that an older event leaves out keeps the row's value. Nothing is
+taken from Debezium's defaults (its reading of the catalog *now*): a column's value in the rows
+that existed when it was added is the one PostgreSQL kept for them, else the rows' current one.
+The choices, as the Debezium JDBC sink's `schema.evolution=basic`:
 
     additive (followed)    a new column (its type; existing rows take the value the source gave
                            them; NOT NULL when the source's has it and every row the target
@@ -24,8 +32,9 @@ is no difference). The choices, as the Debezium JDBC sink's `schema.evolution=ba
                            source's definition (`migwatch resume-table --accept`,
                            `migwatch.resuming`)
 
-A changed type shows as a value its column's known type cannot read (Debezium carries an
-integer as a JSON number, text as a string, …). Every change seen and what was done is a
+(Events without a definition — a connector configured by hand without
+`column.propagate.source.type` — are read by the catalog instead: a changed type then shows as a
+value its column's known type cannot read.) Every change seen and what was done is a
 `SchemaChange` in the migration's history on the target (beside the applier's positions): the
 monitor reads the stopped tables from it (ERROR), the report lists it.
 """
@@ -56,18 +65,25 @@ class ColumnChange:
     kind: str
     source_type: str | None = None
     target_type: str | None = None
+    #: the position (LSN) of the event the target followed it at (None: not recorded)
+    since: int | None = None
 
     @property
     def additive(self) -> bool:
         return self.kind in (ADDED, WIDENED, NULLABLE, NOT_NULL)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"column": self.column, "kind": self.kind, "source_type": self.source_type,
-                "target_type": self.target_type}
+        out: dict[str, Any] = {"column": self.column, "kind": self.kind,
+                               "source_type": self.source_type, "target_type": self.target_type}
+        if self.since is not None:
+            out["since"] = self.since
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ColumnChange:
-        return cls(str(d["column"]), str(d["kind"]), d.get("source_type"), d.get("target_type"))
+        since = d.get("since")
+        return cls(str(d["column"]), str(d["kind"]), d.get("source_type"), d.get("target_type"),
+                   int(since) if since is not None else None)
 
     def describe(self) -> str:
         if self.kind == ADDED:
@@ -195,3 +211,16 @@ def stopped_tables(records: Sequence[SchemaChange]) -> dict[str, SchemaChange]:
         if r.outcome in (STOPPED, CONTINUED):
             latest[r.table] = r
     return {t: r for t, r in latest.items() if r.outcome == STOPPED}
+
+
+def changed_at(records: Sequence[SchemaChange]) -> dict[tuple[str, str], int]:
+    """Per (table, column): the latest position the target's definition of it changed at, from
+    the followed and continued records that carry one."""
+    out: dict[tuple[str, str], int] = {}
+    for r in records:
+        if r.outcome not in (FOLLOWED, CONTINUED):
+            continue
+        for c in r.changes:
+            if c.since is not None and c.since > out.get((r.table, c.column), -1):
+                out[(r.table, c.column)] = c.since
+    return out

@@ -232,6 +232,25 @@ def describe_table(conn: psycopg.Connection, schema: str, name: str) -> TableInf
     )
 
 
+def describe_type(conn: psycopg.Connection, type_oid: int, typmod: int,
+                  ) -> tuple[str, str, bool]:
+    """(format_type, base type under its domains or "", enum) of a type and modifier — what
+    `describe_table` says of a column of that type."""
+    row = conn.execute(
+        "WITH RECURSIVE d(oid, mod, arr) AS ("
+        " SELECT CASE WHEN t.typcategory = 'A' AND t.typelem <> 0 THEN t.typelem ELSE t.oid END,"
+        " %s::int, t.typcategory = 'A' AND t.typelem <> 0 FROM pg_type t WHERE t.oid = %s"
+        " UNION ALL SELECT b.typbasetype, b.typtypmod, d.arr FROM d"
+        " JOIN pg_type b ON b.oid = d.oid WHERE b.typtype = 'd') "
+        "SELECT format_type(%s, %s), ARRAY[format_type(d.oid, d.mod) || CASE WHEN d.arr "
+        "THEN '[]' ELSE '' END, (e.typtype = 'e')::text, (SELECT count(*) FROM d)::text] "
+        "FROM d JOIN pg_type e ON e.oid = d.oid WHERE e.typtype <> 'd'",
+        [typmod, type_oid, type_oid, typmod]).fetchone()
+    if row is None:
+        raise PermanentError(f"source: no type with oid {type_oid}")
+    return str(row[0]), _base_type(row[0], row[1]), row[1][1] == "true"
+
+
 def _base_type(type_name: str, base: list[str] | None) -> str:
     """The base type's name when the column's type is a domain (or an array of one), else ""."""
     if not base or base[0] == type_name or int(base[2]) <= 1:

@@ -103,10 +103,11 @@ class Writer(Protocol):
         ...
 
     def evolve(self, table: str, info: pg.TableInfo,
-               fills: Mapping[str, str]) -> list[ColumnChange]:
+               fills: Mapping[str, str | None]) -> list[ColumnChange]:
         """Follow the source's new definition `info` of `table` where it is additive
         (`schema_changes`); TableStopped where it is not. `fills`: per added column, the text
-        of the value the source gave its existing rows. Returns the changes followed."""
+        of the value the source gave its existing rows (None: no value known — NULL, no
+        backfill from the source's current values). Returns the changes followed."""
         ...
 
     def record_schema_change(self, record: SchemaChange) -> None:

@@ -318,7 +318,7 @@ def test_odd_names_pass_preflight_and_get_the_topics_debezium_names(
             for records in consumer.poll(timeout_ms=500).values():
                 for r in records:
                     if r.value is not None and r.topic in wanted:
-                        seen[r.topic] = json.loads(r.value)
+                        seen[r.topic] = json.loads(r.value)["payload"]
     finally:
         consumer.close()
     for topic, event in seen.items():

@@ -81,7 +81,7 @@ def snapshot_events(stack: Stack, migration_id: str) -> dict[str, int]:
     out = dict.fromkeys(SHOP, 0)
     try:
         for r in consumer:
-            if r.value and orjson.loads(r.value).get("op") == "r":
+            if r.value and orjson.loads(r.value)["payload"].get("op") == "r":
                 out[topics[r.topic]] += 1
     finally:
         consumer.close()

@@ -89,7 +89,9 @@ def test_names_and_defaults_come_from_the_spec_and_the_migration_id() -> None:
     assert config["decimal.handling.mode"] == "string"
     assert config["binary.handling.mode"] == "bytes"  # the only mode that marks unchanged bytea
     assert config["tombstones.on.delete"] == "true"
-    assert config["value.converter.schemas.enable"] == "false"
+    assert config["value.converter.schemas.enable"] == "true"  # each event's own definition
+    assert config["column.propagate.source.type"] == ".*"
+    assert config["value.converter.replace.null.with.default"] == "false"
     assert all(isinstance(v, str) for v in config.values())
 
 

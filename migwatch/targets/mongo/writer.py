@@ -218,7 +218,8 @@ class MongoWriter:
             for key, doc, source_id in partial:
                 got = held.get(_id_key(source_id))
                 if got is None:
-                    got = self._from_source(table, key)
+                    got = self._from_source(table, key, [
+                        k for k, v in ups[key].items() if v is UNCHANGED])
                 for k, v in (got or {}).items():
                     if k != "_id":
                         doc.setdefault(k, v)
@@ -272,16 +273,20 @@ class MongoWriter:
                 coll.insert_one(doc)
             current[k] = doc
 
-    def _from_source(self, table: str, key: tuple[Any, ...]) -> dict[str, Any]:
-        """The fields of the source's current row, for fields the target does not hold."""
-        if self.source_rows is None:
+    def _from_source(self, table: str, key: tuple[Any, ...],
+                     columns: list[str]) -> dict[str, Any]:
+        """The source's current values of `columns` of a row, for fields the target does not
+        hold (only those: the source's other columns may be of a definition the target has not
+        reached yet)."""
+        if self.source_rows is None or not columns:
             return {}
-        columns = [c.name for c in self.infos[table].columns]
         current = self.source_rows(table, [key], columns).get(key)
-        return {} if current is None else self.forms[table].fields(current)
+        if current is None:
+            return {}
+        return {k: v for k, v in self.forms[table].fields(current).items() if k in columns}
 
     def evolve(self, table: str, info: pg.TableInfo,
-               fills: Mapping[str, str]) -> list[ColumnChange]:
+               fills: Mapping[str, str | None]) -> list[ColumnChange]:
         """Learn the source's definition `info` (see `schema_changes`): an added column's value
         on existing documents is the one the source gave its existing rows; a dropped column,
         or a type changed in a way the value form does not keep, stops the table
@@ -309,8 +314,9 @@ class MongoWriter:
             for column in added:
                 if column not in fills:
                     continue
+                raw = fills[column]  # None: no value known now — NULL until events bring one
                 try:
-                    value = form.forms[column].to_bson(fills[column])
+                    value = None if raw is None else form.forms[column].to_bson(raw)
                 except UnsupportedValue as exc:
                     raise TableStopped(table, [ColumnChange(column, CHANGED)], str(exc)) \
                         from exc

@@ -138,7 +138,7 @@ class PostgresWriter:
         return {wanted[(t, p)]: o for t, p, o in rows if (t, p) in wanted}
 
     def evolve(self, table: str, info: pg.TableInfo,
-               fills: Mapping[str, str]) -> list[ColumnChange]:
+               fills: Mapping[str, str | None]) -> list[ColumnChange]:
         """Bring the target table to the source's definition `info` where that is additive (see
         `schema_changes`), in one transaction; TableStopped (nothing altered) where it is not.
         `fills`: per added column, the text of the value the source gave its existing rows."""
@@ -208,7 +208,7 @@ class PostgresWriter:
                                 table, c, exc)
 
     def _alter(self, table: str, ident: sql.Identifier, info: pg.TableInfo,
-               changes: list[ColumnChange], fills: Mapping[str, str]) -> None:
+               changes: list[ColumnChange], fills: Mapping[str, str | None]) -> None:
         """The additive `changes` as DDL, in one transaction."""
         with pg.translated(f"target: follow the source's schema of {table}"), \
                 self.conn.transaction():
