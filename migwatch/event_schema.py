@@ -21,6 +21,7 @@ event was written) the type is looked up by name and formatted with the event's 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,8 @@ from psycopg import sql
 
 from migwatch.connectors import postgres as pg
 from migwatch.errors import PermanentError
+
+log = logging.getLogger("migwatch.applier")
 
 _PARAM = "__debezium.source.column."
 #: Debezium's length of a type without one (varchar, text, bytea, …)
@@ -86,9 +89,15 @@ def _int(v: Any) -> int | None:
         return None
 
 
+#: the JDBC driver's names for a serial column's type (snapshot events use them)
+_ALIASES = {"SERIAL": "INT4", "SERIAL4": "INT4", "BIGSERIAL": "INT8", "SERIAL8": "INT8",
+            "SMALLSERIAL": "INT2", "SERIAL2": "INT2"}
+
+
 def type_name(debezium_type: str) -> str:
-    """'"S2"."COLOR"' → 'COLOR'; 'INT4' → 'INT4'."""
-    return debezium_type.rsplit(".", 1)[-1].replace('"', "").upper()
+    """'"S2"."COLOR"' → 'COLOR'; 'INT4' → 'INT4'; 'BIGSERIAL' → 'INT8'."""
+    name = debezium_type.rsplit(".", 1)[-1].replace('"', "").upper()
+    return _ALIASES.get(name, name)
 
 
 def event_signature(debezium_type: str, length: int | None, scale: int | None) -> Signature:
@@ -136,29 +145,46 @@ def typmod_of(sig: Signature) -> int:
 
 
 def resolve(conn: psycopg.Connection, schema: str, table: str, fields: tuple[Field, ...],
-            info: pg.TableInfo | None) -> list[pg.Column]:
+            info: pg.TableInfo | None) -> tuple[list[pg.Column], frozenset[str]]:
     """The event's columns as PostgreSQL types: the catalog's column where its signature is the
     event's (`info` is the table as the catalog has it now), else the event's type looked up by
-    name (UnknownEventType when the source has no such type any more)."""
-    now = _catalog_signatures(conn, schema, table)
+    name (UnknownEventType when the source has no such type any more); and the event's fields
+    that are generated columns on the source (snapshot reads carry them; each side computes
+    them itself: their values go nowhere)."""
+    now, generated = _catalog_signatures(conn, schema, table)
+    skipped = frozenset(f.name for f in fields if f.name in generated)
     out = []
     for f in fields:
+        if f.name in skipped:
+            continue
         if info is not None and now.get(f.name) == f.signature:
             out.append(info.column(f.name))
             continue
-        out.append(_column_of_type(conn, f, schema))
-    return out
+        try:
+            out.append(_column_of_type(conn, f, schema))
+        except UnknownEventType:
+            if info is None or f.name not in now or \
+                    all(c.name != f.name for c in info.columns):
+                raise
+            # a spelling of the type this module does not know: the catalog's column, as
+            # events without a definition are read
+            log.warning("table %s.%s: column %r: type %s not found by name; read by the "
+                        "source's current definition", schema, table, f.name, f.type)
+            out.append(info.column(f.name))
+    return out, skipped
 
 
 def _catalog_signatures(conn: psycopg.Connection, schema: str, table: str,
-                        ) -> dict[str, Signature]:
+                        ) -> tuple[dict[str, Signature], set[str]]:
+    """The table's columns' signatures, and its generated columns' names."""
     ident = sql.Identifier(schema, table).as_string(conn)
     rows = conn.execute(
-        "SELECT a.attname, t.typname, a.atttypmod FROM pg_attribute a "
+        "SELECT a.attname, t.typname, a.atttypmod, a.attgenerated <> '' FROM pg_attribute a "
         "JOIN pg_type t ON t.oid = a.atttypid "
         "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped",
         [ident]).fetchall()
-    return {r[0]: catalog_signature(r[1], int(r[2])) for r in rows}
+    return ({r[0]: catalog_signature(r[1], int(r[2])) for r in rows if not r[3]},
+            {r[0] for r in rows if r[3]})
 
 
 def _column_of_type(conn: psycopg.Connection, f: Field, schema: str) -> pg.Column:

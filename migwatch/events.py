@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -31,6 +32,9 @@ from migwatch.schema_changes import widens
 from migwatch.targets.base import Target, Writer
 
 log = logging.getLogger("migwatch.applier")
+
+#: how long the source's column names of a table are taken as known (`_catalog_names`)
+CATALOG_SECONDS = 5.0
 
 #: the column a decoding failure names (`column 'x': …`)
 _COLUMN_NAMED = re.compile(r"column '([^']*)'")
@@ -72,6 +76,12 @@ class EventReader:
         self.last_change: dict[str, int] = {}
         #: tables whose events carry their definition
         self.defined: set[str] = set()
+        #: per table: the last event's envelope schema and its definition
+        self._last: dict[str, tuple[bytes, _Shape]] = {}
+        #: tables whose target was brought to the definition of their first event read
+        self._verified: set[str] = set()
+        #: per table: when its column names were read from the source, and what they were
+        self._catalog: dict[str, tuple[float, frozenset[str]]] = {}
         #: (table, reason, columns) the source's catalog was read for without finding a change
         #: — a column Debezium always leaves out (interval[]) — not read again for each event
         self._unchanged: set[tuple[str, str, frozenset[str]]] = set()
@@ -145,7 +155,10 @@ class EventReader:
         the target holds that the event leaves out is one added after the event (its value:
         the row's, UNCHANGED) — or, when the source no longer has it, a dropped column."""
         raw = bytes(schema) if not isinstance(schema, dict) else orjson.dumps(schema)
-        shape = self._shapes.get((table, raw))
+        last = self._last.get(table)
+        # most events repeat the previous one's definition: compared byte for byte, no hashing
+        shape = last[1] if last is not None and last[0] == raw else \
+            self._shapes.get((table, raw))
         if shape is None:
             shape = self._resolve(table, schema)
             if shape is None:
@@ -154,6 +167,7 @@ class EventReader:
                 self._shapes.clear()
             self._shapes[(table, raw)] = shape
             self.defined.add(table)
+        self._last[table] = (raw, shape)
         followed = self.infos[table]
         if shape.followed is not followed:
             shape.check(followed)
@@ -161,13 +175,23 @@ class EventReader:
         if at < self.last_change.get(table, -1):
             stale = frozenset(c for (t, c), lsn in self.changed_at.items()
                               if t == table and lsn > at)
-        gone = [c for c in shape.missing if c not in shape.catalog and c not in stale]
+        gone = [c for c in shape.missing if c not in stale]
+        if gone:  # columns the source still has were added after this event
+            gone = [c for c in gone if c not in self._catalog_names(table)]
         needs = shape.needs if not stale else any(
             c.name not in stale and c.name in shape.needy for c in shape.columns)
+        if table not in self._verified:
+            # the first event of the table since the applier started: the target is brought
+            # to its definition whatever the applier believed (it started from the catalog)
+            self._verified.add(table)
+            needs = True
         if (needs or gone) and self.on_schema_change is not None:
+            # a stale column stays as the target holds it (or away, when the target dropped it)
+            held = {c.name: c for c in followed.columns}
             keep = [c for c in followed.columns if c.name in shape.missing and c.name not in gone]
             wanted = dataclasses.replace(followed, columns=(
-                *(c for c in shape.columns if c.name not in stale), *keep))
+                *(held[c.name] if c.name in stale else c for c in shape.columns
+                  if c.name not in stale or c.name in held), *keep))
             log.debug("table %s: event at %s defines %s; the target holds %s (stale %s, gone "
                       "%s)", table, at, [c.name for c in shape.columns],
                       [c.name for c in followed.columns], sorted(stale), gone)
@@ -175,6 +199,21 @@ class EventReader:
             if self.infos[table] is not followed:
                 shape.check(self.infos[table])
         return shape, stale
+
+    def _catalog_names(self, table: str) -> frozenset[str]:
+        """The table's columns on the source, read again at most every few seconds: a column
+        an event leaves out that the source still has was added after the event; one it no
+        longer has was dropped."""
+        known = self._catalog.get(table)
+        if known is not None and time.monotonic() - known[0] < CATALOG_SECONDS:
+            return known[1]
+        assert self.source_conn is not None
+        spec = next(t for t in self.tables if t.source == table)
+        with pg.translated(f"source: describe {table}"):
+            now = pg.describe_table(self.source_conn(), spec.schema_name, spec.name)
+        names_ = frozenset(c.name for c in now.columns) if now is not None else frozenset()
+        self._catalog[table] = (time.monotonic(), names_)
+        return names_
 
     def _resolve(self, table: str, schema: Any) -> _Shape | None:
         fields = row_fields(schema)
@@ -185,12 +224,14 @@ class EventReader:
         with pg.translated(f"source: describe {table}"):
             now = pg.describe_table(conn, spec.schema_name, spec.name)
             try:
-                columns = resolve(conn, spec.schema_name, spec.name, fields, now)
+                columns, generated = resolve(conn, spec.schema_name, spec.name, fields, now)
             except UnknownEventType as exc:
                 raise SkipEvent("unsupported_value", str(exc)) from exc
-        decoder = ColumnDecoder(columns, full_identity=self.infos[table].replica_identity == "f")
-        return _Shape(tuple(columns), decoder,
-                      frozenset(c.name for c in now.columns) if now else frozenset())
+        decoder = ColumnDecoder(columns, full_identity=self.infos[table].replica_identity == "f",
+                                dropped=generated)
+        self._catalog[table] = (time.monotonic(),
+                                frozenset(c.name for c in now.columns) if now else frozenset())
+        return _Shape(tuple(columns), decoder)
 
     def load(self, conn: Any) -> None:
         """Each table's columns and key from the source — the truth the target mirrors."""
@@ -309,12 +350,9 @@ class _Shape:
     """One event definition of a table (its envelope schema), resolved to PostgreSQL types, and
     how it differs from the definition the target was brought to (`check`)."""
 
-    def __init__(self, columns: tuple[pg.Column, ...], decoder: ColumnDecoder,
-                 catalog: frozenset[str]) -> None:
+    def __init__(self, columns: tuple[pg.Column, ...], decoder: ColumnDecoder) -> None:
         self.columns = columns
         self.decoder = decoder
-        #: the table's columns on the source when the definition was resolved
-        self.catalog = catalog
         self.followed: pg.TableInfo | None = None
         #: the event has a column the target lacks, or of a type the target's does not hold
         self.needs = False

@@ -92,6 +92,8 @@ class SchemaFollower:
             if info is None:
                 return False
             fills: dict[str, str | None] = {}
+            if old is not None:
+                info = _held_wider(info, old)
             if now is not None:
                 info, fills = _behind(info, now)
                 fills.update(_existing_rows_values(conn, spec, now, info))
@@ -168,6 +170,15 @@ class SchemaFollower:
             self._record(CONTINUED, table, held.changes)
             log.warning("applier %s: table %s continues: its target has the change",
                         self.applier.mid, table)
+
+
+def _held_wider(wanted: pg.TableInfo, followed: pg.TableInfo) -> pg.TableInfo:
+    """`wanted` with the target's type kept where it already holds every value of the wanted
+    one (the target was widened ahead of this event): nothing to narrow back."""
+    held = {c.name: c for c in followed.columns}
+    return dataclasses.replace(wanted, columns=tuple(
+        held[c.name] if c.name in held and held[c.name].type != c.type
+        and widens(c.type, held[c.name].type) else c for c in wanted.columns))
 
 
 def _behind(wanted: pg.TableInfo, now: pg.TableInfo,

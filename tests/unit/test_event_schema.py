@@ -62,6 +62,8 @@ def test_an_envelope_without_source_types_has_no_definition() -> None:
     ("_numeric", (5 << 16 | 1) + 4, "_NUMERIC", 5, 1),
     ("color", -1, '"S2"."COLOR"', 2147483647, 0),
     ("color", -1, "COLOR", 2147483647, 0),
+    ("int8", -1, "BIGSERIAL", 19, 0),          # a snapshot event's name for a serial column
+    ("int4", -1, "SERIAL", 10, 0),
 ])
 def test_the_catalogs_column_and_the_events_field_have_one_signature(
         typname: str, typmod: int, debezium: str, length: int, scale: int | None) -> None:
