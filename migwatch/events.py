@@ -205,32 +205,34 @@ class EventReader:
         an event leaves out that the source still has was added after the event; one it no
         longer has was dropped."""
         known = self._catalog.get(table)
-        if known is not None and time.monotonic() - known[0] < CATALOG_SECONDS:
-            return known[1]
+        if known is None or time.monotonic() - known[0] >= CATALOG_SECONDS:
+            self._describe(table)
+        return self._catalog[table][1]
+
+    def _describe(self, table: str) -> pg.TableInfo | None:
+        """The table as the source has it now; its column names remembered (`_catalog`)."""
         assert self.source_conn is not None
         spec = next(t for t in self.tables if t.source == table)
         with pg.translated(f"source: describe {table}"):
             now = pg.describe_table(self.source_conn(), spec.schema_name, spec.name)
-        names_ = frozenset(c.name for c in now.columns) if now is not None else frozenset()
-        self._catalog[table] = (time.monotonic(), names_)
-        return names_
+        self._catalog[table] = (time.monotonic(), frozenset(
+            c.name for c in now.columns) if now is not None else frozenset())
+        return now
 
     def _resolve(self, table: str, schema: Any) -> _Shape | None:
         fields = row_fields(schema)
         if fields is None or self.source_conn is None:
             return None
         spec = next(t for t in self.tables if t.source == table)
-        conn = self.source_conn()
+        now = self._describe(table)
         with pg.translated(f"source: describe {table}"):
-            now = pg.describe_table(conn, spec.schema_name, spec.name)
             try:
-                columns, generated = resolve(conn, spec.schema_name, spec.name, fields, now)
+                columns, generated = resolve(self.source_conn(), spec.schema_name, spec.name,
+                                             fields, now)
             except UnknownEventType as exc:
                 raise SkipEvent("unsupported_value", str(exc)) from exc
         decoder = ColumnDecoder(columns, full_identity=self.infos[table].replica_identity == "f",
                                 dropped=generated)
-        self._catalog[table] = (time.monotonic(),
-                                frozenset(c.name for c in now.columns) if now else frozenset())
         return _Shape(tuple(columns), decoder)
 
     def load(self, conn: Any) -> None:
