@@ -369,6 +369,57 @@ class SupervisionSpec(_Model):
         return self
 
 
+class Hook(_Model):
+    """A user step of the cutover: a command (argv, no shell) or an HTTP webhook (POST of a
+    JSON body naming the migration and the step), bounded by `timeout_seconds`. A webhook URL
+    may carry a token: give it as a reference (`{env: VAR}`) and only its host is ever shown."""
+
+    command: list[str] | None = Field(default=None, min_length=1)
+    url: str | SecretRef | None = None
+    timeout_seconds: float = Field(default=30, gt=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Hook:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give exactly one of command: [argv…] or url: …")
+        return self
+
+
+class FreezeHook(Hook):
+    """A freeze step of the user's own (a proxy, a feature flag, DNS) with the hook that undoes
+    it; `undo` runs when the cutover aborts after this step ran."""
+
+    name: str = Field(min_length=1, max_length=60)
+    undo: Hook | None = None
+
+
+class FreezeSpec(_Model):
+    """How writes on the source stop for the cutover. `read_only`: new sessions of the
+    application's roles start read-only (`default_transaction_read_only` on the database,
+    migwatch's own role exempt by `ALTER ROLE … IN DATABASE`, plus `exempt_roles`);
+    `terminate_sessions`: the application's open sessions are ended so they reconnect read-only
+    (needs `pg_signal_backend`; an ended session has no undo). `hooks` run after those."""
+
+    read_only: bool = True
+    terminate_sessions: bool = True
+    exempt_roles: tuple[str, ...] = ()
+    hooks: tuple[FreezeHook, ...] = ()
+
+
+class CutoverSpec(_Model):
+    """The cutover's settings: what a GO must be, how long each wait may take, the freeze, the
+    switch hook that points the application at the target, and whether CDC stays up after."""
+
+    max_report_age_seconds: float = Field(default=3600, gt=0)
+    approval_timeout_seconds: float = Field(default=3600, gt=0)
+    terminate_timeout_seconds: float = Field(default=10, gt=0)
+    drain_timeout_seconds: float = Field(default=120, gt=0)
+    sequence_margin: int = Field(default=0, ge=0)
+    freeze: FreezeSpec = Field(default_factory=FreezeSpec)
+    switch: Hook | None = None
+    keep_cdc: bool = False
+
+
 class MetricsSpec(_Model):
     port: int = Field(default=0, ge=0, le=65535)  # 0: pick a free port
     pushgateway_url: str = "http://127.0.0.1:9091"
@@ -392,6 +443,7 @@ class MigrationSpec(_Model):
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     snapshot: SnapshotSpec = Field(default_factory=SnapshotSpec)
     supervision: SupervisionSpec = Field(default_factory=SupervisionSpec)
+    cutover: CutoverSpec = Field(default_factory=CutoverSpec)
 
     @field_validator("tables", mode="before")
     @classmethod

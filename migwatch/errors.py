@@ -15,7 +15,11 @@
     ├── StackError                a local stack component failed to install or start
     ├── ValidationFailed(report)  the target does not hold the source's data
     ├── GateFailed(reason)        the monitor gate did not pass (timeout or hard maximum)
-    └── NoGo(reasons)             the report's verdict is no-go; lists what blocks the cutover
+    ├── NoGo(reasons)             the report's verdict is no-go; lists what blocks the cutover
+    └── CutoverError              the cutover did not switch
+        ├── CutoverRefused(reasons)   a precondition failed (nothing was frozen)
+        ├── HookFailed(step)      a user hook exited non-zero, was unreachable or timed out
+        └── CutoverAborted(step)  a step between the freeze and the switch failed; undone
 
 Connectors translate driver exceptions into this tree in one place each (`raise X(...) from exc`),
 so callers never see a driver's traceback and tasks can retry on `TransientError` alone.
@@ -215,3 +219,40 @@ class RunFailed(NoGo):
 def is_transient(exc: BaseException) -> bool:
     """True when a retry may help: the predicate tasks give Prefect's `retry_condition_fn`."""
     return isinstance(exc, TransientError)
+
+
+class CutoverError(MigwatchError):
+    """The cutover did not switch the application to the target."""
+
+    exit_code = 1
+
+
+class CutoverRefused(CutoverError):
+    """A precondition of the cutover failed; nothing was frozen. `reasons` lists each."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = list(reasons)
+        super().__init__("cutover refused: " + "; ".join(self.reasons))
+
+
+class HookFailed(CutoverError):
+    """A user hook of the cutover failed: non-zero exit, unreachable URL, an answer other than
+    2xx, or its timeout. `step` names the hook; the message never holds the URL's path."""
+
+    def __init__(self, step: str, reason: str) -> None:
+        self.step = step
+        self.reason = reason
+        super().__init__(f"hook {step!r} failed: {reason}")
+
+
+class CutoverAborted(CutoverError):
+    """A step between the freeze and the switch failed: the freeze was undone (`undone` says
+    what), CDC keeps running, nothing was lost."""
+
+    def __init__(self, step: str, reason: str, undone: list[str]) -> None:
+        self.step = step
+        self.reason = reason
+        self.undone = list(undone)
+        super().__init__(f"cutover aborted at {step}: {reason}; undone: "
+                         f"{', '.join(self.undone) or 'nothing to undo'} — the source is "
+                         "writable again and CDC keeps running")

@@ -168,6 +168,15 @@ SNAPSHOT_PROGRESS = Gauge(
     "migwatch_snapshot_progress_ratio", "Rows applied over the source's row estimate.",
     ["migration_id", "table_name"], registry=REGISTRY,
 )
+CUTOVER_DOWNTIME = Gauge(
+    "migwatch_cutover_downtime_seconds",
+    "Write-downtime of the last cutover: from the freeze of the source to the end of the switch "
+    "(or of the undo, when it aborted).", ["migration_id"], registry=REGISTRY,
+)
+CUTOVER_STEP = Gauge(
+    "migwatch_cutover_step_seconds", "How long each step of the last cutover took.",
+    ["migration_id", "step"], registry=REGISTRY,
+)
 NOTIFICATIONS = Counter(
     "migwatch_notifications_total", "Notifications sent, by severity and outcome.",
     ["migration_id", "severity", "outcome"], registry=REGISTRY,

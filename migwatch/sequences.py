@@ -221,6 +221,25 @@ def read(spec: MigrationSpec, application: str = "migwatch-sequences") -> list[S
             for schema, name in found]
 
 
+def cutover_values(spec: MigrationSpec, margin: int = 0,
+                   application: str = "migwatch-cutover") -> dict[tuple[str, str], int]:
+    """What the cutover sets each target sequence to (by its target name): the source's last
+    value, `margin` steps further in the sequence's direction; a sequence never called on the
+    source is left where it is (rows carry no value of it)."""
+    with pg.connect_endpoint(spec.source, "source", autocommit=True,
+                             application=application) as conn, \
+            pg.translated("source: sequences of the tables"):
+        used = uses(conn, spec.tables)
+        on_source = sides(conn, used)
+    out: dict[tuple[str, str], int] = {}
+    for seq, side in on_source.items():
+        if side.last_value is None or not side.readable:
+            continue
+        step = side.increment_by * margin
+        out[target_name(seq, used[seq], spec.tables)] = side.last_value + step
+    return out
+
+
 def target_name(seq: tuple[str, str], used_by: Sequence[SequenceUse],
                 tables: Sequence[TableSpec]) -> tuple[str, str]:
     """Where the target keeps a source sequence: under its own name, in the schema of the

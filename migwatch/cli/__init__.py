@@ -4,6 +4,7 @@ on `app`; importing this package wires them all."""
 from __future__ import annotations
 
 import migwatch.cli.check  # noqa: F401  (registers `migwatch check`)
+import migwatch.cli.cutover  # noqa: F401  (registers `migwatch cutover`)
 import migwatch.cli.dashboard  # noqa: F401  (registers `migwatch dashboard`)
 import migwatch.cli.demo  # noqa: F401  (registers `migwatch demo`)
 import migwatch.cli.migrations  # noqa: F401  (registers `migwatch migrations`)

@@ -11,7 +11,7 @@ from html import escape
 
 from migwatch import charts
 from migwatch.charts import format_value
-from migwatch.report.model import Report, _key_text
+from migwatch.report.model import CutoverFigures, Report, _key_text
 from migwatch.report.render import (
     OUTCOME_MEANING,
     _n,
@@ -106,6 +106,76 @@ def _charts(report: Report) -> list[str]:
         )
     )
     return out
+
+
+_STEP_COLOUR = {"done": "#2e7d32", "failed": "#c62828", "skipped": "#9e9e9e",
+                "undone": "#ef6c00"}
+
+
+def _timeline_svg(c: CutoverFigures) -> str:
+    """The cutover's steps as bars on one time axis, the write-downtime shaded behind them."""
+    steps = [st for st in c.steps if st.ended_at is not None]
+    if not steps:
+        return ""
+    t0 = min(st.started_at for st in steps)
+    span = max(max((st.ended_at - t0).total_seconds() for st in steps  # type: ignore[operator]
+                   ), 1e-3)
+    width, label, row = 760, 170, 20
+    scale = (width - label - 70) / span
+    height = row * len(steps) + 24
+    bars = []
+    for i, st in enumerate(steps):
+        x = label + (st.started_at - t0).total_seconds() * scale
+        w = max(1.5, (st.seconds or 0) * scale)
+        y = i * row + 4
+        bars.append(
+            f'<text x="{label - 6}" y="{y + 12}" text-anchor="end" font-size="12">'
+            f"{escape(st.name)}</text>"
+            f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row - 6}" '
+            f'fill="{_STEP_COLOUR.get(st.outcome, "#555")}"><title>{escape(st.name)}: '
+            f"{st.outcome}, {st.seconds or 0:.3f}s</title></rect>"
+            f'<text x="{x + w + 4:.1f}" y="{y + 12}" font-size="11">{st.seconds or 0:.2f}s'
+            "</text>")
+    shade = ""
+    freeze = next((st for st in steps if st.name == "freeze"), None)
+    if freeze is not None and c.downtime_seconds is not None:
+        x = label + (freeze.started_at - t0).total_seconds() * scale
+        shade = (f'<rect x="{x:.1f}" y="0" width="{c.downtime_seconds * scale:.1f}" '
+                 f'height="{height - 20}" fill="#ffcdd2" opacity="0.6"><title>write-downtime '
+                 f"{c.downtime_seconds:.2f}s</title></rect>")
+    axis = (f'<text x="{label}" y="{height - 4}" font-size="11">0 s</text>'
+            f'<text x="{width - 70}" y="{height - 4}" font-size="11">{span:.2f} s</text>')
+    return (f'<svg id="cutover-timeline" role="img" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}">{shade}{"".join(bars)}{axis}</svg>')
+
+
+def cutover_section(c: CutoverFigures | None) -> str:
+    """The cutover's outcome, approver, write-downtime, timeline and step table."""
+    if c is None:
+        return ""
+    e = escape
+    downtime = "–" if c.downtime_seconds is None else f"{c.downtime_seconds:.2f} s"
+    approver = (f"{e(c.approver)} (self-declared, {e(c.approval)})" if c.approver
+                else "not approved")
+    reasons = "".join(f"<li>{e(r)}</li>" for r in c.reasons)
+    notes = "".join(f'<p class="note">{e(n)}</p>' for n in c.notes)
+    rows = "".join(
+        f"<tr><td>{e(st.name)}</td><td>{st.started_at:%H:%M:%S.%f}</td>"
+        f"<td>{'' if st.ended_at is None else f'{st.ended_at:%H:%M:%S.%f}'}</td>"
+        f"<td class=n>{'' if st.seconds is None else f'{st.seconds:.3f}'}</td>"
+        f"<td>{e(st.outcome)}</td><td>{e(st.detail)}</td></tr>" for st in c.steps)
+    return (
+        f'<h2>Cutover</h2><p id="cutover" data-outcome="{e(c.outcome)}" '
+        f'data-downtime="{"" if c.downtime_seconds is None else c.downtime_seconds}">'
+        f"<b>{e(c.outcome)}</b> · write-downtime (freeze → switch): <b>{e(downtime)}</b> · "
+        f"approved by {approver}"
+        + (f" · “{e(c.comment)}”" if c.comment else "")
+        + f" · application sessions ended: {c.sessions_terminated}</p>"
+        + (f"<ul>{reasons}</ul>" if reasons else "")
+        + (f"<p>undone: {e(', '.join(c.undone))}</p>" if c.undone else "")
+        + notes + _timeline_svg(c)
+        + '<table id="cutover-steps"><tr><th>step</th><th>start (UTC)</th><th>end</th>'
+          "<th>seconds</th><th>outcome</th><th>detail</th></tr>" + rows + "</table>")
 
 
 def render_html(report: Report) -> str:
@@ -276,7 +346,8 @@ def render_html(report: Report) -> str:
         "style-src 'unsafe-inline'; img-src data:\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{v.label} — migwatch report {e(report.migration_id)}</title>"
-        f"<style>{_CSS}</style></head><body>{head}{meta}{warnings}{checks}{tables}{schema}"
+        f"<style>{_CSS}</style></head><body>{head}{meta}{cutover_section(report.cutover)}"
+        f"{warnings}{checks}{tables}{schema}"
         f"{definitions}{seqs}{lag}"
         f'{graphs}{slot}{errors}{links}<footer class="meta">migwatch report, schema '
         f"{report.schema_version}, generated {generated}</footer></body></html>\n"

@@ -192,6 +192,56 @@ class SequenceFigures(_Model):
     not_readable_on: list[str] = Field(default_factory=list)
 
 
+CutoverStepOutcome = Literal["done", "failed", "skipped", "undone"]
+CutoverOutcome = Literal["switched", "aborted", "refused", "rejected", "running"]
+
+
+class CutoverStep(_Model):
+    """One step of the cutover on its timeline: when it started and ended, and how."""
+
+    name: str
+    started_at: datetime
+    ended_at: datetime | None = None
+    outcome: CutoverStepOutcome = "done"
+    detail: str = ""
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.ended_at is None else \
+            (self.ended_at - self.started_at).total_seconds()
+
+    @field_validator("detail")
+    @classmethod
+    def _scrub(cls, value: str) -> str:
+        return scrub(value, 800)
+
+
+class CutoverFigures(_Model):
+    """The cutover (`migwatch.cutover`): its outcome, who approved it and how, its timeline,
+    and the write-downtime — from the freeze to the end of the switch."""
+
+    started_at: datetime
+    finished_at: datetime | None = None
+    outcome: CutoverOutcome = "running"
+    #: who approved, as they declared it (Prefect's open-source server has no user identity)
+    approver: str | None = None
+    approval: str = ""  # how: "prefect run input", "--yes", "prompt"
+    comment: str = ""
+    downtime_seconds: float | None = None
+    steps: list[CutoverStep] = Field(default_factory=list)
+    reasons: list[str] = Field(default_factory=list)
+    #: sessions of the application ended by the freeze (no undo for those)
+    sessions_terminated: int = 0
+    #: what was undone when it aborted
+    undone: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+    @field_validator("reasons", "notes")
+    @classmethod
+    def _scrub_all(cls, value: list[str]) -> list[str]:
+        return [scrub(v, 800) for v in value]
+
+
 class SeriesData(_Model):
     name: str
     unit: Unit
@@ -268,6 +318,8 @@ class Report(_Model):
     links: dict[str, str] = Field(default_factory=dict)
     #: what holds for the whole run (how values were compared, when counts were taken)
     notes: list[str] = Field(default_factory=list)
+    #: the cutover, once one ran for this migration
+    cutover: CutoverFigures | None = None
 
     @field_validator("gate", "sequences_unread")
     @classmethod

@@ -10,7 +10,13 @@ from typing import Any
 
 from migwatch import sequences
 from migwatch.charts import format_value
-from migwatch.report.model import Report, SchemaCheckFigures, SequenceFigures, _key_text
+from migwatch.report.model import (
+    CutoverFigures,
+    Report,
+    SchemaCheckFigures,
+    SequenceFigures,
+    _key_text,
+)
 
 
 def render_json(report: Report) -> str:
@@ -119,6 +125,27 @@ def outcome_text(outcome: str) -> str:
 
 def _md(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def cutover_markdown(c: CutoverFigures, migration_id: str) -> str:
+    """The cutover's Prefect markdown artifact: outcome, write-downtime, approver, timeline."""
+    icon = {"switched": "✅", "running": "⏳"}.get(c.outcome, "⛔")
+    downtime = "–" if c.downtime_seconds is None else f"{c.downtime_seconds:.2f} s"
+    lines = [f"# {icon} cutover {c.outcome} — migration `{migration_id}`", "",
+             f"write-downtime (freeze → switch): **{downtime}**; approved by "
+             + (f"{_md(c.approver)} (self-declared, {_md(c.approval)})" if c.approver
+                else "nobody yet")
+             + (f": “{_md(c.comment)}”" if c.comment else "")
+             + f"; application sessions ended: {c.sessions_terminated}", ""]
+    if c.reasons:
+        lines += ["**Why:**", *[f"- {_md(r)}" for r in c.reasons], ""]
+    if c.undone:
+        lines += [f"**Undone:** {_md(', '.join(c.undone))}", ""]
+    lines += [*[f"_{_md(n)}_  " for n in c.notes], "", "| step | seconds | outcome | detail |",
+              "|---|---:|---|---|"]
+    lines += [f"| {_md(st.name)} | {'' if st.seconds is None else f'{st.seconds:.3f}'} | "
+              f"{st.outcome} | {_md(st.detail)} |" for st in c.steps]
+    return "\n".join(lines) + "\n"
 
 
 def render_markdown(report: Report, html_path: str | None = None) -> str:

@@ -14,6 +14,8 @@ from then on asks the engine — never branches on the target's kind — for:
     open_validation(...)      both sides of one table for the comparison
     migrations_backend()      the versioned-migrations backend
     sequence_values(names)    the target's sequences of those names (None: it keeps none)
+    set_sequences(values)     the cutover sets them from the source's ([] when none kept)
+    invalid_indexes()         indexes left INVALID on the target tables (cutover refuses)
 
 To add an engine: a package beside `postgres/` and `mongo/` with a `Target` subclass that
 implements every abstract method here, its writer (the `Writer` protocol) and its session, and
@@ -231,6 +233,18 @@ class Target(ABC):
         lacks is absent); None when the engine keeps no sequences — the source's values then
         have nothing to be set on at cutover. The default keeps none."""
         return None
+
+    def set_sequences(self, values: Mapping[tuple[str, str], int],
+                      application: str = "migwatch") -> list[str]:
+        """Set each target sequence (schema, name) so its next value follows the given one
+        (the cutover); returns what was set, as `schema.name = value`. The default keeps no
+        sequences and sets none."""
+        return []
+
+    def invalid_indexes(self) -> list[str]:
+        """Indexes of the target tables left INVALID (a failed concurrent build): a cutover
+        onto them would serve queries without them. The default has none."""
+        return []
 
     @abstractmethod
     def make_fresh(self, migration_id: str, reset: bool) -> Emptied:

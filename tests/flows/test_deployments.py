@@ -31,6 +31,7 @@ EXPECTED = {
     "cdc-applier/shop": "flows/cdc_apply.py:cdc_applier",
     "validate/shop-nightly": "flows/validate.py:validate",
     "report/shop": "flows/report.py:report",
+    "cutover/shop": "flows/cutover.py:cutover",
 }
 
 
@@ -79,6 +80,7 @@ def test_deploy_all_then_a_worker_runs_the_nightly_validation(
         assert found[name].work_pool_name == POOL
     assert found["validate/shop-nightly"].schedules  # nightly, off until a migration is live
     assert found["migration-pipeline/shop"].parameters["spec_path"] == "deployments/shop.yaml"
+    assert found["cutover/shop"].parameters["ask_approval"] is True  # pauses for the form
 
     with source_db.connect() as conn:
         conn.execute("CREATE TABLE public.accounts (id bigint PRIMARY KEY, owner text, "

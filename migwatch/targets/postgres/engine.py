@@ -99,6 +99,32 @@ class PostgresTarget(Target):
                 pg.translated(f"target ({self.endpoint.redacted()}): sequences"):
             return sequences.sides(conn, wanted)
 
+    def set_sequences(self, values: Mapping[tuple[str, str], int],
+                      application: str = "migwatch") -> list[str]:
+        """`setval(seq, value, true)` for each, in one transaction: the next value follows it."""
+        done: list[str] = []
+        with pg.connect_endpoint(self.endpoint, "target", application=application) as conn, \
+                pg.translated(f"target ({self.endpoint.redacted()}): set sequences"):
+            for (schema_name, name), value in sorted(values.items()):
+                conn.execute("SELECT setval(%s::regclass, %s, true)",
+                             [sql.Identifier(schema_name, name).as_string(conn), value])
+                done.append(f"{schema_name}.{name} = {value}")
+            conn.commit()
+        return done
+
+    def invalid_indexes(self) -> list[str]:
+        tables = [t.target_parts for t in self.spec.tables]
+        with pg.connect_endpoint(self.endpoint, "target", autocommit=True) as conn, \
+                pg.translated(f"target ({self.endpoint.redacted()}): indexes"):
+            rows = conn.execute(
+                "SELECT n.nspname, c.relname, i.relname FROM pg_index x "
+                "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "JOIN unnest(%s::text[], %s::text[]) w(s, t) ON w.s = n.nspname "
+                "AND w.t = c.relname WHERE NOT x.indisvalid ORDER BY 1, 2, 3",
+                [[t[0] for t in tables], [t[1] for t in tables]]).fetchall()
+        return [f"{s_}.{t}: {i}" for s_, t, i in rows]
+
     def _what_would_fire(self) -> list[str]:
         """The source tables' foreign keys and triggers, as the target will have them."""
         with pg.connect_endpoint(self.spec.source, "source", autocommit=True) as src, \
