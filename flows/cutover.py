@@ -21,6 +21,8 @@ from migwatch.errors import CutoverAborted, CutoverRefused, MigwatchError
 from migwatch.runs import run_dir
 from tasks import cutover as step
 
+#: an approval that took longer than this is followed by the preconditions checked again
+RECHECK_AFTER_SECONDS = 60
 SELF_DECLARED = ("the approver is self-declared: Prefect's open-source server has no user "
                  "identity")
 
@@ -67,6 +69,14 @@ def cutover(spec_path: str, migration_id: str, ask_approval: bool = True,
             st.detail = f"approved by {line.figures.approver}"
     if st.outcome == "failed":
         return _end(spec, line, "rejected", CutoverRefused([f"approval: {st.detail}"]))
+    if st.seconds is not None and st.seconds > RECHECK_AFTER_SECONDS:
+        with line.step("preconditions again") as st:  # the approval took a while
+            reasons = step.check_preconditions(spec, migration_id)
+            st.detail = "; ".join(reasons) or "still hold"
+            if reasons:
+                st.outcome = "failed"
+        if reasons:
+            return _end(spec, line, "refused", CutoverRefused(reasons))
     step.notify(spec, migration_id, "started", [f"approved by {line.figures.approver}"]
                 if line.figures.approver else [])
 
@@ -89,6 +99,9 @@ def cutover(spec_path: str, migration_id: str, ask_approval: bool = True,
             if spec.cutover.freeze.read_only:
                 frozen = step.freeze_source(spec)
                 line.figures.sessions_terminated = len(frozen.terminated)
+                line.figures.frozen_database = frozen.database
+                line.figures.frozen_before = frozen.before
+                line.save()  # a process that dies frozen leaves what undoes it
             for hook in spec.cutover.freeze.hooks:
                 step.run_hook(hook, f"freeze {hook.name}", migration_id)
                 hooks_done.append(hook)

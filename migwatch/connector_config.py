@@ -124,6 +124,9 @@ def connector_config(spec: MigrationSpec, migration_id: str) -> dict[str, str]:
         "notification.enabled.channels": "sink",
         "notification.sink.topic.name": names.notification_topic(migration_id),
         "heartbeat.interval.ms": str(spec.connect.heartbeat_interval_ms),
+        # how long Debezium waits for more changes before handing a batch over (500 ms by
+        # default): every change, and the cutover's fence, reaches Kafka sooner
+        "poll.interval.ms": "100",
         "heartbeat.action.query": heartbeat_query(spec, migration_id),
         "skipped.operations": "none",
         "decimal.handling.mode": "string",

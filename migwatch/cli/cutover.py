@@ -21,6 +21,9 @@ def cutover(
     comment: str = typer.Option("", help="Why now: a ticket or change id, for the report."),
     check_only: bool = typer.Option(False, "--check", help="Only check the preconditions: "
                                                            "exit 0 ready, 1 refused."),
+    undo_freeze: bool = typer.Option(
+        False, "--undo-freeze", help="Put back the source settings a cutover that did not "
+                                     "finish left frozen (its process died), from its record."),
 ) -> None:
     """Check the preconditions, ask for approval, freeze writes on the source, drain to the
     freeze exactly, check the changed tables on the frozen source, set the target's sequences,
@@ -35,6 +38,9 @@ def cutover(
 
     check_migration_id(migration_id)
     s = load_spec(spec)
+    if undo_freeze:
+        _undo_freeze(s, migration_id)
+        return
     reasons = preconditions.check(s, migration_id, run_dir(migration_id))
     if reasons:
         raise CutoverRefused(reasons)
@@ -65,3 +71,30 @@ def cutover(
         path = run_dir(migration_id) / f"report.{kind}"
         if path.exists():
             out.print(f"  report ({kind}): {path}", highlight=False)
+
+
+def _undo_freeze(spec: object, migration_id: str) -> None:
+    """The freeze a dead cutover process left, undone from its `cutover.json`."""
+    from migwatch.config import MigrationSpec
+    from migwatch.cutover import freeze, timeline
+    from migwatch.errors import CutoverError
+    from migwatch.runs import run_dir
+
+    assert isinstance(spec, MigrationSpec)
+    folder = run_dir(migration_id)
+    record = timeline.load(folder)
+    if record is None or record.frozen_before is None or record.frozen_database is None:
+        raise CutoverError(f"no freeze of {migration_id} is recorded as holding: nothing to undo")
+    if record.outcome == "switched":
+        raise CutoverError("this cutover switched the application to the target: the source "
+                           "stays read-only, since writes there would not reach the target")
+    freeze.thaw(spec, freeze.Frozen(record.frozen_database, dict(record.frozen_before)))
+    record.frozen_before = None
+    record.undone.append("source read-only setting (migwatch cutover --undo-freeze)")
+    if record.outcome == "running":
+        record.outcome = "aborted"
+        record.reasons.append("the cutover's process ended while the source was frozen; the "
+                              "freeze was undone by hand")
+    (folder / "cutover.json").write_text(record.model_dump_json(indent=2))
+    out.print(f"the source of {migration_id} is writable again: default_transaction_read_only "
+              "put back as it was", highlight=False)

@@ -172,8 +172,13 @@ def thaw(spec: MigrationSpec, frozen: Frozen) -> None:
     frozen.thawed = True
 
 
+def read_only_setting(conn: Any) -> bool:
+    """Whether the database's own setting makes new sessions read-only."""
+    return (_read_settings(conn).get("") or "off").lower() in ("on", "true", "1", "yes")
+
+
 def is_read_only(spec: MigrationSpec) -> bool:
     """Whether the source database's own setting makes new sessions read-only now."""
     with pg.connect_endpoint(spec.source, "source", autocommit=True,
                              application=APPLICATION) as conn, pg.translated("source: settings"):
-        return (_read_settings(conn).get("") or "off").lower() in ("on", "true", "1")
+        return read_only_setting(conn)

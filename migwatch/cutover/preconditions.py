@@ -98,6 +98,10 @@ def freeze_reasons(spec: MigrationSpec) -> list[str]:
         if settings.terminate_sessions and not signal:
             out.append("ending the application's sessions needs pg_signal_backend: "
                        f"GRANT pg_signal_backend TO {spec.source.user}")
+        if freeze.read_only_setting(conn):
+            out.append("the source database is read-only already (default_transaction_"
+                       "read_only): a cutover that did not finish? `migwatch cutover SPEC "
+                       "--migration-id ID --undo-freeze` puts its settings back")
         shared = freeze.shared_role_sessions(conn, freeze.exempt_roles(spec))
         if shared:
             out.append("an application shares an exempt role, so its writes would go on "

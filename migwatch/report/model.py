@@ -234,6 +234,11 @@ class CutoverFigures(_Model):
     sessions_terminated: int = 0
     #: what was undone when it aborted
     undone: list[str] = Field(default_factory=list)
+    #: the built-in freeze while it holds: the source database and each setting it changed as
+    #: it was before (role '' is the database) — what `migwatch cutover --undo-freeze` puts
+    #: back when a cutover process died frozen
+    frozen_database: str | None = None
+    frozen_before: dict[str, str | None] | None = None
     notes: list[str] = Field(default_factory=list)
 
     @field_validator("reasons", "notes")

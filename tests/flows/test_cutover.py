@@ -10,6 +10,8 @@ and notifications are what a real HTTP receiver got.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -320,6 +322,31 @@ def test_a_failing_switch_hook_undoes_the_freeze_and_cdc_keeps_running(
     assert [s["name"] for s in cut["steps"]][-2:] == ["switch", "undo freeze"]
     assert cut["steps"][-2]["outcome"] == "failed"
     assert cut["downtime_seconds"] is not None
+
+    # the cutover's process killed while frozen: the record says how to undo it, and does
+    spec = make_spec(source_db, target_db, TABLES, stack, **FAST,
+                     cutover={"switch": {"command": ["sleep", "300"], "timeout_seconds": 600}})
+    spec_path = write_spec(spec, tmp_path / "spec.yaml")
+    record = runs.run_dir(migration_id) / "cutover.json"
+    cli = [".venv/bin/migwatch", "cutover", spec_path, "--migration-id", migration_id]
+    proc = subprocess.Popen([*cli, "--yes"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        steps = json.loads(record.read_text())["steps"]
+        if steps and steps[-1]["name"] == "switch":
+            break
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    assert not app_can_write(app_dsn)
+    refused = subprocess.run([*cli, "--check"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and "read-only already" in refused.stderr + refused.stdout
+    undone = subprocess.run([*cli, "--undo-freeze"], capture_output=True, text=True,
+                            timeout=120)
+    assert undone.returncode == 0, undone.stdout + undone.stderr
+    assert app_can_write(app_dsn)
+    assert json.loads(record.read_text())["outcome"] == "aborted"
 
 
 def test_a_mongodb_target_cuts_over_without_sequences(
