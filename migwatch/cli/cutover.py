@@ -73,28 +73,16 @@ def cutover(
             out.print(f"  report ({kind}): {path}", highlight=False)
 
 
+
 def _undo_freeze(spec: object, migration_id: str) -> None:
     """The freeze a dead cutover process left, undone from its `cutover.json`."""
     from migwatch.config import MigrationSpec
-    from migwatch.cutover import freeze, timeline
+    from migwatch.cutover.timeline import undo_recorded_freeze
     from migwatch.errors import CutoverError
     from migwatch.runs import run_dir
 
     assert isinstance(spec, MigrationSpec)
-    folder = run_dir(migration_id)
-    record = timeline.load(folder)
-    if record is None or record.frozen_before is None or record.frozen_database is None:
+    if not undo_recorded_freeze(spec, run_dir(migration_id), "migwatch cutover --undo-freeze"):
         raise CutoverError(f"no freeze of {migration_id} is recorded as holding: nothing to undo")
-    if record.outcome == "switched":
-        raise CutoverError("this cutover switched the application to the target: the source "
-                           "stays read-only, since writes there would not reach the target")
-    freeze.thaw(spec, freeze.Frozen(record.frozen_database, dict(record.frozen_before)))
-    record.frozen_before = None
-    record.undone.append("source read-only setting (migwatch cutover --undo-freeze)")
-    if record.outcome == "running":
-        record.outcome = "aborted"
-        record.reasons.append("the cutover's process ended while the source was frozen; the "
-                              "freeze was undone by hand")
-    (folder / "cutover.json").write_text(record.model_dump_json(indent=2))
     out.print(f"the source of {migration_id} is writable again: default_transaction_read_only "
               "put back as it was", highlight=False)

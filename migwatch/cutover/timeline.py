@@ -12,6 +12,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from migwatch.config import MigrationSpec
+from migwatch.cutover import freeze
+from migwatch.errors import CutoverError
 from migwatch.report.html_page import render_html
 from migwatch.report.model import CutoverFigures, CutoverStep, Report
 from migwatch.report.render import render_json
@@ -100,3 +103,26 @@ class Timeline:
 def load(folder: Path) -> CutoverFigures | None:
     path = folder / "cutover.json"
     return CutoverFigures.model_validate_json(path.read_text()) if path.is_file() else None
+
+
+def undo_recorded_freeze(spec: MigrationSpec, folder: Path, why: str) -> bool:
+    """Put back the source settings a cutover recorded as frozen and never undid (its process
+    ended mid-way); False when no such freeze is recorded. Refused after a switch: writes on
+    the source would then not reach the target."""
+    record = load(folder)
+    if record is None or record.frozen_before is None or record.frozen_database is None:
+        return False
+    if record.outcome == "switched":
+        raise CutoverError("this cutover switched the application to the target: the source "
+                           "stays read-only, since writes there would not reach the target")
+    freeze.thaw(spec, freeze.Frozen(record.frozen_database, dict(record.frozen_before)))
+    record.frozen_before = None
+    record.undone.append(f"source read-only setting ({why})")
+    if record.outcome == "running":
+        record.outcome = "aborted"
+        record.reasons.append(f"the cutover's process ended while the source was frozen; the "
+                              f"freeze was undone ({why})")
+    tmp = folder / "cutover.tmp"
+    tmp.write_text(record.model_dump_json(indent=2))
+    tmp.replace(folder / "cutover.json")
+    return True

@@ -9,6 +9,7 @@ and notifications are what a real HTTP receiver got.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -323,20 +324,37 @@ def test_a_failing_switch_hook_undoes_the_freeze_and_cdc_keeps_running(
     assert cut["steps"][-2]["outcome"] == "failed"
     assert cut["downtime_seconds"] is not None
 
-    # the cutover's process killed while frozen: the record says how to undo it, and does
+    # the cutover's process stopped while frozen: on SIGTERM the run crashes and undoes the
+    # freeze itself; on SIGKILL the record says how to undo it, and the CLI does
     spec = make_spec(source_db, target_db, TABLES, stack, **FAST,
                      cutover={"switch": {"command": ["sleep", "300"], "timeout_seconds": 600}})
     spec_path = write_spec(spec, tmp_path / "spec.yaml")
     record = runs.run_dir(migration_id) / "cutover.json"
     cli = [".venv/bin/migwatch", "cutover", spec_path, "--migration-id", migration_id]
-    proc = subprocess.Popen([*cli, "--yes"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None:
-        steps = json.loads(record.read_text())["steps"]
-        if steps and steps[-1]["name"] == "switch":
-            break
-        time.sleep(0.5)
+
+    def frozen_in_switch() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([*cli, "--yes"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            steps = json.loads(record.read_text())["steps"] if record.exists() else []
+            if steps and steps[-1]["name"] == "switch" and steps[-1]["ended_at"] is None:
+                return proc
+            time.sleep(0.5)
+        raise AssertionError("the cutover never reached its switch")
+
+    proc = frozen_in_switch()
+    assert not app_can_write(app_dsn)
+    proc.send_signal(signal.SIGTERM)  # the CLI process only: its hook keeps sleeping
+    proc.wait(60)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert app_can_write(app_dsn)
+    crashed = json.loads(record.read_text())
+    assert crashed["outcome"] == "aborted" and crashed["frozen_before"] is None
+    assert any("crashed" in u for u in crashed["undone"]), crashed["undone"]
+
+    proc = frozen_in_switch()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(30)
     assert not app_can_write(app_dsn)
