@@ -20,7 +20,22 @@ from migwatch.cutover.final import changed_since
 from migwatch.cutover.timeline import FREEZE, SWITCH, Timeline
 from migwatch.errors import CutoverAborted, CutoverRefused, MigwatchError
 from migwatch.runs import run_dir
-from tasks import cutover as step
+from tasks.cutover import (
+    applied_counts,
+    check_preconditions,
+    drain_to_fence,
+    final_check,
+    freeze_source,
+    full_pass,
+    notify,
+    publish,
+    run_hook,
+    set_sequences,
+    teardown_cdc,
+    undo_freeze,
+    validate_foreign_keys,
+    wait_for_approval,
+)
 
 #: an approval that took longer than this is followed by the preconditions checked again
 RECHECK_AFTER_SECONDS = 60
@@ -38,8 +53,9 @@ def _undo_if_frozen(flow: Any, flow_run: Any, state: Any) -> None:
         undo_recorded_freeze(spec, run_dir(flow_run.parameters["migration_id"]),
                              f"the flow run was {state.name.lower()}")
     except Exception as exc:  # the hook must not hide the run's own end
-        logging.getLogger("migwatch.cutover").error("could not undo the freeze: %s: %s — run `migwatch cutover "
-                               "SPEC --migration-id ID --undo-freeze`", type(exc).__name__, exc)
+        logging.getLogger("migwatch.cutover").error(
+            "could not undo the freeze: %s: %s — run `migwatch cutover SPEC --migration-id ID "
+            "--undo-freeze`", type(exc).__name__, exc)
 
 
 @flow(name="cutover", on_cancellation=[_undo_if_frozen], on_crashed=[_undo_if_frozen])
@@ -56,7 +72,7 @@ def cutover(spec_path: str, migration_id: str, ask_approval: bool = True,
     line = Timeline(migration_id, run_dir(migration_id))
 
     with line.step("preconditions") as st:
-        reasons = step.check_preconditions(spec, migration_id)
+        reasons = check_preconditions(spec, migration_id)
         st.detail = "; ".join(reasons) or "a recent GO, caught up, schema equal, freeze ready"
         if reasons:
             st.outcome = "failed"
@@ -68,7 +84,7 @@ def cutover(spec_path: str, migration_id: str, ask_approval: bool = True,
             line.figures.approver, line.figures.approval = approved_by, approved_how
             line.figures.comment = comment
         elif ask_approval:
-            answer = step.wait_for_approval(spec.cutover.approval_timeout_seconds)
+            answer = wait_for_approval(spec.cutover.approval_timeout_seconds)
             if answer is None or not answer.confirm:
                 st.outcome = "failed"
                 st.detail = "no approval in time" if answer is None else \
@@ -86,18 +102,19 @@ def cutover(spec_path: str, migration_id: str, ask_approval: bool = True,
         return _end(spec, line, "rejected", CutoverRefused([f"approval: {st.detail}"]))
     if st.seconds is not None and st.seconds > RECHECK_AFTER_SECONDS:
         with line.step("preconditions again") as st:  # the approval took a while
-            reasons = step.check_preconditions(spec, migration_id)
+            reasons = check_preconditions(spec, migration_id)
             st.detail = "; ".join(reasons) or "still hold"
             if reasons:
                 st.outcome = "failed"
         if reasons:
             return _end(spec, line, "refused", CutoverRefused(reasons))
-    step.notify(spec, migration_id, "started", [f"approved by {line.figures.approver}"]
-                if line.figures.approver else [])
+    approved = [f"approved by {line.figures.approver}"] if line.figures.approver else []
+    notify(spec, migration_id, "started", approved)
 
     with line.step("full pass") as st:
-        validated, not_validated = step.validate_foreign_keys(spec)
-        checked = step.full_pass(spec, migration_id)
+        checked = full_pass(spec, migration_id)
+        validated, not_validated = ([], []) if checked.different else \
+            validate_foreign_keys(spec)
         st.detail = checked.describe() + (f"; {len(validated)} foreign key(s) validated"
                                           if validated else "")
         if checked.different or not_validated:
@@ -112,36 +129,36 @@ def cutover(spec_path: str, migration_id: str, ask_approval: bool = True,
     try:
         with line.step(FREEZE) as st:
             if spec.cutover.freeze.read_only:
-                frozen = step.freeze_source(spec)
+                frozen = freeze_source(spec)
                 line.figures.sessions_terminated = len(frozen.terminated)
                 line.figures.frozen_database = frozen.database
                 line.figures.frozen_before = frozen.before
                 line.save()  # a process that dies frozen leaves what undoes it
             for hook in spec.cutover.freeze.hooks:
-                step.run_hook(hook, f"freeze {hook.name}", migration_id)
+                run_hook(hook, f"freeze {hook.name}", migration_id)
                 hooks_done.append(hook)
             st.detail = (f"read-only source, {line.figures.sessions_terminated} session(s) "
                          "ended" if frozen else "no built-in freeze") + \
                 (f"; hooks: {', '.join(h.name for h in hooks_done)}" if hooks_done else "")
         with line.step("drain") as st:
-            st.detail = step.drain_to_fence(spec, migration_id).describe()
+            st.detail = drain_to_fence(spec, migration_id).describe()
         with line.step("final check") as st:
-            tables = changed_since(checked.counts, step.applied_counts(spec, migration_id),
+            tables = changed_since(checked.counts, applied_counts(spec, migration_id),
                                    checked.unproven, [t.source for t in spec.tables])
             if spec.cutover.final_check == "none" and not checked.unproven:
                 tables = []  # the drain alone vouches for the changes since the full pass
-            different = step.final_check(spec, tables)
+            different = final_check(spec, tables)
             if different:
                 raise MigwatchError("not equal on the frozen source: " + "; ".join(different))
             st.detail = (f"{len(tables)} changed table(s) equal: {', '.join(tables)}"
                          if tables else "no table changed since the full pass")
         with line.step("sequences") as st:
-            done = step.set_sequences(spec)
+            done = set_sequences(spec)
             st.detail = f"{len(done)} set" + (f": {', '.join(done[:10])}" if done else
                                               " (the target keeps none, or none used)")
         with line.step(SWITCH) as st:
             switch = spec.cutover.switch
-            st.detail = step.run_hook(switch, "switch", migration_id) if switch else \
+            st.detail = run_hook(switch, "switch", migration_id) if switch else \
                 "no switch hook: point the application at the target now"
     except Exception as exc:
         failed = next((s_.name for s_ in reversed(line.figures.steps)
@@ -150,7 +167,7 @@ def cutover(spec_path: str, migration_id: str, ask_approval: bool = True,
                   type(exc).__name__)
         try:
             with line.step("undo freeze") as st:
-                line.figures.undone = step.undo_freeze(spec, migration_id, frozen, hooks_done)
+                line.figures.undone = undo_freeze(spec, migration_id, frozen, hooks_done)
                 st.outcome, st.detail = "undone", ", ".join(line.figures.undone) or "nothing"
         except CutoverAborted as undo:
             line.figures.undone = undo.undone
@@ -166,7 +183,7 @@ def cutover(spec_path: str, migration_id: str, ask_approval: bool = True,
     else:
         with line.step("teardown") as st:
             try:
-                st.detail = step.teardown_cdc(spec, migration_id)
+                st.detail = teardown_cdc(spec, migration_id)
             except MigwatchError as exc:  # switched already: say so, do not undo
                 st.outcome, st.detail = "failed", f"{exc} — run `migwatch teardown`"
     if frozen is not None:
@@ -177,8 +194,8 @@ def cutover(spec_path: str, migration_id: str, ask_approval: bool = True,
 
 def _end(spec: Any, line: Timeline, outcome: str, error: Exception | None) -> Any:
     figures = line.finish(outcome, [str(error)] if error else [])
-    step.publish(spec, line.migration_id, figures)
-    step.notify(spec, line.migration_id, outcome, figures.reasons)
+    publish(spec, line.migration_id, figures)
+    notify(spec, line.migration_id, outcome, figures.reasons)
     if error is not None:
         return Failed(message=str(error), data=error)
     return figures.model_dump(mode="json")

@@ -377,6 +377,13 @@ def test_a_mongodb_target_cuts_over_without_sequences(
     app = AppWriter(app_dsn)
     app.start()
     go_migration(spec, spec_path, migration_id)
+    # asked on the CLI and answered no: nothing changes
+    asked = subprocess.run([".venv/bin/migwatch", "cutover", spec_path, "--migration-id",
+                            migration_id], input="n\n", capture_output=True, text=True,
+                           timeout=120)
+    assert asked.returncode == 1 and "not approved: nothing was changed" in asked.stdout, \
+        asked.stdout + asked.stderr
+    assert app_can_write(app_dsn)
     result = cutover(spec_path, migration_id, approved_by="ci")
     app.stop()
     assert result["outcome"] == "switched", result
