@@ -3,7 +3,8 @@ sync by change data capture.
 
     pre-flight → fresh target check → target schema (missing tables and what they need, from
     the source's pg_dump; then the spec's versioned migrations) → heartbeat table on the source
-    → Debezium connector → CDC applier → follow the snapshot → indexes, constraints, triggers
+    → (with `snapshot.method: copy`: the load by COPY from the slot's exported snapshot) →
+    Debezium connector → CDC applier → follow the snapshot → indexes, constraints, triggers
     and statistics on the target
 
 The target tables are created from the source's definitions *before* the versioned migrations
@@ -35,6 +36,7 @@ from prefect import flow, get_run_logger
 
 from migwatch import metrics
 from migwatch.config import check_migration_id, load_spec
+from migwatch.load.run import by_copy
 from tasks.capture import (
     ensure_connector,
     ensure_fresh_target,
@@ -45,7 +47,13 @@ from tasks.capture import (
     prepare_target_schema,
     table_changes,
 )
-from tasks.migrate import ensure_applier, follow_snapshot, push_metrics, stop_applier
+from tasks.migrate import (
+    ensure_applier,
+    follow_snapshot,
+    load_by_copy,
+    push_metrics,
+    stop_applier,
+)
 from tasks.migrations import migrations_up
 
 #: spare time the follow task gets beyond the spec's own snapshot bound
@@ -71,6 +79,9 @@ def migrate(spec_path: str, migration_id: str, reset_target: bool = False) -> di
         heartbeat = prepare_source(spec, migration_id)
         loading_since = time.time()
         tables = table_changes(spec, migration_id)
+        # by COPY (snapshot.method: copy): every table loaded from the slot's exported
+        # snapshot before Debezium streams from that slot without a snapshot of its own
+        loaded = load_by_copy(spec, migration_id) if by_copy(spec) else None
         connector = ensure_connector(spec, migration_id)
         if tables["added"] or tables["removed"]:
             stop_applier(spec, migration_id)  # it starts again with the spec's tables
@@ -99,6 +110,7 @@ def migrate(spec_path: str, migration_id: str, reset_target: bool = False) -> di
         "tables_removed": tables["removed"],
         "applier": applier,
         "snapshot": {k: v for k, v in snapshot.items() if k != "tables"},
+        "load_by_copy": loaded,
         "tables": {name: {"rows_loaded": t["rows"], "seconds": t["seconds"],
                           "source_estimate": t["estimate"]}
                    for name, t in snapshot["tables"].items()},

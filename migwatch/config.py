@@ -347,6 +347,15 @@ class SnapshotSpec(_Model):
     poll_interval_seconds: float = Field(default=2, gt=0)
     #: secondary indexes built at once after the load (one target connection each)
     index_workers: int = Field(default=2, ge=1, le=32)
+    #: how the initial load runs: `debezium` — Debezium's snapshot, every row an event through
+    #: Kafka and the applier; `copy` — PostgreSQL's COPY from a slot's exported snapshot,
+    #: then Debezium streams from that slot without a snapshot of its own (`migwatch.load`;
+    #: a PostgreSQL target — a MongoDB one loads through Debezium's snapshot)
+    method: Literal["debezium", "copy"] = "debezium"
+    #: tables copied at once (one source and one target connection each)
+    copy_workers: int = Field(default=2, ge=1, le=32)
+    #: how long creating the slot may wait for transactions open on the source
+    slot_timeout_seconds: float = Field(default=60, gt=0)
 
 
 class SupervisionSpec(_Model):

@@ -77,6 +77,12 @@ def signal_collection(spec: MigrationSpec, migration_id: str) -> str:
     return f"{schema}.{names.signal_table(migration_id)}"
 
 
+def _by_copy(spec: MigrationSpec) -> bool:
+    from migwatch.load.run import by_copy
+
+    return by_copy(spec)
+
+
 def heartbeat_query(spec: MigrationSpec, migration_id: str) -> str:
     """The upsert Debezium runs on the source at every heartbeat, so this migration's row moves
     (and the slot advances) even when no included table changes."""
@@ -116,7 +122,9 @@ def connector_config(spec: MigrationSpec, migration_id: str) -> dict[str, str]:
         # creates the publication WITH (publish_via_partition_root = true); no-op otherwise
         "publish.via.partition.root": "true",
         "table.include.list": include_list(spec),
-        "snapshot.mode": "initial",
+        # loaded by COPY from the slot's exported snapshot (`migwatch.load`): Debezium only
+        # streams, from the slot's consistent point
+        "snapshot.mode": "no_data" if _by_copy(spec) else "initial",
         # a table added to a running migration is loaded by an incremental snapshot, asked for
         # with a row in the migration's signal table; its progress arrives as notifications
         "signal.enabled.channels": "source",

@@ -117,12 +117,7 @@ class AppliedThrough:
     def unapplied(self, table: str) -> int:
         """Messages of the table's topic past what the target has applied (its stored offsets
         against Kafka's end offsets)."""
-        topic = names.table_topic(self.migration_id, table)
-        lag = group_lag(self.spec.kafka.bootstrap_servers,
-                        names.consumer_group(self.migration_id), [topic])
-        stored = self._stored_offsets(topic)
-        return sum(max(0, p.end_offset - stored[p.partition]) if p.partition in stored
-                   else p.lag for p in lag.partitions)
+        return self.unapplied_each([table])[table]
 
     def unapplied_each(self, tables: Sequence[str]) -> dict[str, int]:
         """`unapplied` of many tables at once: one read of Kafka's offsets for every topic."""

@@ -311,6 +311,39 @@ def _cancel_runs(run_ids: list[str]) -> None:
             client.set_flow_run_state(run.id, Cancelling() if started else Cancelled())
 
 
+# ------------------------------------------------------------------------------ the COPY load
+@task(name="load-by-copy", cache_policy=NO_CACHE, **_RETRIES)
+def load_by_copy(spec: MigrationSpec, migration_id: str) -> dict[str, Any]:
+    """The initial load by COPY from the slot's exported snapshot (`migwatch.load`), before
+    Debezium streams from that slot; a progress artifact moves as tables finish. A retry (or a
+    run started again) resumes it: loaded tables stay, the others are copied again."""
+    from migwatch.load import run as copy_load
+
+    logger = get_run_logger()
+    total = len(spec.tables)
+    key = artifact_key("load", migration_id)
+    progress_id = cast(UUID, create_progress_artifact(
+        progress=0.0, key=key, description=f"initial load by COPY: 0 of {total} tables"))
+    finished: list[str] = []
+
+    def on_table(t: copy_load.TableLoad) -> None:
+        finished.append(t.table)
+        update_progress_artifact(progress_id, progress=round(100 * len(finished) / total, 1),
+                                 description=f"initial load by COPY: {len(finished)} of "
+                                             f"{total} tables; {t.table}: {t.rows:,} rows in "
+                                             f"{t.seconds:.1f}s")
+        logger.info("load %s: %s copied, %d rows in %.1fs", migration_id, t.table, t.rows,
+                    t.seconds)
+
+    result = copy_load.load(spec, migration_id, on_table=on_table)
+    update_progress_artifact(progress_id, progress=100.0,
+                             description=f"initial load by COPY: {result.rows:,} rows, "
+                                         f"{total} tables in {result.seconds:.1f}s"
+                                         + (" (resumed)" if result.resumed else ""))
+    _push(spec, migration_id)
+    return copy_load.describe(result)
+
+
 # ------------------------------------------------------------------------------ the snapshot
 @task(name="follow-snapshot", cache_policy=NO_CACHE)
 def follow_snapshot(spec: MigrationSpec, migration_id: str, since: float | None = None,

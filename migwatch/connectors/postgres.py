@@ -90,6 +90,12 @@ SOURCE_SESSION = ("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; "
                   "SET bytea_output = 'hex'")
 
 
+#: both sides of a COPY in text format (the initial load): one text form of every value
+#: whatever the servers' defaults
+COPY_SESSION = ("SET DateStyle = 'ISO, MDY'", "SET IntervalStyle = 'postgres'",
+                "SET TimeZone = 'UTC'", "SET extra_float_digits = 3", "SET bytea_output = 'hex'")
+
+
 @dataclass(frozen=True)
 class Column:
     name: str

@@ -104,3 +104,16 @@ def test_an_application_sharing_migwatchs_role_is_refused_before_any_freeze(
     assert len(reasons) == 1 and "shares an exempt role" in reasons[0]
     assert "shop-web" in reasons[0] and "give the application its own role" in reasons[0]
     assert not freeze.is_read_only(spec)
+
+
+def test_an_invalid_index_on_the_target_refuses_the_cutover(
+        stack: Stack, source_db: PgDatabase, target_db: PgDatabase) -> None:
+    with target_db.connect() as conn:
+        conn.execute('CREATE TABLE public."Tab" (id int PRIMARY KEY, code text)')
+        conn.execute("INSERT INTO public.\"Tab\" VALUES (1, 'a'), (2, 'a')")
+        with pytest.raises(psycopg.errors.UniqueViolation):  # leaves the index INVALID
+            conn.execute('CREATE UNIQUE INDEX CONCURRENTLY "Tab code" ON public."Tab" (code)')
+    spec = make_spec(source_db, target_db, ["public.Tab"], stack)
+    from migwatch.targets import engine_for
+
+    assert engine_for(spec).invalid_indexes() == ["public.Tab: Tab code"]

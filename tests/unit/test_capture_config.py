@@ -210,3 +210,12 @@ def test_the_secret_file_is_the_owners_only_and_rewritten_only_when_the_password
 ])
 def test_a_password_is_written_as_java_properties_read_it(value: str, escaped: str) -> None:
     assert properties_escape(value) == escaped
+
+
+def test_a_load_by_copy_leaves_debezium_to_stream_only_on_a_postgresql_target() -> None:
+    assert connector_config(spec(["public.t"]), MID)["snapshot.mode"] == "initial"
+    copied = spec(["public.t"], snapshot={"method": "copy"})
+    assert connector_config(copied, MID)["snapshot.mode"] == "no_data"
+    mongo = spec(["public.t"], snapshot={"method": "copy"},
+                 target={"kind": "mongodb", "port": 27017, "database": "shop2"})
+    assert connector_config(mongo, MID)["snapshot.mode"] == "initial"  # loads by snapshot

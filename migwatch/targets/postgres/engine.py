@@ -32,6 +32,7 @@ class PostgresTarget(Target):
     applies_keyless = True
     creates_tables = True
     runs_expectations = True
+    copies = True
 
     def table_name(self, table: TableSpec) -> str:
         return table.target_name
@@ -111,6 +112,12 @@ class PostgresTarget(Target):
                 done.append(f"{schema_name}.{name} = {value}")
             conn.commit()
         return done
+
+    def copy_table(self, migration_id: str, table: TableSpec, columns: Sequence[str],
+                   rows_out: Any, empty_first: bool) -> int:
+        from migwatch.targets.postgres.load import copy_into
+
+        return copy_into(self.endpoint, migration_id, table, columns, rows_out, empty_first)
 
     def invalid_indexes(self) -> list[str]:
         tables = [t.target_parts for t in self.spec.tables]

@@ -1,0 +1,186 @@
+"""Benchmark: the initial load — migwatch's COPY load against Debezium's snapshot through the
+applier, with a plain `pg_dump | pg_restore` pipe as the ceiling, on the same source.
+
+The shop workload at `--rows` (1M) rows on a source database; then, each onto a fresh target
+database of its own, timed from start to a loaded target with its indexes and constraints:
+
+    copy        the migrate stage with `snapshot.method: copy` (COPY from the slot's exported
+                snapshot, then Debezium streams)
+    debezium    the migrate stage with `snapshot.method: debezium` (every row an event through
+                Kafka and the applier)
+    pipe        `pg_dump -Fc -t <tables> | pg_restore` (schema, data, indexes; no CDC)
+
+Each target is compared with the source (count and md5 of every row). Prints seconds, rows/s
+and the ratios; `--repeat` runs each (median). Needs the local stack.
+
+    .venv/bin/python bench/initial_load.py                  # the recorded run
+    .venv/bin/python bench/initial_load.py --rows 100000 --repeat 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from migwatch import capture, processes, workload  # noqa: E402
+from migwatch.connectors.postgres import PG_BIN  # noqa: E402
+from migwatch.errors import MigwatchError  # noqa: E402
+from migwatch.stack import Stack  # noqa: E402
+
+PASSWORD_ENV = "MIGWATCH_BENCH_PG_PASSWORD"
+SHOP = list(workload.SHOP_TABLES)
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def database(stack: Stack, which: str) -> str:
+    name = f"bench_load_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(stack.pg_dsn(which, "postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return name
+
+
+def drop(stack: Stack, which: str, name: str) -> None:
+    with psycopg.connect(stack.pg_dsn(which, "postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+def md5s(dsn: str) -> dict[str, tuple[int, str]]:
+    out = {}
+    with psycopg.connect(dsn) as conn:
+        for t in SHOP:
+            row = conn.execute(sql.SQL(
+                "SELECT count(*), md5(coalesce(string_agg(md5(x::text), '' ORDER BY "
+                "md5(x::text)), '')) FROM {} x").format(sql.Identifier(*t.split(".")))
+            ).fetchone()
+            assert row is not None
+            out[t] = (int(row[0]), str(row[1]))
+    return out
+
+
+def spec_file(stack: Stack, source: str, target: str, method: str, tmp: Path) -> str:
+    s = stack.s
+
+    def endpoint(port: int, db: str) -> dict[str, Any]:
+        return {"kind": "postgres", "host": s.host, "port": port, "database": db,
+                "user": "migwatch", "password": {"env": PASSWORD_ENV}}
+
+    data = {"source": endpoint(s.pg_source_port, source),
+            "target": endpoint(s.pg_target_port, target), "tables": SHOP,
+            "kafka": {"bootstrap_servers": f"{s.host}:{s.kafka_port}"},
+            "connect": {"url": s.url(s.connect_port)},
+            "metrics": {"pushgateway_url": s.url(s.pushgateway_port),
+                        "prometheus_url": s.url(s.prometheus_port)},
+            "snapshot": {"method": method, "poll_interval_seconds": 0.5,
+                         "timeout_seconds": 3600}}
+    path = tmp / f"load-{method}-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def migrate_run(stack: Stack, source: str, method: str, tmp: Path) -> tuple[float, bool]:
+    from flows.migrate import migrate
+    from migwatch.config import load_spec
+
+    target = database(stack, "target")
+    path = spec_file(stack, source, target, method, tmp)
+    mid = f"bench-load-{uuid.uuid4().hex[:6]}"
+    spec = load_spec(path)
+    try:
+        started = time.monotonic()
+        migrate(path, mid)
+        seconds = time.monotonic() - started
+        same = md5s(stack.pg_dsn("source", source)) == md5s(stack.pg_dsn("target", target))
+    finally:
+        processes.stop_applier(mid)
+        try:
+            capture.teardown(spec, mid, delete_topics=True, timeout=90)
+        except MigwatchError as exc:
+            say(f"teardown: {exc}")
+        drop(stack, "target", target)
+    return seconds, same
+
+
+def pipe_run(stack: Stack, source: str) -> tuple[float, bool]:
+    target = database(stack, "target")
+    env = {**os.environ, "PGPASSWORD": os.environ[PASSWORD_ENV]}
+    tables = [arg for t in SHOP for arg in ("-t", '"{}"."{}"'.format(*t.split(".")))]
+    s = stack.s
+    try:
+        started = time.monotonic()
+        dump = subprocess.Popen([str(PG_BIN / "pg_dump"), "-Fc", "-h", s.host, "-p",
+                                 str(s.pg_source_port), "-U", "migwatch", *tables, source],
+                                stdout=subprocess.PIPE, env=env)
+        subprocess.run([str(PG_BIN / "pg_restore"), "--no-owner", "-h", s.host, "-p",
+                        str(s.pg_target_port), "-U", "migwatch", "-d", target],
+                       stdin=dump.stdout, env=env, check=True)
+        dump.wait()
+        seconds = time.monotonic() - started
+        same = md5s(stack.pg_dsn("source", source)) == md5s(stack.pg_dsn("target", target))
+    finally:
+        drop(stack, "target", target)
+    return seconds, same
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--skip-debezium", action="store_true",
+                    help="leave out Debezium's snapshot (the slow one)")
+    args = ap.parse_args(argv)
+    stack = Stack(echo=lambda _m: None)
+    os.environ[PASSWORD_ENV] = stack.s.pg_password.get_secret_value()
+    from migwatch.cli.run import use_stack_prefect
+    from migwatch.prefect_adapter import quiet_typed_tracebacks
+
+    use_stack_prefect()
+    quiet_typed_tracebacks()
+    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+    source = database(stack, "source")
+    times: dict[str, list[float]] = {"copy": [], "debezium": [], "pipe": []}
+    ok = True
+    try:
+        say(f"shop: {workload.init(stack.pg_dsn('source', source), args.rows)}")
+        for i in range(args.repeat):
+            for method in ("pipe", "copy", "debezium"):
+                if method == "debezium" and args.skip_debezium:
+                    continue
+                seconds, same = pipe_run(stack, source) if method == "pipe" else \
+                    migrate_run(stack, source, method, tmp)
+                ok = ok and same
+                times[method].append(seconds)
+                say(f"run {i + 1} {method:9} {seconds:8.2f}s  equal: {same}")
+    finally:
+        drop(stack, "source", source)
+    med = {m: statistics.median(v) for m, v in times.items() if v}
+    print()
+    for m, v in med.items():
+        print(f"{m:9} median {v:8.2f}s  {args.rows / v:>10,.0f} rows/s")
+    if "debezium" in med:
+        print(f"copy vs debezium: {med['debezium'] / med['copy']:.2f}× faster (goal ≥ 5×)")
+    print(f"copy vs pipe: {med['pipe'] / med['copy']:.2f}× the pipe's speed (goal ≥ 0.6×)")
+    print(f"every target equal to the source: {ok}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

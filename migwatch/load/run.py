@@ -1,0 +1,160 @@
+"""The COPY load of a migration's tables (see the package doc for why it is consistent)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from migwatch import metrics, names, positions
+from migwatch.config import MigrationSpec, TableSpec
+from migwatch.connectors import postgres as pg
+from migwatch.errors import ConfigError, PermanentError
+from migwatch.load.slot import APPLICATION, ExportedSlot, ensure_publication, slot_exists
+from migwatch.targets import engine_for
+
+
+def by_copy(spec: MigrationSpec) -> bool:
+    """Whether this migration's initial load runs by COPY: `snapshot.method: copy` and a
+    target engine that loads by COPY (a MongoDB target loads through Debezium's snapshot)."""
+    return spec.snapshot.method == "copy" and engine_for(spec).copies
+
+
+@dataclass(frozen=True)
+class TableLoad:
+    """One table's load: rows copied and seconds, or `earlier` when a previous run did it."""
+
+    table: str
+    rows: int = 0
+    seconds: float = 0.0
+    earlier: bool = False
+
+
+@dataclass
+class LoadResult:
+    tables: list[TableLoad] = field(default_factory=list)
+    #: the exported snapshot the tables were copied in ("" when resumed without one)
+    snapshot: str = ""
+    consistent_lsn: str = ""
+    resumed: bool = False
+    seconds: float = 0.0
+
+    @property
+    def rows(self) -> int:
+        return sum(t.rows for t in self.tables)
+
+
+def _loaded(spec: MigrationSpec, migration_id: str) -> set[str]:
+    found = positions.read(spec, migration_id, [t.source for t in spec.tables],
+                           application=APPLICATION)
+    return {t for t, p in found.items() if p.snapshot_done and t != names.ALL_TABLES}
+
+
+def load(spec: MigrationSpec, migration_id: str,
+         on_table: Callable[[TableLoad], None] | None = None) -> LoadResult:
+    """Copy every table not loaded yet. On a first run: publication, slot with an exported
+    snapshot, every table in it. When the slot exists already (a load cut off), the tables
+    left are emptied and copied from a new snapshot (refused for keyless tables)."""
+    if not by_copy(spec):
+        raise ConfigError("the initial load runs by COPY only with snapshot.method: copy and a "
+                          "PostgreSQL target", field="snapshot.method")
+    started = time.monotonic()
+    done = _loaded(spec, migration_id)
+    todo = [t for t in spec.tables if t.source not in done]
+    result = LoadResult(tables=[TableLoad(t.source, earlier=True) for t in spec.tables
+                                if t.source in done])
+    resumed = slot_exists(spec, migration_id)
+    if not todo:
+        result.resumed = resumed
+        return result
+    columns = _columns(spec, todo, refuse_keyless=resumed)
+    if resumed:
+        result.resumed = True
+        loads = _copy_all(spec, migration_id, todo, columns, None, on_table)
+    else:
+        ensure_publication(spec, migration_id)
+        holder = ExportedSlot(spec, migration_id).open()
+        try:
+            result.snapshot, result.consistent_lsn = holder.snapshot, holder.consistent_lsn
+            loads = _copy_all(spec, migration_id, todo, columns, holder.snapshot, on_table)
+        finally:
+            holder.close()
+    result.tables += loads
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def _columns(spec: MigrationSpec, tables: Sequence[TableSpec],
+             refuse_keyless: bool) -> dict[str, list[str]]:
+    """Each table's columns the load carries (generated ones are computed by each side)."""
+    out: dict[str, list[str]] = {}
+    keyless: list[str] = []
+    with pg.connect_endpoint(spec.source, "source", autocommit=True,
+                             application=APPLICATION) as conn, \
+            pg.translated("source: tables to load"):
+        for t in tables:
+            info = pg.describe_table(conn, t.schema_name, t.name)
+            if info is None:
+                raise PermanentError(f"source: table {t.source} does not exist")
+            out[t.source] = [c.name for c in info.columns]
+            if not info.primary_key:
+                keyless.append(t.source)
+    if refuse_keyless and keyless:
+        raise PermanentError(
+            "the load was cut off and its exported snapshot is gone: copying again from a new "
+            "snapshot needs a key to replay the slot's changes by, and these tables have none: "
+            + ", ".join(keyless) + " — tear the migration down and start it again")
+    return out
+
+
+def _copy_all(spec: MigrationSpec, migration_id: str, tables: Sequence[TableSpec],
+              columns: dict[str, list[str]], snapshot: str | None,
+              on_table: Callable[[TableLoad], None] | None) -> list[TableLoad]:
+    with ThreadPoolExecutor(max_workers=spec.snapshot.copy_workers,
+                            thread_name_prefix="mw-load") as pool:
+        futures = [pool.submit(copy_table, spec, migration_id, t, columns[t.source], snapshot)
+                   for t in tables]
+        out = []
+        for f in futures:
+            loaded = f.result()
+            out.append(loaded)
+            if on_table is not None:
+                on_table(loaded)
+    return out
+
+
+def copy_table(spec: MigrationSpec, migration_id: str, table: TableSpec, columns: list[str],
+               snapshot: str | None) -> TableLoad:
+    """One table, source → target, in the exported `snapshot` (None: a snapshot of its own,
+    the target table emptied first)."""
+    started = time.monotonic()
+    engine = engine_for(spec)
+    with pg.connect_endpoint(spec.source, "source", application=APPLICATION) as src, \
+            pg.translated(f"source: copy {table.source}"):
+        src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        src.read_only = True
+        for statement in pg.COPY_SESSION:
+            src.execute(statement)
+        if snapshot:
+            src.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+        query = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(
+            sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+            sql.Identifier(table.schema_name, table.name))
+        with src.cursor() as cur, cur.copy(query) as rows_out:
+            rows = engine.copy_table(migration_id, table, columns, rows_out,
+                                     empty_first=snapshot is None)
+        src.rollback()
+    metrics.MIGRATION_ROWS.labels(migration_id, table.source).inc(rows)
+    return TableLoad(table.source, rows, round(time.monotonic() - started, 3))
+
+
+def describe(result: LoadResult) -> dict[str, Any]:
+    return {"rows": result.rows, "seconds": result.seconds, "resumed": result.resumed,
+            "consistent_lsn": result.consistent_lsn,
+            "tables": {t.table: {"rows": t.rows, "seconds": t.seconds, "earlier": t.earlier}
+                       for t in result.tables}}
