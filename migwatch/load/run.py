@@ -22,7 +22,7 @@ from migwatch.targets import engine_for
 def by_copy(spec: MigrationSpec) -> bool:
     """Whether this migration's initial load runs by COPY: `snapshot.method: copy` and a
     target engine that loads by COPY (a MongoDB target loads through Debezium's snapshot)."""
-    return spec.snapshot.method == "copy" and engine_for(spec).copies
+    return spec.snapshot.method == "copy" and engine_for(spec).loads
 
 
 @dataclass(frozen=True)
@@ -72,16 +72,16 @@ def load(spec: MigrationSpec, migration_id: str,
     if not todo:
         result.resumed = resumed
         return result
-    columns = _columns(spec, todo, refuse_keyless=resumed)
+    infos = _describe(spec, todo, refuse_keyless=resumed)
     if resumed:
         result.resumed = True
-        loads = _copy_all(spec, migration_id, todo, columns, None, on_table)
+        loads = _copy_all(spec, migration_id, todo, infos, None, on_table)
     else:
         ensure_publication(spec, migration_id)
         holder = ExportedSlot(spec, migration_id).open()
         try:
             result.snapshot, result.consistent_lsn = holder.snapshot, holder.consistent_lsn
-            loads = _copy_all(spec, migration_id, todo, columns, holder.snapshot, on_table)
+            loads = _copy_all(spec, migration_id, todo, infos, holder.snapshot, on_table)
         finally:
             holder.close()
     result.tables += loads
@@ -89,10 +89,10 @@ def load(spec: MigrationSpec, migration_id: str,
     return result
 
 
-def _columns(spec: MigrationSpec, tables: Sequence[TableSpec],
-             refuse_keyless: bool) -> dict[str, list[str]]:
-    """Each table's columns the load carries (generated ones are computed by each side)."""
-    out: dict[str, list[str]] = {}
+def _describe(spec: MigrationSpec, tables: Sequence[TableSpec],
+              refuse_keyless: bool) -> dict[str, pg.TableInfo]:
+    """Each table as the source defines it (its columns: generated ones left to each side)."""
+    out: dict[str, pg.TableInfo] = {}
     keyless: list[str] = []
     with pg.connect_endpoint(spec.source, "source", autocommit=True,
                              application=APPLICATION) as conn, \
@@ -101,7 +101,7 @@ def _columns(spec: MigrationSpec, tables: Sequence[TableSpec],
             info = pg.describe_table(conn, t.schema_name, t.name)
             if info is None:
                 raise PermanentError(f"source: table {t.source} does not exist")
-            out[t.source] = [c.name for c in info.columns]
+            out[t.source] = info
             if not info.primary_key:
                 keyless.append(t.source)
     if refuse_keyless and keyless:
@@ -113,11 +113,11 @@ def _columns(spec: MigrationSpec, tables: Sequence[TableSpec],
 
 
 def _copy_all(spec: MigrationSpec, migration_id: str, tables: Sequence[TableSpec],
-              columns: dict[str, list[str]], snapshot: str | None,
+              infos: dict[str, pg.TableInfo], snapshot: str | None,
               on_table: Callable[[TableLoad], None] | None) -> list[TableLoad]:
     with ThreadPoolExecutor(max_workers=spec.snapshot.copy_workers,
                             thread_name_prefix="mw-load") as pool:
-        futures = [pool.submit(copy_table, spec, migration_id, t, columns[t.source], snapshot)
+        futures = [pool.submit(load_table, spec, migration_id, t, infos[t.source], snapshot)
                    for t in tables]
         out = []
         for f in futures:
@@ -128,26 +128,19 @@ def _copy_all(spec: MigrationSpec, migration_id: str, tables: Sequence[TableSpec
     return out
 
 
-def copy_table(spec: MigrationSpec, migration_id: str, table: TableSpec, columns: list[str],
+def load_table(spec: MigrationSpec, migration_id: str, table: TableSpec, info: pg.TableInfo,
                snapshot: str | None) -> TableLoad:
     """One table, source → target, in the exported `snapshot` (None: a snapshot of its own,
     the target table emptied first)."""
     started = time.monotonic()
     engine = engine_for(spec)
     with pg.connect_endpoint(spec.source, "source", application=APPLICATION) as src, \
-            pg.translated(f"source: copy {table.source}"):
+            pg.translated(f"source: load {table.source}"):
         src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         src.read_only = True
-        for statement in pg.COPY_SESSION:
-            src.execute(statement)
-        if snapshot:
+        if snapshot:  # the transaction's first statement
             src.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-        query = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(
-            sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-            sql.Identifier(table.schema_name, table.name))
-        with src.cursor() as cur, cur.copy(query) as rows_out:
-            rows = engine.copy_table(migration_id, table, columns, rows_out,
-                                     empty_first=snapshot is None)
+        rows = engine.load_table(migration_id, table, info, src, empty_first=snapshot is None)
         src.rollback()
     metrics.MIGRATION_ROWS.labels(migration_id, table.source).inc(rows)
     return TableLoad(table.source, rows, round(time.monotonic() - started, 3))

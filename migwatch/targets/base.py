@@ -16,7 +16,7 @@ from then on asks the engine — never branches on the target's kind — for:
     sequence_values(names)    the target's sequences of those names (None: it keeps none)
     set_sequences(values)     the cutover sets them from the source's ([] when none kept)
     invalid_indexes()         indexes left INVALID on the target tables (cutover refuses)
-    copy_table(...)           the initial load by COPY, with its position row (`copies`)
+    load_table(...)           the initial load straight from the source (`loads`)
 
 To add an engine: a package beside `postgres/` and `mongo/` with a `Target` subclass that
 implements every abstract method here, its writer (the `Writer` protocol) and its session, and
@@ -179,8 +179,9 @@ class Target(ABC):
     creates_tables: ClassVar[bool]
     #: what validation says of its comparison, once per result (None: nothing to say)
     validation_note: ClassVar[str | None] = None
-    #: `copy_table` loads a table by COPY (`snapshot.method: copy`); else Debezium's snapshot
-    copies: ClassVar[bool] = False
+    #: `load_table` loads a table straight from the source (`snapshot.method: copy`); else
+    #: the initial load is Debezium's snapshot
+    loads: ClassVar[bool] = False
 
     def __init__(self, spec: MigrationSpec) -> None:
         self.spec = spec
@@ -244,13 +245,14 @@ class Target(ABC):
         sequences and sets none."""
         return []
 
-    def copy_table(self, migration_id: str, table: TableSpec, columns: Sequence[str],
-                   rows_out: Any, empty_first: bool) -> int:
-        """Load `table` from `rows_out` (a source `COPY … TO STDOUT` in text format, of
-        `columns`) in one target transaction that also records the table's snapshot rows and
-        completion; `empty_first` empties it in that transaction. Returns the rows loaded.
-        Only engines with `copies` implement it."""
-        raise NotImplementedError(f"a {self.label} target is not loaded by COPY")
+    def load_table(self, migration_id: str, table: TableSpec, info: pg.TableInfo,
+                   source: Any, empty_first: bool) -> int:
+        """Load `table` from `source` — a source connection inside the load's transaction,
+        its snapshot set — and record its snapshot rows and completion where the snapshot
+        follower reads them (`empty_first`: empty it first). Returns the rows loaded. Only
+        engines with `loads` implement it."""
+        raise NotImplementedError(f"a {self.label} target is not loaded straight from the "
+                                  "source")
 
     def invalid_indexes(self) -> list[str]:
         """Indexes of the target tables left INVALID (a failed concurrent build): a cutover

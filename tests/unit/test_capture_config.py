@@ -212,10 +212,10 @@ def test_a_password_is_written_as_java_properties_read_it(value: str, escaped: s
     assert properties_escape(value) == escaped
 
 
-def test_a_load_by_copy_leaves_debezium_to_stream_only_on_a_postgresql_target() -> None:
+def test_a_load_by_copy_leaves_debezium_to_stream_only() -> None:
     assert connector_config(spec(["public.t"]), MID)["snapshot.mode"] == "initial"
     copied = spec(["public.t"], snapshot={"method": "copy"})
     assert connector_config(copied, MID)["snapshot.mode"] == "no_data"
     mongo = spec(["public.t"], snapshot={"method": "copy"},
                  target={"kind": "mongodb", "port": 27017, "database": "shop2"})
-    assert connector_config(mongo, MID)["snapshot.mode"] == "initial"  # loads by snapshot
+    assert connector_config(mongo, MID)["snapshot.mode"] == "no_data"

@@ -32,6 +32,7 @@ class MongoTarget(Target):
     applies_keyless = False  # `_id` needs a key; such tables are refused at pre-flight
     creates_tables = False
     runs_expectations = False
+    loads = True
     validation_note = (
         "MongoDB target: each source row is compared as the document the applier writes for "
         "it (docs/types.md: timestamps at milliseconds, numbers in JSON as doubles, timetz at "
@@ -199,6 +200,12 @@ class MongoTarget(Target):
                     info, columns, list(info.primary_key),
                     *collations(source, info, "source")), "source", form),
                 MongoSide(coll, form, columns, on_rows=on_rows, keep_limit=keep_limit))
+
+    def load_table(self, migration_id: str, table: TableSpec, info: pg.TableInfo,
+                   source: Any, empty_first: bool) -> int:
+        from migwatch.targets.mongo.load import load_into
+
+        return load_into(self.spec, migration_id, table, info, source, empty_first)
 
     def migrations_backend(self) -> Any:
         from migwatch.targets.mongo.migrations import MongoBackend

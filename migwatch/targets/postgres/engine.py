@@ -32,7 +32,7 @@ class PostgresTarget(Target):
     applies_keyless = True
     creates_tables = True
     runs_expectations = True
-    copies = True
+    loads = True
 
     def table_name(self, table: TableSpec) -> str:
         return table.target_name
@@ -113,11 +113,11 @@ class PostgresTarget(Target):
             conn.commit()
         return done
 
-    def copy_table(self, migration_id: str, table: TableSpec, columns: Sequence[str],
-                   rows_out: Any, empty_first: bool) -> int:
+    def load_table(self, migration_id: str, table: TableSpec, info: pg.TableInfo,
+                   source: Any, empty_first: bool) -> int:
         from migwatch.targets.postgres.load import copy_into
 
-        return copy_into(self.endpoint, migration_id, table, columns, rows_out, empty_first)
+        return copy_into(self.endpoint, migration_id, table, info, source, empty_first)
 
     def invalid_indexes(self) -> list[str]:
         tables = [t.target_parts for t in self.spec.tables]

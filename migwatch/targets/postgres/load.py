@@ -5,7 +5,6 @@ table's position row (snapshot rows, done) — a table is loaded and recorded, o
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 from typing import Any
 
 from psycopg import sql
@@ -20,12 +19,23 @@ APPLICATION = "migwatch-load"
 _ENSURED = threading.Lock()
 
 
-def copy_into(endpoint: Endpoint, migration_id: str, table: TableSpec, columns: Sequence[str],
-              rows_out: Any, empty_first: bool) -> int:
-    """Stream `rows_out` (an open source `Copy` in text format) into the target table."""
+def copy_into(endpoint: Endpoint, migration_id: str, table: TableSpec, info: pg.TableInfo,
+              source: Any, empty_first: bool) -> int:
+    """`COPY (SELECT <columns> …) TO STDOUT` on `source` (in the load's snapshot) streamed
+    into `COPY … FROM STDIN` on the target; generated columns are left to each side."""
+    for statement in pg.COPY_SESSION:
+        source.execute(statement)
+    cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in info.columns)
+    query = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(
+        cols, sql.Identifier(table.schema_name, table.name))
+    with source.cursor() as cur, cur.copy(query) as rows_out:
+        return _copy_into(endpoint, migration_id, table, cols, rows_out, empty_first)
+
+
+def _copy_into(endpoint: Endpoint, migration_id: str, table: TableSpec, cols: sql.Composable,
+               rows_out: Any, empty_first: bool) -> int:
     schema, name = table.target_parts
     target = sql.Identifier(schema, name)
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     with pg.connect_endpoint(endpoint, "target", application=APPLICATION) as conn, \
             pg.translated(f"target: load {table.target_name}"):
         with _ENSURED:
