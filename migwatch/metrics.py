@@ -177,6 +177,11 @@ CUTOVER_STEP = Gauge(
     "migwatch_cutover_step_seconds", "How long each step of the last cutover took.",
     ["migration_id", "step"], registry=REGISTRY,
 )
+LOAD_THROUGHPUT = Gauge(
+    "migwatch_load_rows_per_second",
+    "Rows per second of the initial load by COPY so far (snapshot.method: copy).",
+    ["migration_id"], registry=REGISTRY,
+)
 NOTIFICATIONS = Counter(
     "migwatch_notifications_total", "Notifications sent, by severity and outcome.",
     ["migration_id", "severity", "outcome"], registry=REGISTRY,

@@ -315,31 +315,45 @@ def _cancel_runs(run_ids: list[str]) -> None:
 @task(name="load-by-copy", cache_policy=NO_CACHE, **_RETRIES)
 def load_by_copy(spec: MigrationSpec, migration_id: str) -> dict[str, Any]:
     """The initial load by COPY from the slot's exported snapshot (`migwatch.load`), before
-    Debezium streams from that slot; a progress artifact moves as tables finish. A retry (or a
-    run started again) resumes it: loaded tables stay, the others are copied again."""
+    Debezium streams from that slot. A progress artifact (rows, MiB, rows/s, ETA) moves about
+    once a second, a table artifact lists each table when done. A retry (or a run started
+    again) resumes it: loaded tables stay, the others are copied again."""
     from migwatch.load import run as copy_load
+    from migwatch.load.progress import LoadView
 
     logger = get_run_logger()
-    total = len(spec.tables)
     key = artifact_key("load", migration_id)
     progress_id = cast(UUID, create_progress_artifact(
-        progress=0.0, key=key, description=f"initial load by COPY: 0 of {total} tables"))
-    finished: list[str] = []
+        progress=0.0, key=key, description="initial load by COPY: starting"))
+    shown: list[float] = [0.0]
+    logged = [0.0]
+
+    def on_progress(view: LoadView) -> None:
+        pct = round(100 * view.ratio, 1)
+        if pct < shown[0]:
+            pct = shown[0]  # the estimate is an estimate: the bar never moves back
+        shown[0] = pct
+        update_progress_artifact(progress_id, progress=pct,
+                                 description=f"initial load by COPY: {view.describe()}")
+        if time.monotonic() - logged[0] >= 15:
+            logger.info("load %s: %s", migration_id, view.describe())
+            logged[0] = time.monotonic()
 
     def on_table(t: copy_load.TableLoad) -> None:
-        finished.append(t.table)
-        update_progress_artifact(progress_id, progress=round(100 * len(finished) / total, 1),
-                                 description=f"initial load by COPY: {len(finished)} of "
-                                             f"{total} tables; {t.table}: {t.rows:,} rows in "
-                                             f"{t.seconds:.1f}s")
         logger.info("load %s: %s copied, %d rows in %.1fs", migration_id, t.table, t.rows,
                     t.seconds)
 
-    result = copy_load.load(spec, migration_id, on_table=on_table)
+    result = copy_load.load(spec, migration_id, on_table=on_table, on_progress=on_progress)
     update_progress_artifact(progress_id, progress=100.0,
-                             description=f"initial load by COPY: {result.rows:,} rows, "
-                                         f"{total} tables in {result.seconds:.1f}s"
+                             description=f"initial load by COPY: {result.rows:,} rows in "
+                                         f"{result.seconds:.1f}s"
                                          + (" (resumed)" if result.resumed else ""))
+    create_table_artifact(table=[{"table": t.table, "rows": t.rows, "seconds": t.seconds,
+                                  "rows/s": round(t.rows / t.seconds) if t.seconds else None,
+                                  "loaded by an earlier run": t.earlier}
+                                 for t in result.tables],
+                          key=artifact_key("load", migration_id, "tables"),
+                          description="initial load by COPY, per table")
     _push(spec, migration_id)
     return copy_load.describe(result)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +15,9 @@ from migwatch import metrics, names, positions
 from migwatch.config import MigrationSpec, TableSpec
 from migwatch.connectors import postgres as pg
 from migwatch.errors import ConfigError, PermanentError
+from migwatch.load.progress import LoadProgress, LoadView
 from migwatch.load.slot import APPLICATION, ExportedSlot, ensure_publication, slot_exists
+from migwatch.snapshot import source_estimates
 from migwatch.targets import engine_for
 
 
@@ -56,10 +58,13 @@ def _loaded(spec: MigrationSpec, migration_id: str) -> set[str]:
 
 
 def load(spec: MigrationSpec, migration_id: str,
-         on_table: Callable[[TableLoad], None] | None = None) -> LoadResult:
+         on_table: Callable[[TableLoad], None] | None = None,
+         on_progress: Callable[[LoadView], None] | None = None) -> LoadResult:
     """Copy every table not loaded yet. On a first run: publication, slot with an exported
     snapshot, every table in it. When the slot exists already (a load cut off), the tables
-    left are emptied and copied from a new snapshot (refused for keyless tables)."""
+    left are emptied and copied from a new snapshot (refused for keyless tables).
+    `on_table` hears of each table loaded, `on_progress` of the whole about once a second —
+    both on the caller's thread."""
     if not by_copy(spec):
         raise ConfigError("the initial load runs by COPY only with snapshot.method: copy and a "
                           "PostgreSQL target", field="snapshot.method")
@@ -73,15 +78,17 @@ def load(spec: MigrationSpec, migration_id: str,
         result.resumed = resumed
         return result
     infos = _describe(spec, todo, refuse_keyless=resumed)
+    progress = LoadProgress(source_estimates(spec), [t.source for t in todo])
+    watch = (progress, on_table, on_progress)
     if resumed:
         result.resumed = True
-        loads = _copy_all(spec, migration_id, todo, infos, None, on_table)
+        loads = _copy_all(spec, migration_id, todo, infos, None, watch)
     else:
         ensure_publication(spec, migration_id)
         holder = ExportedSlot(spec, migration_id).open()
         try:
             result.snapshot, result.consistent_lsn = holder.snapshot, holder.consistent_lsn
-            loads = _copy_all(spec, migration_id, todo, infos, holder.snapshot, on_table)
+            loads = _copy_all(spec, migration_id, todo, infos, holder.snapshot, watch)
         finally:
             holder.close()
     result.tables += loads
@@ -112,24 +119,36 @@ def _describe(spec: MigrationSpec, tables: Sequence[TableSpec],
     return out
 
 
+_Watch = tuple[LoadProgress, Callable[[TableLoad], None] | None,
+               Callable[[LoadView], None] | None]
+
+
 def _copy_all(spec: MigrationSpec, migration_id: str, tables: Sequence[TableSpec],
               infos: dict[str, pg.TableInfo], snapshot: str | None,
-              on_table: Callable[[TableLoad], None] | None) -> list[TableLoad]:
+              watch: _Watch) -> list[TableLoad]:
+    progress, on_table, on_progress = watch
     with ThreadPoolExecutor(max_workers=spec.snapshot.copy_workers,
                             thread_name_prefix="mw-load") as pool:
-        futures = [pool.submit(load_table, spec, migration_id, t, infos[t.source], snapshot)
-                   for t in tables]
-        out = []
-        for f in futures:
-            loaded = f.result()
-            out.append(loaded)
-            if on_table is not None:
-                on_table(loaded)
+        futures = {pool.submit(load_table, spec, migration_id, t, infos[t.source], snapshot,
+                               progress): t for t in tables}
+        out: list[TableLoad] = []
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            for f in finished:
+                loaded = f.result()  # a failed table fails the load (the others finish first)
+                out.append(loaded)
+                if on_table is not None:
+                    on_table(loaded)
+            view = progress.view()
+            metrics.LOAD_THROUGHPUT.labels(migration_id).set(view.rows_per_second)
+            if on_progress is not None:
+                on_progress(view)
     return out
 
 
 def load_table(spec: MigrationSpec, migration_id: str, table: TableSpec, info: pg.TableInfo,
-               snapshot: str | None) -> TableLoad:
+               snapshot: str | None, progress: LoadProgress | None = None) -> TableLoad:
     """One table, source → target, in the exported `snapshot` (None: a snapshot of its own,
     the target table emptied first)."""
     started = time.monotonic()
@@ -140,9 +159,18 @@ def load_table(spec: MigrationSpec, migration_id: str, table: TableSpec, info: p
         src.read_only = True
         if snapshot:  # the transaction's first statement
             src.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-        rows = engine.load_table(migration_id, table, info, src, empty_first=snapshot is None)
+        counter = metrics.MIGRATION_ROWS.labels(migration_id, table.source)
+
+        def on_rows(rows: int, size: int) -> None:
+            counter.inc(rows)
+            if progress is not None:
+                progress.add(table.source, rows, size)
+
+        rows = engine.load_table(migration_id, table, info, src, empty_first=snapshot is None,
+                                 on_rows=on_rows)
         src.rollback()
-    metrics.MIGRATION_ROWS.labels(migration_id, table.source).inc(rows)
+    if progress is not None:
+        progress.finish(table.source, rows)
     return TableLoad(table.source, rows, round(time.monotonic() - started, 3))
 
 

@@ -246,11 +246,12 @@ class Target(ABC):
         return []
 
     def load_table(self, migration_id: str, table: TableSpec, info: pg.TableInfo,
-                   source: Any, empty_first: bool) -> int:
+                   source: Any, empty_first: bool,
+                   on_rows: Callable[[int, int], None] | None = None) -> int:
         """Load `table` from `source` — a source connection inside the load's transaction,
         its snapshot set — and record its snapshot rows and completion where the snapshot
-        follower reads them (`empty_first`: empty it first). Returns the rows loaded. Only
-        engines with `loads` implement it."""
+        follower reads them (`empty_first`: empty it first); `on_rows(rows, bytes)` hears of
+        the rows as they go. Returns the rows loaded. Only engines with `loads` implement it."""
         raise NotImplementedError(f"a {self.label} target is not loaded straight from the "
                                   "source")
 

@@ -4,6 +4,7 @@ written to during the load: after catch-up both sides are equal by an independen
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from psycopg import sql
 
 from flows.pipeline import migration_pipeline
@@ -93,6 +96,14 @@ def test_a_copy_load_with_writes_during_it_ends_equal(
     assert summary["go"], summary["reasons"]
     assert writer.ops > 0
     caught_up_equal(source_db.dsn, target_db.dsn)
+    # the progress artifact ends full, the per-table artifact lists every table
+    with get_client(sync_client=True) as client:
+        found = {a.key: a for a in client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(like_=f"load-{migration_id}")))}
+    assert found[f"load-{migration_id}"].data == 100.0
+    assert "rows in" in (found[f"load-{migration_id}"].description or "")
+    listed = found[f"load-{migration_id}-tables"].data
+    assert len(json.loads(listed) if isinstance(listed, str) else listed) == len(SHOP)
     # Debezium streamed only: no snapshot of its own, its slot is the one the load made
     with psycopg.connect(stack.pg_dsn("source", source_db.name)) as conn:
         assert conn.execute("SELECT count(*) FROM pg_replication_slots WHERE database = %s",

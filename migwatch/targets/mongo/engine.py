@@ -202,10 +202,12 @@ class MongoTarget(Target):
                 MongoSide(coll, form, columns, on_rows=on_rows, keep_limit=keep_limit))
 
     def load_table(self, migration_id: str, table: TableSpec, info: pg.TableInfo,
-                   source: Any, empty_first: bool) -> int:
+                   source: Any, empty_first: bool,
+                   on_rows: Callable[[int, int], None] | None = None) -> int:
         from migwatch.targets.mongo.load import load_into
 
-        return load_into(self.spec, migration_id, table, info, source, empty_first)
+        return load_into(self.spec, migration_id, table, info, source, empty_first,
+                         on_rows)
 
     def migrations_backend(self) -> Any:
         from migwatch.targets.mongo.migrations import MongoBackend

@@ -6,6 +6,7 @@ table unrecorded, and the resumed load empties it first."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from psycopg import sql
@@ -22,7 +23,8 @@ BATCH = 5000
 
 
 def load_into(spec: MigrationSpec, migration_id: str, table: TableSpec, info: pg.TableInfo,
-              source: Any, empty_first: bool) -> int:
+              source: Any, empty_first: bool,
+              on_rows: Callable[[int, int], None] | None = None) -> int:
     client = mongo.client(spec.target, appname="migwatch-load", tz_aware=False)
     try:
         with mongo.translated(f"target: load {table.target_table}"):
@@ -44,12 +46,10 @@ def load_into(spec: MigrationSpec, migration_id: str, table: TableSpec, info: pg
                 for row in cur:
                     docs.append(form.document(dict(zip(form.columns, row, strict=True))))
                     if len(docs) >= step:
-                        coll.insert_many(docs, ordered=False)
-                        rows += len(docs)
+                        rows += _insert(coll, docs, on_rows)
                         docs = []
                 if docs:
-                    coll.insert_many(docs, ordered=False)
-                    rows += len(docs)
+                    rows += _insert(coll, docs, on_rows)
             db[names.POSITION_COLLECTION].update_one(
                 {"_id": {"migration_id": migration_id, "table_name": table.source}},
                 {"$set": {"snapshot_rows": rows, "snapshot_done": True},
@@ -57,3 +57,11 @@ def load_into(spec: MigrationSpec, migration_id: str, table: TableSpec, info: pg
     finally:
         client.close()
     return rows
+
+
+def _insert(coll: Any, docs: list[dict[str, Any]],
+            on_rows: Callable[[int, int], None] | None) -> int:
+    coll.insert_many(docs, ordered=False)
+    if on_rows is not None:
+        on_rows(len(docs), 0)
+    return len(docs)

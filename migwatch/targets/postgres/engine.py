@@ -114,10 +114,12 @@ class PostgresTarget(Target):
         return done
 
     def load_table(self, migration_id: str, table: TableSpec, info: pg.TableInfo,
-                   source: Any, empty_first: bool) -> int:
+                   source: Any, empty_first: bool,
+                   on_rows: Callable[[int, int], None] | None = None) -> int:
         from migwatch.targets.postgres.load import copy_into
 
-        return copy_into(self.endpoint, migration_id, table, info, source, empty_first)
+        return copy_into(self.endpoint, migration_id, table, info, source, empty_first,
+                         on_rows)
 
     def invalid_indexes(self) -> list[str]:
         tables = [t.target_parts for t in self.spec.tables]

@@ -5,6 +5,7 @@ table's position row (snapshot rows, done) — a table is loaded and recorded, o
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from psycopg import sql
@@ -20,7 +21,8 @@ _ENSURED = threading.Lock()
 
 
 def copy_into(endpoint: Endpoint, migration_id: str, table: TableSpec, info: pg.TableInfo,
-              source: Any, empty_first: bool) -> int:
+              source: Any, empty_first: bool,
+              on_rows: Callable[[int, int], None] | None = None) -> int:
     """`COPY (SELECT <columns> …) TO STDOUT` on `source` (in the load's snapshot) streamed
     into `COPY … FROM STDIN` on the target; generated columns are left to each side."""
     for statement in pg.COPY_SESSION:
@@ -29,11 +31,12 @@ def copy_into(endpoint: Endpoint, migration_id: str, table: TableSpec, info: pg.
     query = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(
         cols, sql.Identifier(table.schema_name, table.name))
     with source.cursor() as cur, cur.copy(query) as rows_out:
-        return _copy_into(endpoint, migration_id, table, cols, rows_out, empty_first)
+        return _copy_into(endpoint, migration_id, table, cols, rows_out, empty_first, on_rows)
 
 
 def _copy_into(endpoint: Endpoint, migration_id: str, table: TableSpec, cols: sql.Composable,
-               rows_out: Any, empty_first: bool) -> int:
+               rows_out: Any, empty_first: bool,
+               on_rows: Callable[[int, int], None] | None) -> int:
     schema, name = table.target_parts
     target = sql.Identifier(schema, name)
     with pg.connect_endpoint(endpoint, "target", application=APPLICATION) as conn, \
@@ -52,6 +55,9 @@ def _copy_into(endpoint: Endpoint, migration_id: str, table: TableSpec, cols: sq
             with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(target, cols)) as into:
                 for data in rows_out:
                     into.write(data)
+                    if on_rows is not None:  # text COPY ends each row, and only a row, in \n
+                        chunk = bytes(data)
+                        on_rows(chunk.count(b"\n"), len(chunk))
             rows = max(0, cur.rowcount)
         conn.execute(sql.SQL(
             "INSERT INTO {} AS p (migration_id, table_name, snapshot_rows, snapshot_done, "
