@@ -55,6 +55,8 @@ def spec_data(stack: Stack, target: TargetKind) -> dict[str, Any]:
                         "event_time_lag_seconds": {"warn": 30, "critical": 120, "caught_up": 5},
                         "end_to_end_lag_seconds": {"warn": 30, "critical": 120, "caught_up": 10}}},
         "validation": {"workers": 2, "sample_cap": 20},
+        # the initial load read straight from the slot's exported snapshot (docs/initial-load.md)
+        "snapshot": {"method": "copy"},
         "metrics": {"pushgateway_url": s.url(s.pushgateway_port),
                     "prometheus_url": s.url(s.prometheus_port)},
     }

@@ -22,8 +22,8 @@ from migwatch.targets import engine_for
 
 
 def by_copy(spec: MigrationSpec) -> bool:
-    """Whether this migration's initial load runs by COPY: `snapshot.method: copy` and a
-    target engine that loads by COPY (a MongoDB target loads through Debezium's snapshot)."""
+    """Whether this migration's initial load is read straight from the source
+    (`snapshot.method: copy`) by a target engine that can (`Target.loads`)."""
     return spec.snapshot.method == "copy" and engine_for(spec).loads
 
 
@@ -66,8 +66,8 @@ def load(spec: MigrationSpec, migration_id: str,
     `on_table` hears of each table loaded, `on_progress` of the whole about once a second —
     both on the caller's thread."""
     if not by_copy(spec):
-        raise ConfigError("the initial load runs by COPY only with snapshot.method: copy and a "
-                          "PostgreSQL target", field="snapshot.method")
+        raise ConfigError("the initial load is read straight from the source only with "
+                          "snapshot.method: copy", field="snapshot.method")
     started = time.monotonic()
     done = _loaded(spec, migration_id)
     todo = [t for t in spec.tables if t.source not in done]
