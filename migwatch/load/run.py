@@ -51,6 +51,13 @@ class LoadResult:
         return sum(t.rows for t in self.tables)
 
 
+def _streaming(spec: MigrationSpec, migration_id: str) -> bool:
+    from migwatch.connectors.connect import ConnectClient
+
+    with ConnectClient(spec.connect.url) as client:
+        return client.status(names.connector_name(migration_id)) is not None
+
+
 def _loaded(spec: MigrationSpec, migration_id: str) -> set[str]:
     found = positions.read(spec, migration_id, [t.source for t in spec.tables],
                            application=APPLICATION)
@@ -69,6 +76,13 @@ def load(spec: MigrationSpec, migration_id: str,
         raise ConfigError("the initial load is read straight from the source only with "
                           "snapshot.method: copy", field="snapshot.method")
     started = time.monotonic()
+    if _streaming(spec, migration_id):
+        # the initial load is over once Debezium streams (its connector is made after the
+        # load): a table added to the spec later is loaded by Debezium's incremental snapshot
+        result = LoadResult(resumed=True)
+        result.tables = [TableLoad(t, earlier=True)
+                         for t in sorted(_loaded(spec, migration_id))]
+        return result
     done = _loaded(spec, migration_id)
     todo = [t for t in spec.tables if t.source not in done]
     result = LoadResult(tables=[TableLoad(t.source, earlier=True) for t in spec.tables
@@ -82,6 +96,7 @@ def load(spec: MigrationSpec, migration_id: str,
     watch = (progress, on_table, on_progress)
     if resumed:
         result.resumed = True
+        ensure_publication(spec, migration_id)  # every table published before it is copied
         loads = _copy_all(spec, migration_id, todo, infos, None, watch)
     else:
         ensure_publication(spec, migration_id)

@@ -29,19 +29,23 @@ APPLICATION = "migwatch-load"
 def ensure_publication(spec: MigrationSpec, migration_id: str) -> bool:
     """The migration's publication: the captured tables (the spec's and the heartbeat table)
     and Debezium's signal table, published through a partitioned table's root, as Debezium's
-    own `filtered` mode makes it. Returns whether it was created now."""
-    name = names.publication_name(migration_id)
+    own `filtered` mode makes it. One that exists is set to exactly those tables (a table added
+    to the spec while a load was cut off must be published before it is copied again, or its
+    changes between that copy and Debezium's own update would be lost). Returns whether it was
+    created now."""
+    name = sql.Identifier(names.publication_name(migration_id))
     schema, _ = heartbeat_table(spec)
-    tables = [*captured_tables(spec), (schema, names.signal_table(migration_id))]
+    published = [*captured_tables(spec), (schema, names.signal_table(migration_id))]
+    tables = sql.SQL(", ").join(sql.Identifier(s, t) for s, t in published)
     with pg.connect_endpoint(spec.source, "source", autocommit=True,
                              application=APPLICATION) as conn, \
             pg.translated("source: publication"):
         if conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s",
-                        [name]).fetchone():
+                        [names.publication_name(migration_id)]).fetchone():
+            conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(name, tables))
             return False
         conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH "
-                             "(publish_via_partition_root = true)").format(
-            sql.Identifier(name), sql.SQL(", ").join(sql.Identifier(s, t) for s, t in tables)))
+                             "(publish_via_partition_root = true)").format(name, tables))
     return True
 
 

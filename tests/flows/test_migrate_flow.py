@@ -262,14 +262,16 @@ def test_run_as_a_deployment_it_starts_the_applier_as_a_deployment_run(
 
 
 
+@pytest.mark.parametrize("method", ["debezium", "copy"])
 def test_a_table_added_to_a_running_migration_is_loaded_while_the_others_stream(
         stack: Stack, source_db: PgDatabase, target_db: PgDatabase, migration_id: str,
-        cleanup: list[MigrationSpec], tmp_path: Path) -> None:
+        cleanup: list[MigrationSpec], tmp_path: Path, method: str) -> None:
     """The spec gains a table and the stage runs again with the same id: the connector and its
     publication take it, the target gets it, Debezium's incremental snapshot loads it while
     its own and the other tables' changes keep streaming — and it shows as a snapshot that
-    completes. Taking a table out stops capturing it and says so. Compared by counts and each
-    row's text on both sides (shares no code with migwatch)."""
+    completes — whether the first load was Debezium's snapshot or the COPY load (whose
+    publication and slot migwatch made). Taking a table out stops capturing it and says so.
+    Compared by counts and each row's text on both sides (shares no code with migwatch)."""
     from tests.integration.test_applier_exact import wait_equal
 
     with source_db.connect() as conn:
@@ -278,7 +280,7 @@ def test_a_table_added_to_a_running_migration_is_loaded_while_the_others_stream(
         conn.execute("INSERT INTO a SELECT g, 'a' FROM generate_series(1, 200) g")
         conn.execute('INSERT INTO "AddedLäter" SELECT g, md5(g::text), g / 7.0 '
                      "FROM generate_series(1, 5000) g")
-    opts = {"snapshot": {"timeout_seconds": 300, "poll_interval_seconds": 1}}
+    opts = {"snapshot": {"timeout_seconds": 300, "poll_interval_seconds": 1, "method": method}}
     first = make_spec(source_db, target_db, ["public.a"], stack, **opts)
     cleanup.append(first)
     migrate(write_spec(first, tmp_path / "one.yaml"), migration_id)
