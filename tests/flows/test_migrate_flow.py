@@ -311,12 +311,11 @@ def test_a_table_added_to_a_running_migration_is_loaded_while_the_others_stream(
     assert out["tables_added"] == ["public.AddedLäter"] and out["tables_removed"] == []
     assert out["connector"]["action"] == "updated"
     assert out["snapshot"]["done"] and "public.AddedLäter" in out["tables"]
-    # the writes delete rows while it loads, so fewer than 5,000 may be read — but every row
-    # of the first 5,000 that no write deleted was there when its chunk was read
-    with source_db.connect() as conn:
-        survivors = conn.execute('SELECT count(*) FROM "AddedLäter" WHERE id <= 5000'
-                                 ).fetchone()[0]  # type: ignore[index]
-    assert out["tables"]["public.AddedLäter"]["rows_loaded"] >= survivors > 0
+    # the writes delete and update rows while it loads: fewer than 5,000 are read, and a row
+    # changed inside its chunk's window comes as that change instead (Debezium's
+    # deduplication) — so only a loose bound: most of the table came by the snapshot, and
+    # equality below is what counts
+    assert out["tables"]["public.AddedLäter"]["rows_loaded"] > 2500
     wait_equal(source_db, target_db, [("public", "a"), ("public", "AddedLäter")])
 
     # a name Debezium's incremental snapshot cannot hold is refused before anything changes
