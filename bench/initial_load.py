@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.cutover import md5s  # noqa: E402
 from migwatch import capture, processes, workload  # noqa: E402
 from migwatch.connectors.postgres import PG_BIN  # noqa: E402
 from migwatch.errors import MigwatchError  # noqa: E402
@@ -61,19 +62,6 @@ def drop(stack: Stack, which: str, name: str) -> None:
     with psycopg.connect(stack.pg_dsn(which, "postgres"), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(name)))
-
-
-def md5s(dsn: str) -> dict[str, tuple[int, str]]:
-    out = {}
-    with psycopg.connect(dsn) as conn:
-        for t in SHOP:
-            row = conn.execute(sql.SQL(
-                "SELECT count(*), md5(coalesce(string_agg(md5(x::text), '' ORDER BY "
-                "md5(x::text)), '')) FROM {} x").format(sql.Identifier(*t.split(".")))
-            ).fetchone()
-            assert row is not None
-            out[t] = (int(row[0]), str(row[1]))
-    return out
 
 
 def spec_file(stack: Stack, source: str, target: str, method: str, tmp: Path) -> str:

@@ -71,11 +71,8 @@ def cutover(spec_path: str, migration_id: str, ask_approval: bool = True,
     log = get_run_logger()
     line = Timeline(migration_id, run_dir(migration_id))
 
-    with line.step("preconditions") as st:
-        reasons = check_preconditions(spec, migration_id)
-        st.detail = "; ".join(reasons) or "a recent GO, caught up, schema equal, freeze ready"
-        if reasons:
-            st.outcome = "failed"
+    reasons = _preconditions(line, spec, "preconditions",
+                             "a recent GO, caught up, schema equal, freeze ready")
     if reasons:
         return _end(spec, line, "refused", CutoverRefused(reasons))
 
@@ -100,12 +97,8 @@ def cutover(spec_path: str, migration_id: str, ask_approval: bool = True,
             st.detail = f"approved by {line.figures.approver}"
     if st.outcome == "failed":
         return _end(spec, line, "rejected", CutoverRefused([f"approval: {st.detail}"]))
-    if st.seconds is not None and st.seconds > RECHECK_AFTER_SECONDS:
-        with line.step("preconditions again") as st:  # the approval took a while
-            reasons = check_preconditions(spec, migration_id)
-            st.detail = "; ".join(reasons) or "still hold"
-            if reasons:
-                st.outcome = "failed"
+    if st.seconds is not None and st.seconds > RECHECK_AFTER_SECONDS:  # a long approval
+        reasons = _preconditions(line, spec, "preconditions again", "still hold")
         if reasons:
             return _end(spec, line, "refused", CutoverRefused(reasons))
     approved = [f"approved by {line.figures.approver}"] if line.figures.approver else []
@@ -190,6 +183,16 @@ def cutover(spec_path: str, migration_id: str, ask_approval: bool = True,
         line.figures.notes.append("the source is left read-only; nothing replicates from the "
                                   "target back to the source")
     return _end(spec, line, "switched", None)
+
+
+def _preconditions(line: Timeline, spec: Any, name: str, held: str) -> list[str]:
+    """The preconditions checked as the timeline's step `name`; every reason they fail."""
+    with line.step(name) as st:
+        reasons = check_preconditions(spec, line.migration_id)
+        st.detail = "; ".join(reasons) or held
+        if reasons:
+            st.outcome = "failed"
+    return list(reasons)
 
 
 def _end(spec: Any, line: Timeline, outcome: str, error: Exception | None) -> Any:
