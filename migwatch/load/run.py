@@ -94,12 +94,11 @@ def load(spec: MigrationSpec, migration_id: str,
     infos = _describe(spec, todo, refuse_keyless=resumed)
     progress = LoadProgress(source_estimates(spec), [t.source for t in todo])
     watch = (progress, on_table, on_progress)
+    ensure_publication(spec, migration_id)  # every table published before it is copied
     if resumed:
         result.resumed = True
-        ensure_publication(spec, migration_id)  # every table published before it is copied
         loads = _copy_all(spec, migration_id, todo, infos, None, watch)
     else:
-        ensure_publication(spec, migration_id)
         holder = ExportedSlot(spec, migration_id).open()
         try:
             result.snapshot, result.consistent_lsn = holder.snapshot, holder.consistent_lsn
