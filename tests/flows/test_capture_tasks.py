@@ -4,6 +4,7 @@ on TransientError only, and the CLI's exit codes."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 from migwatch import names
 from migwatch.capture import connector_status as core_status
 from migwatch.cli import app
+from migwatch.connectors import kafka
 from migwatch.config import MigrationSpec, parse_spec
 from migwatch.errors import PreflightError, TransientError
 from migwatch.stack import Stack
@@ -46,6 +48,17 @@ def spec(stack: Stack, source_db: PgDatabase, target_db: PgDatabase,
     core_teardown(s, migration_id, delete_topics=True, timeout=90)  # before the db is dropped
 
 
+def _wait_for_topic(bootstrap: str, topic: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    client = kafka.admin(bootstrap)
+    try:
+        while topic not in client.list_topics():
+            assert time.monotonic() < deadline, f"no topic {topic} after {timeout:.0f}s"
+            time.sleep(0.2)
+    finally:
+        client.close()
+
+
 def _run_count(state: Any) -> int:
     async def read() -> int:
         async with get_client() as client:
@@ -57,16 +70,20 @@ def _run_count(state: Any) -> int:
 
 def test_the_capture_tasks_run_a_connector_lifecycle_and_return_plain_data(
         spec: MigrationSpec, migration_id: str, target_db: PgDatabase) -> None:
+    topic = names.table_topic(migration_id, "public.t")
+
     @flow
     def lifecycle() -> dict[str, Any]:
-        return {
+        out = {
             "preflight": preflight(spec, migration_id),
             "source": prepare_source(spec, migration_id),
             "schema": prepare_target_schema(spec),
             "connector": ensure_connector(spec, migration_id),
             "status": connector_status(spec, migration_id),
-            "teardown": teardown(spec, migration_id, delete_topics=True),
         }
+        # RUNNING comes before the snapshot's first event: the table's topic exists only then
+        _wait_for_topic(spec.kafka.bootstrap_servers, topic)
+        return {**out, "teardown": teardown(spec, migration_id, delete_topics=True)}
 
     out = lifecycle()
     assert "wal_level=logical" in out["preflight"]
@@ -75,7 +92,7 @@ def test_the_capture_tasks_run_a_connector_lifecycle_and_return_plain_data(
     assert (out["connector"]["action"], out["connector"]["state"]) == ("created", "RUNNING")
     assert out["status"]["running"] is True and out["status"]["tasks"][0]["state"] == "RUNNING"
     assert out["teardown"]["connector"] and out["teardown"]["slot"]
-    assert names.table_topic(migration_id, "public.t") in out["teardown"]["topics"]
+    assert topic in out["teardown"]["topics"]
     assert core_status(spec, migration_id).state == "ABSENT"
 
 
