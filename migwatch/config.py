@@ -356,6 +356,10 @@ class SnapshotSpec(_Model):
     method: Literal["debezium", "copy"] = "debezium"
     #: tables copied at once (one source and one target connection each)
     copy_workers: int = Field(default=2, ge=1, le=32)
+    #: a table estimated above this many rows is copied as key ranges (one per this many
+    #: rows, on the first key column) side by side, each recorded as it lands so a cut-off
+    #: load resumes with the ranges left (`migwatch.load.ranges`)
+    split_rows: int = Field(default=1_000_000, ge=1000)
     #: how long creating the slot may wait for transactions open on the source
     slot_timeout_seconds: float = Field(default=60, gt=0)
 

@@ -30,6 +30,9 @@ VALIDATE_APPLICATION = "migwatch-validate"
 OFFSETS_COLLECTION = "migwatch_applied_offsets"
 #: the schema changes the applier saw and what it did (`schema_changes.SchemaChange`)
 SCHEMA_CHANGES_TABLE = "schema_changes"
+#: the COPY load's plan of key ranges per split table, and which are loaded
+LOAD_RANGES_TABLE = "load_ranges"
+LOAD_RANGES_COLLECTION = "migwatch_load_ranges"
 SCHEMA_CHANGES_COLLECTION = "migwatch_schema_changes"
 ALL_TABLES = "*"
 

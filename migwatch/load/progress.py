@@ -85,6 +85,7 @@ class LoadProgress:
             self._bytes[table] += size
 
     def finish(self, table: str, rows: int) -> None:
+        """`table` is loaded: `rows` by this load (the count its target recorded)."""
         with self._lock:
             now = time.monotonic()
             self._begun.setdefault(table, now)

@@ -16,6 +16,8 @@ from migwatch.config import MigrationSpec, TableSpec
 from migwatch.connectors import postgres as pg
 from migwatch.errors import ConfigError, PermanentError
 from migwatch.load.progress import LoadProgress, LoadView
+from migwatch.load.ranges import KeyRange
+from migwatch.load.ranges import plan as plan_ranges
 from migwatch.load.slot import APPLICATION, ExportedSlot, ensure_publication, slot_exists
 from migwatch.snapshot import source_estimates
 from migwatch.targets import engine_for
@@ -92,17 +94,20 @@ def load(spec: MigrationSpec, migration_id: str,
         result.resumed = resumed
         return result
     infos = _describe(spec, todo, refuse_keyless=resumed)
-    progress = LoadProgress(source_estimates(spec), [t.source for t in todo])
+    estimates = source_estimates(spec)
+    progress = LoadProgress(estimates, [t.source for t in todo])
     watch = (progress, on_table, on_progress)
     ensure_publication(spec, migration_id)  # every table published before it is copied
     if resumed:
         result.resumed = True
-        loads = _copy_all(spec, migration_id, todo, infos, None, watch)
+        pieces = _pieces(spec, migration_id, todo, infos, estimates, resumed=True)
+        loads = _copy_all(spec, migration_id, pieces, None, watch)
     else:
         holder = ExportedSlot(spec, migration_id).open()
         try:
             result.snapshot, result.consistent_lsn = holder.snapshot, holder.consistent_lsn
-            loads = _copy_all(spec, migration_id, todo, infos, holder.snapshot, watch)
+            pieces = _pieces(spec, migration_id, todo, infos, estimates, resumed=False)
+            loads = _copy_all(spec, migration_id, pieces, holder.snapshot, watch)
         finally:
             holder.close()
     result.tables += loads
@@ -133,24 +138,82 @@ def _describe(spec: MigrationSpec, tables: Sequence[TableSpec],
     return out
 
 
+@dataclass(frozen=True)
+class Piece:
+    """What one worker copies: a whole table, or one key range of it."""
+
+    table: TableSpec
+    info: pg.TableInfo
+    key_range: KeyRange | None
+    #: the table's plan (every range, the ones loaded earlier with their rows); () when whole
+    plan: tuple[KeyRange, ...]
+    estimate: int
+    resumed: bool
+
+
+def _pieces(spec: MigrationSpec, migration_id: str, tables: Sequence[TableSpec],
+            infos: dict[str, pg.TableInfo], estimates: dict[str, int],
+            resumed: bool) -> list[Piece]:
+    """The work, biggest first: a table past `snapshot.split_rows` as its key ranges (planned
+    now and stored on the target; on a resumed load, the stored plan's ranges not loaded), the
+    others whole."""
+    engine = engine_for(spec)
+    out: list[Piece] = []
+    with pg.connect_endpoint(spec.source, "source", autocommit=True,
+                             application=APPLICATION) as conn:
+        for t in tables:
+            info, estimate = infos[t.source], estimates.get(t.source, 0)
+            if resumed:
+                ranges = engine.load_plan(migration_id, t.source)
+            else:
+                ranges = plan_ranges(conn, t, info, estimate, spec.snapshot.split_rows)
+                if ranges:
+                    engine.save_load_plan(migration_id, t.source, ranges)
+            if not ranges:
+                out.append(Piece(t, info, None, (), estimate, resumed))
+                continue
+            left = [r for r in ranges if not r.done]
+            if not left:  # every range loaded before the cut: only its record is missing
+                engine.finish_load(migration_id, t.source, sum(r.rows for r in ranges))
+            out += [Piece(t, info, r, tuple(ranges), estimate // r.count, resumed)
+                    for r in left]
+    return sorted(out, key=lambda p: -p.estimate)
+
+
 _Watch = tuple[LoadProgress, Callable[[TableLoad], None] | None,
                Callable[[LoadView], None] | None]
 
 
-def _copy_all(spec: MigrationSpec, migration_id: str, tables: Sequence[TableSpec],
-              infos: dict[str, pg.TableInfo], snapshot: str | None,
-              watch: _Watch) -> list[TableLoad]:
+def _copy_all(spec: MigrationSpec, migration_id: str, pieces: Sequence[Piece],
+              snapshot: str | None, watch: _Watch) -> list[TableLoad]:
+    """Every piece, `snapshot.copy_workers` at a time; a table split into ranges is recorded
+    loaded once its last range is."""
     progress, on_table, on_progress = watch
+    engine = engine_for(spec)
+    left = {p.table.source: sum(1 for q in pieces if q.table.source == p.table.source)
+            for p in pieces}
+    earlier = {p.table.source: sum(r.rows for r in p.plan if r.done) for p in pieces}
+    rows = dict(earlier)
+    out: list[TableLoad] = []
     with ThreadPoolExecutor(max_workers=spec.snapshot.copy_workers,
                             thread_name_prefix="mw-load") as pool:
-        futures = {pool.submit(load_table, spec, migration_id, t, infos[t.source], snapshot,
-                               progress): t for t in tables}
-        out: list[TableLoad] = []
+        futures = {pool.submit(load_table, spec, migration_id, p, snapshot, progress): p
+                   for p in pieces}
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
             for f in finished:
-                loaded = f.result()  # a failed table fails the load (the others finish first)
+                piece = futures[f]
+                name = piece.table.source
+                rows[name] += f.result()  # a failed piece fails the load (others finish first)
+                left[name] -= 1
+                if left[name]:
+                    continue
+                if piece.key_range is not None:
+                    engine.finish_load(migration_id, name, rows[name])
+                progress.finish(name, rows[name] - earlier[name])
+                seconds = next(t.seconds for t in progress.view().tables if t.table == name)
+                loaded = TableLoad(name, rows[name], seconds)
                 out.append(loaded)
                 if on_table is not None:
                     on_table(loaded)
@@ -161,11 +224,11 @@ def _copy_all(spec: MigrationSpec, migration_id: str, tables: Sequence[TableSpec
     return out
 
 
-def load_table(spec: MigrationSpec, migration_id: str, table: TableSpec, info: pg.TableInfo,
-               snapshot: str | None, progress: LoadProgress | None = None) -> TableLoad:
-    """One table, source → target, in the exported `snapshot` (None: a snapshot of its own,
-    the target table emptied first)."""
-    started = time.monotonic()
+def load_table(spec: MigrationSpec, migration_id: str, piece: Piece, snapshot: str | None,
+               progress: LoadProgress | None = None) -> int:
+    """One piece, source → target, in the exported `snapshot` (None: a snapshot of its own;
+    a whole table is emptied first). Returns the rows it copied."""
+    table = piece.table
     engine = engine_for(spec)
     with pg.connect_endpoint(spec.source, "source", application=APPLICATION) as src, \
             pg.translated(f"source: load {table.source}"):
@@ -180,12 +243,12 @@ def load_table(spec: MigrationSpec, migration_id: str, table: TableSpec, info: p
             if progress is not None:
                 progress.add(table.source, rows, size)
 
-        rows = engine.load_table(migration_id, table, info, src, empty_first=snapshot is None,
+        rows = engine.load_table(migration_id, table, piece.info,
+                                 src, empty_first=snapshot is None and piece.key_range is None,
+                                 key_range=piece.key_range, resumed=piece.resumed,
                                  on_rows=on_rows)
         src.rollback()
-    if progress is not None:
-        progress.finish(table.source, rows)
-    return TableLoad(table.source, rows, round(time.monotonic() - started, 3))
+    return rows
 
 
 def describe(result: LoadResult) -> dict[str, Any]:

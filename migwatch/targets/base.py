@@ -16,7 +16,8 @@ from then on asks the engine — never branches on the target's kind — for:
     sequence_values(names)    the target's sequences of those names (None: it keeps none)
     set_sequences(values)     the cutover sets them from the source's ([] when none kept)
     invalid_indexes()         indexes left INVALID on the target tables (cutover refuses)
-    load_table(...)           the initial load straight from the source (`loads`)
+    load_table(...)           the initial load straight from the source (`loads`), with
+                              load_plan/save_load_plan/finish_load for key ranges
 
 To add an engine: a package beside `postgres/` and `mongo/` with a `Target` subclass that
 implements every abstract method here, its writer (the `Writer` protocol) and its session, and
@@ -39,6 +40,7 @@ from migwatch.connectors import postgres as pg
 from migwatch.schema_changes import ColumnChange, SchemaChange
 
 if TYPE_CHECKING:
+    from migwatch.load.ranges import KeyRange
     from migwatch.sequences import SequenceSide
     from migwatch.validation.model import SchemaCheck
 
@@ -246,14 +248,28 @@ class Target(ABC):
         return []
 
     def load_table(self, migration_id: str, table: TableSpec, info: pg.TableInfo,
-                   source: Any, empty_first: bool,
+                   source: Any, empty_first: bool, key_range: KeyRange | None = None,
+                   resumed: bool = False,
                    on_rows: Callable[[int, int], None] | None = None) -> int:
-        """Load `table` from `source` — a source connection inside the load's transaction,
-        its snapshot set — and record its snapshot rows and completion where the snapshot
-        follower reads them (`empty_first`: empty it first); `on_rows(rows, bytes)` hears of
-        the rows as they go. Returns the rows loaded. Only engines with `loads` implement it."""
+        """Load `table` — or its `key_range` — from `source` (a source connection inside the
+        load's transaction, its snapshot set) and record it where the snapshot follower reads
+        it: the table loaded, or the range done in its plan (`empty_first`: empty the table
+        first; `resumed`: a range a cut-off load may have begun). `on_rows(rows, bytes)` hears
+        of the rows as they go. Returns the rows loaded. Only engines with `loads` implement
+        it, with the three below."""
         raise NotImplementedError(f"a {self.label} target is not loaded straight from the "
                                   "source")
+
+    def load_plan(self, migration_id: str, table: str) -> list[KeyRange]:
+        """The key ranges stored for `table` by `save_load_plan` ([]: loaded whole)."""
+        raise NotImplementedError(self.label)
+
+    def save_load_plan(self, migration_id: str, table: str, ranges: list[KeyRange]) -> None:
+        raise NotImplementedError(self.label)
+
+    def finish_load(self, migration_id: str, table: str, rows: int) -> None:
+        """Record a table loaded range by range as loaded (its snapshot rows, done)."""
+        raise NotImplementedError(self.label)
 
     def invalid_indexes(self) -> list[str]:
         """Indexes of the target tables left INVALID (a failed concurrent build): a cutover

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from migwatch import names
 from migwatch.capture import connector_status as core_status
 from migwatch.cli import app
-from migwatch.connectors import kafka
 from migwatch.config import MigrationSpec, parse_spec
+from migwatch.connectors import kafka
 from migwatch.errors import PreflightError, TransientError
 from migwatch.stack import Stack
 from tasks.capture import (

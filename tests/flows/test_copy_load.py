@@ -118,7 +118,8 @@ def test_a_load_into_mongodb_with_writes_during_it_ends_equal(
 
     workload.init(source_db.dsn, 5_000)
     spec = make_spec(source_db, mongo_endpoint(stack, mongo_db), SHOP, stack, **FAST,
-                     snapshot={"method": "copy", "poll_interval_seconds": 1})
+                     snapshot={"method": "copy", "poll_interval_seconds": 1,
+                               "split_rows": 1000})  # orders and order_items as key ranges
     cleanup.append(spec)
     spec_path = write_spec(spec, tmp_path / "spec.yaml")
     writer = Writer(source_db.dsn, rate=20)  # FerretDB (SQLite) applies ~50 changes/s here
@@ -143,12 +144,33 @@ def test_a_load_into_mongodb_with_writes_during_it_ends_equal(
     assert docs == ids
 
 
+def _done(target_dsn: str, migration_id: str) -> tuple[int, int, int]:
+    """(tables loaded, ranges loaded, ranges planned) as the target records them."""
+    with psycopg.connect(target_dsn) as conn:
+        exists = conn.execute("SELECT to_regclass('migwatch.applied_position'), "
+                              "to_regclass('migwatch.load_ranges')").fetchone()
+        if not exists or not exists[0] or not exists[1]:
+            return 0, 0, 0
+        tables = conn.execute("SELECT count(*) FROM migwatch.applied_position "
+                              "WHERE migration_id = %s AND snapshot_done",
+                              [migration_id]).fetchone()
+        ranges = conn.execute("SELECT count(*) FILTER (WHERE done), count(*) FROM "
+                              "migwatch.load_ranges WHERE migration_id = %s",
+                              [migration_id]).fetchone()
+    assert tables is not None and ranges is not None
+    return int(tables[0]), int(ranges[0]), int(ranges[1])
+
+
 def test_a_copy_load_killed_midway_resumes_and_ends_equal(
         stack: Stack, source_db: PgDatabase, target_db: PgDatabase, migration_id: str,
         cleanup: list[MigrationSpec], tmp_path: Path) -> None:
-    workload.init(source_db.dsn, 200_000)
+    """Killed with a table loaded, and the biggest one (split into key ranges) part-way: the
+    resumed load keeps what was recorded — the tables and the ranges — copies the rest from
+    a new snapshot, and the slot's replay ends it equal."""
+    workload.init(source_db.dsn, 200_000)  # order_items 100,000 rows: 10 ranges; orders 6
     spec = make_spec(source_db, target_db, SHOP, stack, **FAST,
-                     snapshot={"method": "copy", "copy_workers": 1, "poll_interval_seconds": 1})
+                     snapshot={"method": "copy", "copy_workers": 1, "split_rows": 10_000,
+                               "poll_interval_seconds": 1})
     cleanup.append(spec)
     spec_path = write_spec(spec, tmp_path / "spec.yaml")
     writer = Writer(source_db.dsn)
@@ -157,26 +179,85 @@ def test_a_copy_load_killed_midway_resumes_and_ends_equal(
     proc = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 180
-    loaded = 0
+    done = (0, 0, 0)
     while time.monotonic() < deadline and proc.poll() is None:
-        with psycopg.connect(target_db.dsn) as conn:
-            exists = conn.execute("SELECT to_regclass('migwatch.applied_position')").fetchone()
-            if exists and exists[0]:
-                loaded = int(conn.execute(
-                    "SELECT count(*) FROM migwatch.applied_position WHERE migration_id = %s "
-                    "AND snapshot_done", [migration_id]).fetchone()[0])  # type: ignore[index]
-        if loaded >= 1:
+        done = _done(target_db.dsn, migration_id)
+        if done[1] >= 3:  # biggest first: some of order_items' ranges are in
             break
-        time.sleep(0.1)
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(30)
-    assert 1 <= loaded < len(SHOP), "killed before or after the load"
+    tables, ranges, planned = _done(target_db.dsn, migration_id)
+    assert tables < len(SHOP) and 3 <= ranges < planned, (tables, ranges, planned)
     with psycopg.connect(stack.pg_dsn("source", source_db.name)) as conn:
         assert conn.execute("SELECT count(*) FROM pg_replication_slots WHERE database = %s",
                             [source_db.name]).fetchone()[0] == 1  # type: ignore[index]
+    with psycopg.connect(target_db.dsn) as conn:
+        kept = {(r[0], r[1]): r[2] for r in conn.execute(
+            "SELECT table_name, range_no, rows FROM migwatch.load_ranges "
+            "WHERE migration_id = %s AND done",
+            [migration_id])}
 
     summary = migration_pipeline(spec_path, migration_id)
     writer.halt.set()
     writer.join(30)
     assert summary["go"], summary["reasons"]
     caught_up_equal(source_db.dsn, target_db.dsn)
+    with psycopg.connect(target_db.dsn) as conn:  # the ranges loaded before were not again
+        after = {(r[0], r[1]): r[2] for r in conn.execute(
+            "SELECT table_name, range_no, rows FROM migwatch.load_ranges "
+            "WHERE migration_id = %s AND done",
+            [migration_id])}
+    assert len(after) == planned and all(after[n] == rows for n, rows in kept.items())
+
+
+def test_a_load_into_mongodb_killed_midway_resumes_and_ends_equal(
+        stack: Stack, source_db: PgDatabase, mongo_db: str, migration_id: str,
+        cleanup: list[MigrationSpec], tmp_path: Path) -> None:
+    """On MongoDB a range's inserts are not one transaction: the range cut off is loaded
+    again by key (replacing what it had inserted), and the replay deletes what the source
+    deleted since — every source key a document, nothing else."""
+    from pymongo import MongoClient
+
+    workload.init(source_db.dsn, 20_000)  # order_items 10,000, orders 6,000 rows: 16 ranges
+    spec = make_spec(source_db, mongo_endpoint(stack, mongo_db), SHOP, stack, **FAST,
+                     snapshot={"method": "copy", "copy_workers": 1, "split_rows": 1000,
+                               "poll_interval_seconds": 1})
+    cleanup.append(spec)
+    spec_path = write_spec(spec, tmp_path / "spec.yaml")
+    writer = Writer(source_db.dsn, rate=20)
+    writer.start()
+    client: MongoClient[Any] = MongoClient(stack.address("ferretdb"))
+    ranges = client[mongo_db]["migwatch_load_ranges"]
+    try:
+        proc = subprocess.Popen([".venv/bin/migwatch", "run", spec_path, "--migration-id",
+                                 migration_id], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ranges.count_documents({"done": True}) >= 3:
+                break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        done, planned = ranges.count_documents({"done": True}), ranges.count_documents({})
+        assert 3 <= done < planned, (done, planned)
+
+        summary = migration_pipeline(spec_path, migration_id)
+        writer.halt.set()
+        writer.join(30)
+        assert summary["go"], summary["reasons"]
+        for table, key in (("orders", "id"), ("order_items", "order_id, line_no")):
+            deadline = time.monotonic() + 60
+            while True:
+                with psycopg.connect(source_db.dsn) as conn:
+                    ids = {tuple(r) for r in conn.execute(sql.SQL("SELECT {} FROM {}").format(
+                        sql.SQL(key), sql.Identifier("public", table)))}
+                docs = {tuple(d["_id"].values()) if isinstance(d["_id"], dict) else (d["_id"],)
+                        for d in client[mongo_db][table].find({}, {"_id": 1})}
+                if docs == ids or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
+            assert docs == ids, table
+    finally:
+        client.close()

@@ -4,8 +4,9 @@ land in the form `values.py` defines, which its validation side compares by."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from migwatch import names
 from migwatch.batches import SourceRows
@@ -22,6 +23,9 @@ from migwatch.targets.mongo.values import (
     supports_decimal128,
 )
 from migwatch.targets.mongo.writer import MongoWriter
+
+if TYPE_CHECKING:
+    from migwatch.load.ranges import KeyRange
 
 
 class MongoTarget(Target):
@@ -43,6 +47,14 @@ class MongoTarget(Target):
 
     def session(self, application: str, timeout_ms: int | None = None) -> TargetSession:
         return MongoSession(self.spec, application, timeout_ms)
+
+    @contextmanager
+    def _database(self, appname: str = "migwatch-load") -> Iterator[Any]:
+        client = mongo.client(self.endpoint, appname=appname, tz_aware=False)
+        try:
+            yield client[self.endpoint.database]
+        finally:
+            client.close()
 
     def ping(self) -> None:
         client = mongo.client(self.endpoint, appname="migwatch-preflight", select_ms=5000,
@@ -202,12 +214,31 @@ class MongoTarget(Target):
                 MongoSide(coll, form, columns, on_rows=on_rows, keep_limit=keep_limit))
 
     def load_table(self, migration_id: str, table: TableSpec, info: pg.TableInfo,
-                   source: Any, empty_first: bool,
+                   source: Any, empty_first: bool, key_range: KeyRange | None = None,
+                   resumed: bool = False,
                    on_rows: Callable[[int, int], None] | None = None) -> int:
         from migwatch.targets.mongo.load import load_into
 
         return load_into(self.spec, migration_id, table, info, source, empty_first,
-                         on_rows)
+                         key_range, upsert=resumed and key_range is not None, on_rows=on_rows)
+
+    def load_plan(self, migration_id: str, table: str) -> list[KeyRange]:
+        from migwatch.targets.mongo.load import read_plan
+
+        with self._database() as db:
+            return read_plan(db, migration_id, table)
+
+    def save_load_plan(self, migration_id: str, table: str, ranges: list[KeyRange]) -> None:
+        from migwatch.targets.mongo.load import save_plan
+
+        with self._database() as db:
+            save_plan(db, migration_id, table, ranges)
+
+    def finish_load(self, migration_id: str, table: str, rows: int) -> None:
+        from migwatch.targets.mongo.load import record_loaded
+
+        with self._database() as db, mongo.translated(f"target: record {table} loaded"):
+            record_loaded(db, migration_id, table, rows)
 
     def migrations_backend(self) -> Any:
         from migwatch.targets.mongo.migrations import MongoBackend

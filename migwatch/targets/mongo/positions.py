@@ -57,7 +57,8 @@ def read_schema_changes(db: Any, migration_id: str) -> list[SchemaChange]:
 def clear_positions(db: Any, migration_id: str) -> int:
     removed = int(db[names.SCHEMA_CHANGES_COLLECTION].delete_many(
         {"migration_id": migration_id}).deleted_count)
-    for name in (names.POSITION_COLLECTION, names.OFFSETS_COLLECTION):
+    for name in (names.POSITION_COLLECTION, names.OFFSETS_COLLECTION,
+                 names.LOAD_RANGES_COLLECTION):
         removed += int(db[name].delete_many({"_id.migration_id": migration_id}).deleted_count)
     return removed
 
@@ -102,9 +103,10 @@ class MongoSession(TargetSession):
 
     def clear_table_positions(self, migration_id: str, tables: Sequence[str]) -> int:
         with mongo.translated("target: clear positions of tables"):
-            return int(self.db[names.POSITION_COLLECTION].delete_many(
+            return sum(int(self.db[name].delete_many(
                 {"_id.migration_id": migration_id, "_id.table_name": {"$in": list(tables)}}
-            ).deleted_count)
+            ).deleted_count) for name in (names.POSITION_COLLECTION,
+                                          names.LOAD_RANGES_COLLECTION))
 
     def schema_changes(self, migration_id: str) -> list[SchemaChange]:
         return read_schema_changes(self.db, migration_id)

@@ -21,6 +21,7 @@ from migwatch.targets.postgres.positions import PostgresSession, clear_positions
 from migwatch.targets.postgres.writer import PostgresWriter, may_set_replica_role
 
 if TYPE_CHECKING:
+    from migwatch.load.ranges import KeyRange
     from migwatch.validation.model import SchemaCheck
 
 
@@ -114,12 +115,29 @@ class PostgresTarget(Target):
         return done
 
     def load_table(self, migration_id: str, table: TableSpec, info: pg.TableInfo,
-                   source: Any, empty_first: bool,
+                   source: Any, empty_first: bool, key_range: KeyRange | None = None,
+                   resumed: bool = False,
                    on_rows: Callable[[int, int], None] | None = None) -> int:
         from migwatch.targets.postgres.load import copy_into
 
+        # a range is one transaction with its record: a cut-off one left nothing to replace
         return copy_into(self.endpoint, migration_id, table, info, source, empty_first,
-                         on_rows)
+                         key_range, on_rows)
+
+    def load_plan(self, migration_id: str, table: str) -> list[KeyRange]:
+        from migwatch.targets.postgres.load import read_plan
+
+        return read_plan(self.endpoint, migration_id, table)
+
+    def save_load_plan(self, migration_id: str, table: str, ranges: list[KeyRange]) -> None:
+        from migwatch.targets.postgres.load import save_plan
+
+        save_plan(self.endpoint, migration_id, table, ranges)
+
+    def finish_load(self, migration_id: str, table: str, rows: int) -> None:
+        from migwatch.targets.postgres.load import finish
+
+        finish(self.endpoint, migration_id, table, rows)
 
     def invalid_indexes(self) -> list[str]:
         tables = [t.target_parts for t in self.spec.tables]

@@ -24,6 +24,7 @@ _COLUMNS = ("table_name", "source_ts_ms", "lsn", "events", "snapshot_rows", "sna
 POSITIONS = sql.Identifier(names.POSITION_SCHEMA, names.POSITION_TABLE)
 OFFSETS = sql.Identifier(names.POSITION_SCHEMA, names.OFFSETS_TABLE)
 SCHEMA_CHANGES = sql.Identifier(names.POSITION_SCHEMA, names.SCHEMA_CHANGES_TABLE)
+LOAD_RANGES = sql.Identifier(names.POSITION_SCHEMA, names.LOAD_RANGES_TABLE)
 
 
 def ensure_tables(conn: Any) -> None:
@@ -47,6 +48,12 @@ def ensure_tables(conn: Any) -> None:
         "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, migration_id text NOT NULL,"
         " seen_at timestamptz NOT NULL DEFAULT clock_timestamp(), table_name text NOT NULL,"
         " outcome text NOT NULL, changes jsonb NOT NULL, note text)").format(SCHEMA_CHANGES))
+    conn.execute(sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} (migration_id text NOT NULL, table_name text NOT NULL,"
+        " range_no integer NOT NULL, range_count integer NOT NULL, key_column text NOT NULL,"
+        " low text, high text, rows bigint NOT NULL DEFAULT 0,"
+        " done boolean NOT NULL DEFAULT false,"
+        " PRIMARY KEY (migration_id, table_name, range_no))").format(LOAD_RANGES))
 
 
 def record_schema_change(conn: Any, migration_id: str, record: SchemaChange) -> None:
@@ -93,7 +100,8 @@ def read_positions(conn: Any, migration_id: str, tables: Sequence[str] | None = 
 def clear_positions(conn: Any, migration_id: str) -> int:
     """Delete the migration's position and offset rows (in the caller's transaction)."""
     removed = 0
-    for table in (names.POSITION_TABLE, names.OFFSETS_TABLE, names.SCHEMA_CHANGES_TABLE):
+    for table in (names.POSITION_TABLE, names.OFFSETS_TABLE, names.SCHEMA_CHANGES_TABLE,
+                  names.LOAD_RANGES_TABLE):
         if pg.table_exists(conn, names.POSITION_SCHEMA, table):
             removed += conn.execute(sql.SQL("DELETE FROM {} WHERE migration_id = %s").format(
                 sql.Identifier(names.POSITION_SCHEMA, table)), [migration_id]).rowcount
@@ -136,11 +144,14 @@ class PostgresSession(TargetSession):
 
     def clear_table_positions(self, migration_id: str, tables: Sequence[str]) -> int:
         with pg.translated("target: clear positions of tables"):
-            if not pg.table_exists(self.conn, names.POSITION_SCHEMA, names.POSITION_TABLE):
-                return 0
-            return int(self.conn.execute(sql.SQL(
-                "DELETE FROM {} WHERE migration_id = %s AND table_name = ANY(%s)").format(
-                POSITIONS), [migration_id, list(tables)]).rowcount)
+            removed = 0
+            for name in (names.POSITION_TABLE, names.LOAD_RANGES_TABLE):
+                if pg.table_exists(self.conn, names.POSITION_SCHEMA, name):
+                    removed += int(self.conn.execute(sql.SQL(
+                        "DELETE FROM {} WHERE migration_id = %s AND table_name = ANY(%s)").format(
+                        sql.Identifier(names.POSITION_SCHEMA, name)),
+                        [migration_id, list(tables)]).rowcount)
+            return removed
 
     def schema_changes(self, migration_id: str) -> list[SchemaChange]:
         return read_schema_changes(self.conn, migration_id)
