@@ -146,6 +146,7 @@ def make_spec(stack: Stack, source: Db, target: Db, batch_size: int) -> Migratio
         "tables": SHOP,
         "kafka": {"bootstrap_servers": f"{s.host}:{s.kafka_port}", "batch_size": batch_size},
         "connect": {"url": s.url(s.connect_port), "overrides": TOPIC_OVERRIDES},
+        "snapshot": {"method": "debezium"},  # the snapshot's events are the bench's input
     })
 
 

@@ -44,7 +44,8 @@ def spec_for(db: str, overrides: dict[str, str]) -> MigrationSpec:
                 "user": "migwatch", "password": {"env": PASSWORD_ENV}}
 
     return parse_spec({"source": endpoint(15432), "target": endpoint(15433),
-                       "tables": ["public.orders"], "connect": {"overrides": overrides}})
+                       "tables": ["public.orders"], "connect": {"overrides": overrides},
+                       "snapshot": {"method": "debezium"}})  # events from its snapshot
 
 
 def read_all(topic: str, want: int, timeout: float = 300) -> tuple[list[bytes], float]:

@@ -165,7 +165,8 @@ def main() -> int:
         "connect": {"url": stack.address("kafka-connect")},
         "metrics": {"pushgateway_url": stack.address("pushgateway"),
                     "prometheus_url": stack.address("prometheus")},
-        "supervision": {"check_interval_seconds": 5}})
+        "supervision": {"check_interval_seconds": 5},
+        "snapshot": {"method": "debezium"}})  # the connector is driven directly
     spec_file = Path(f"/tmp/{mid}.yaml")
     spec_file.write_text(yaml.safe_dump(orjson.loads(spec.model_dump_json(exclude_none=True))))
     soak = Soak(stack, source, target, mid)

@@ -347,13 +347,12 @@ class SnapshotSpec(_Model):
     poll_interval_seconds: float = Field(default=2, gt=0)
     #: secondary indexes built at once after the load (one target connection each)
     index_workers: int = Field(default=2, ge=1, le=32)
-    #: how the initial load runs: `copy` — every table read straight from a slot's exported
-    #: snapshot (COPY into a PostgreSQL target, batched inserts into MongoDB), then Debezium
-    #: streams from that slot without a snapshot of its own (`migwatch.load`, docs/
-    #: initial-load.md); `debezium` — Debezium's snapshot, every row an event through Kafka
-    #: and the applier (the default until the whole suite runs on `copy`; the example spec
-    #: and the demo use `copy`)
-    method: Literal["debezium", "copy"] = "debezium"
+    #: how the initial load runs: `copy` (the default) — every table read straight from a
+    #: slot's exported snapshot (COPY into a PostgreSQL target, batched inserts into MongoDB),
+    #: then Debezium streams from that slot without a snapshot of its own (`migwatch.load`,
+    #: docs/initial-load.md); `debezium` — Debezium's snapshot, every row an event through
+    #: Kafka and the applier
+    method: Literal["debezium", "copy"] = "copy"
     #: tables copied at once (one source and one target connection each)
     copy_workers: int = Field(default=2, ge=1, le=32)
     #: a table estimated above this many rows is copied as key ranges (one per this many

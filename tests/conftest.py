@@ -122,7 +122,9 @@ def migration_id() -> str:
 
 def make_spec(source: PgDatabase, target: PgDatabase | dict[str, Any], tables: list[Any],
               stack: Stack, **extra: Any) -> MigrationSpec:
-    """A spec pointing at the stack for the given databases."""
+    """A spec pointing at the stack for the given databases. Its initial load is Debezium's
+    snapshot unless `snapshot={"method": "copy"}`: most tests drive the connector directly
+    (`ensure_connector`), which only Debezium's snapshot loads; the COPY load has its own."""
     s = stack.s
     data: dict[str, Any] = {
         "source": source.endpoint(),
@@ -132,6 +134,7 @@ def make_spec(source: PgDatabase, target: PgDatabase | dict[str, Any], tables: l
         "connect": {"url": s.url(s.connect_port)},
         "metrics": {"pushgateway_url": s.url(s.pushgateway_port),
                     "prometheus_url": s.url(s.prometheus_port)},
+        "snapshot": {"method": "debezium"},
     }
     for key, value in extra.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value

@@ -33,7 +33,7 @@ MIGWATCH = str(Path(sys.executable).parent / "migwatch")
 SHOP = list(workload.SHOP_TABLES)
 FAST = {"monitor": {"poll_interval_seconds": 1, "consecutive_polls": 3, "window_size": 6,
                     "timeout_seconds": 300},
-        "snapshot": {"poll_interval_seconds": 1}}
+        "snapshot": {"poll_interval_seconds": 1, "method": "copy"}}  # the default load
 PASSWORD = "least-privilege-pw"
 
 

@@ -83,7 +83,7 @@ def test_names_and_defaults_come_from_the_spec_and_the_migration_id() -> None:
     assert config["topic.prefix"] == names.topic_prefix(MID) == "migwatch.abc-123"
     assert config["slot.name"] == config["publication.name"] == "migwatch_abc_123"
     assert config["publication.autocreate.mode"] == "filtered"
-    assert config["snapshot.mode"] == "initial"
+    assert config["snapshot.mode"] == "no_data"  # the COPY load is the default
     assert config["heartbeat.interval.ms"] == "1500"
     assert config["skipped.operations"] == "none"
     assert config["decimal.handling.mode"] == "string"
@@ -213,8 +213,9 @@ def test_a_password_is_written_as_java_properties_read_it(value: str, escaped: s
 
 
 def test_a_load_by_copy_leaves_debezium_to_stream_only() -> None:
-    assert connector_config(spec(["public.t"]), MID)["snapshot.mode"] == "initial"
-    copied = spec(["public.t"], snapshot={"method": "copy"})
+    debezium = spec(["public.t"], snapshot={"method": "debezium"})
+    assert connector_config(debezium, MID)["snapshot.mode"] == "initial"
+    copied = spec(["public.t"])
     assert connector_config(copied, MID)["snapshot.mode"] == "no_data"
     mongo = spec(["public.t"], snapshot={"method": "copy"},
                  target={"kind": "mongodb", "port": 27017, "database": "shop2"})

@@ -16,6 +16,7 @@ from migwatch.config import Endpoint, TableSpec
 from migwatch.connectors import postgres as pg
 from migwatch.load.ranges import KeyRange
 from migwatch.targets.postgres.positions import LOAD_RANGES, POSITIONS, ensure_tables
+from migwatch.targets.postgres.writer import may_set_replica_role
 
 APPLICATION = "migwatch-load"
 #: the loader's threads create the position table once, not in a race (CREATE SCHEMA IF NOT
@@ -52,9 +53,11 @@ def _copy_into(endpoint: Endpoint, migration_id: str, table: TableSpec, cols: sq
             conn.commit()
         for statement in pg.COPY_SESSION:
             conn.execute(statement)
-        # the applier writes as replication does: the target's triggers and foreign keys
-        # do not fire on replicated rows (post-data objects are built after the load anyway)
-        conn.execute("SET session_replication_role = replica")
+        # as the applier writes (and only where it may: the pre-flight refused a target
+        # whose triggers or foreign keys would fire without it) — replicated rows fire no
+        # trigger or foreign key (post-data objects are built after the load anyway)
+        if may_set_replica_role(conn):
+            conn.execute("SET session_replication_role = replica")
         if empty_first:
             conn.execute(sql.SQL("TRUNCATE {}").format(target))
         with conn.cursor() as cur:
