@@ -359,6 +359,9 @@ class SnapshotSpec(_Model):
     #: rows, on the first key column) side by side, each recorded as it lands so a cut-off
     #: load resumes with the ranges left (`migwatch.load.ranges`)
     split_rows: int = Field(default=1_000_000, ge=1000)
+    #: the copy rate per worker the pre-flight estimate of the load's time assumes (this
+    #: machine's bench: ~35 MiB/s into PostgreSQL; MongoDB is slower)
+    estimate_mib_per_second: float = Field(default=30, gt=0)
     #: how long creating the slot may wait for transactions open on the source
     slot_timeout_seconds: float = Field(default=60, gt=0)
 

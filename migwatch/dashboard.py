@@ -87,6 +87,10 @@ def queries(spec: MigrationSpec | None = None) -> list[PanelQuery]:
         PanelQuery(
             "Caught up", f"max {promql.by(m.CAUGHT_UP, 'migration_id')} ({_sel(m.CAUGHT_UP)})"
         ),
+        PanelQuery(
+            "Initial load (rows/s)",
+            f"max {promql.by(m.LOAD_THROUGHPUT, 'migration_id')} ({_sel(m.LOAD_THROUGHPUT)})",
+        ),
     ]
 
 
@@ -147,7 +151,8 @@ def _stat(q: PanelQuery, legend: str, steps: dash.ThresholdsConfig, width: int =
 def build(spec: MigrationSpec | None = None) -> model.Dashboard:
     """The dashboard model (data lag thresholds from the spec, 60/300 s by default)."""
     lag = data_lag_threshold(spec.monitor if spec is not None else MonitorSpec())
-    progress, data_lag, errors, consumer, table_lag, mismatches, dlq, caught_up = queries(spec)
+    (progress, data_lag, errors, consumer, table_lag, mismatches, dlq, caught_up,
+     load) = queries(spec)
     caught_up_map = model.ValueMap(
         options={
             "0": model.ValueMappingResult(text="catching up", color="orange", index=0),
@@ -197,6 +202,7 @@ def build(spec: MigrationSpec | None = None) -> model.Dashboard:
             )
         )
         .with_panel(_series(progress, "{{migration_id}} {{table_name}}", "short"))
+        .with_panel(_series(load, "{{migration_id}}", "short"))
         .with_panel(_series(table_lag, "{{migration_id}} {{source_table}}", "s"))
         .with_panel(_series(consumer, "{{migration_id}} {{topic}}[{{partition}}]", "short"))
         .with_panel(_series(errors, "{{migration_id}} {{stage}} {{error_type}}", "short", 24))

@@ -319,7 +319,8 @@ def load_by_copy(spec: MigrationSpec, migration_id: str) -> dict[str, Any]:
     once a second, a table artifact lists each table when done. A retry (or a run started
     again) resumes it: loaded tables stay, the others are copied again."""
     from migwatch.load import run as copy_load
-    from migwatch.load.progress import LoadView
+    from migwatch.load.estimate import estimate
+    from migwatch.load.progress import LoadView, save_view
 
     logger = get_run_logger()
     key = artifact_key("load", migration_id)
@@ -335,6 +336,7 @@ def load_by_copy(spec: MigrationSpec, migration_id: str) -> dict[str, Any]:
         shown[0] = pct
         update_progress_artifact(progress_id, progress=pct,
                                  description=f"initial load by COPY: {view.describe()}")
+        save_view(migration_id, view)  # for a terminal watching the run
         if time.monotonic() - logged[0] >= 15:
             logger.info("load %s: %s", migration_id, view.describe())
             logged[0] = time.monotonic()
@@ -343,6 +345,11 @@ def load_by_copy(spec: MigrationSpec, migration_id: str) -> dict[str, Any]:
         logger.info("load %s: %s copied, %d rows in %.1fs", migration_id, t.table, t.rows,
                     t.seconds)
 
+    if not copy_load.streaming(spec, migration_id):
+        guess = estimate(spec)
+        logger.info("%s", guess.describe())
+        for warning in guess.warnings():
+            logger.warning("load %s: %s", migration_id, warning)
     result = copy_load.load(spec, migration_id, on_table=on_table, on_progress=on_progress)
     update_progress_artifact(progress_id, progress=100.0,
                              description=f"initial load by COPY: {result.rows:,} rows in "

@@ -12,11 +12,13 @@ import time
 from typing import Any
 
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from migwatch import names, runs
 from migwatch.config import MigrationSpec
 from migwatch.errors import MigwatchError
+from migwatch.load.progress import bar, read_view
 from migwatch.runs import STAGES
 
 _STYLE = {"completed": "green", "failed": "bold red", "running": "yellow"}
@@ -82,7 +84,8 @@ class PipelineView:
                     lag = max(0.0, time.time() - every.source_ts_ms / 1000)
         except MigwatchError:
             pass
-        return {"stages": stages, "applied": applied, "lag": lag,
+        loading = read_view(self.migration_id) if stages.get("migrate") == "running" else None
+        return {"stages": stages, "applied": applied, "lag": lag, "load": loading,
                 "written": getattr(self.writer, "done_ops", None),
                 "writing": getattr(self.writer, "running", False),
                 "elapsed": time.monotonic() - self.started}
@@ -96,6 +99,10 @@ class PipelineView:
             status = st["stages"].get(name, "waiting")
             table.add_row(name, f"[{_STYLE.get(status, 'dim')}]{status}[/]")
         table.add_section()
+        if st["load"] is not None:
+            view = st["load"]
+            table.add_row("initial load", f"{bar(view.ratio)} {view.ratio:.0%}")
+            table.add_row("", escape(view.describe()))
         if st["written"] is not None:
             table.add_row("source writes", f"{st['written']:,} ops"
                           + (" (writing)" if st["writing"] else " (stopped)"))
@@ -108,6 +115,8 @@ class PipelineView:
     def _line(self, st: dict[str, Any]) -> str:
         stages = " ".join(f"{n}={st['stages'].get(n, 'waiting')}" for n in STAGES)
         extra = []
+        if st["load"] is not None:
+            extra.append(f"load={st['load'].ratio:.0%} ({st['load'].rows:,} rows)")
         if st["written"] is not None:
             extra.append(f"written={st['written']}")
         if st["applied"] is not None:

@@ -63,8 +63,11 @@ def run(
     api = use_stack_prefect()
     console.print(f"migration run [bold]{mid}[/]" + (f" (Prefect API {api})" if api else ""),
                   highlight=False)
+    from migwatch.cli._live import PipelineView
+
     try:
-        summary = run_pipeline(spec, mid, reset_target=reset_target)
+        with PipelineView(console, load_spec(spec), mid):  # stages, the load's bar, lag
+            summary = run_pipeline(spec, mid, reset_target=reset_target)
     except MigwatchError:
         print_report_paths(mid)  # a no-go run has its report too: say where
         raise

@@ -4,10 +4,12 @@ caller reads a `LoadView` once a second (Prefect artifacts and metrics from its 
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class TableView:
 class LoadView:
     tables: tuple[TableView, ...]
     seconds: float
+    #: what the load holds on the source (`estimate.SourceHold.describe`), when known
+    held: str = ""
 
     @property
     def rows(self) -> int:
@@ -63,9 +67,10 @@ class LoadView:
     def describe(self) -> str:
         done = sum(1 for t in self.tables if t.done)
         eta = "" if self.eta_seconds is None else f", ETA {self.eta_seconds:.0f}s"
+        held = f"; {self.held}" if self.held else ""
         return (f"{done} of {len(self.tables)} table(s) loaded; {self.rows:,} of "
                 f"~{self.estimate:,} rows, {self.bytes / 1048576:.1f} MiB; "
-                f"{self.rows_per_second:,.0f} rows/s{eta}")
+                f"{self.rows_per_second:,.0f} rows/s{eta}{held}")
 
 
 class LoadProgress:
@@ -100,3 +105,34 @@ class LoadProgress:
                           t in self._ended,
                           round(self._ended.get(t, now) - self._begun.get(t, now), 3))
                 for t in self._rows), round(now - self._started, 3))
+
+
+#: the load's latest view in the run folder, for whoever watches the run (`migwatch run`'s bar)
+VIEW_FILE = "load-progress.json"
+
+
+def save_view(migration_id: str, view: LoadView) -> None:
+    from migwatch.runs import run_dir
+
+    path = run_dir(migration_id) / VIEW_FILE
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({**asdict(view), "ratio": view.ratio,
+                               "eta_seconds": view.eta_seconds}))
+    tmp.replace(path)  # atomic: a reader never sees half of it
+
+
+def read_view(migration_id: str) -> LoadView | None:
+    from migwatch.runs import run_dir
+
+    try:
+        doc = json.loads((run_dir(migration_id) / VIEW_FILE).read_text())
+        return LoadView(tuple(TableView(**t) for t in doc["tables"]), doc["seconds"],
+                        doc.get("held", ""))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def bar(ratio: float, width: int = 24) -> str:
+    """A text bar: `█` for what is done, `░` for the rest."""
+    full = round(max(0.0, min(1.0, ratio)) * width)
+    return "█" * full + "░" * (width - full)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
@@ -15,12 +15,16 @@ from migwatch import metrics, names, positions
 from migwatch.config import MigrationSpec, TableSpec
 from migwatch.connectors import postgres as pg
 from migwatch.errors import ConfigError, PermanentError
+from migwatch.load.estimate import hold
 from migwatch.load.progress import LoadProgress, LoadView
 from migwatch.load.ranges import KeyRange
 from migwatch.load.ranges import plan as plan_ranges
 from migwatch.load.slot import APPLICATION, ExportedSlot, ensure_publication, slot_exists
 from migwatch.snapshot import source_estimates
 from migwatch.targets import engine_for
+
+#: seconds between two looks at what the load holds on the source
+HOLD_EVERY = 5.0
 
 
 def by_copy(spec: MigrationSpec) -> bool:
@@ -53,7 +57,7 @@ class LoadResult:
         return sum(t.rows for t in self.tables)
 
 
-def _streaming(spec: MigrationSpec, migration_id: str) -> bool:
+def streaming(spec: MigrationSpec, migration_id: str) -> bool:
     from migwatch.connectors.connect import ConnectClient
 
     with ConnectClient(spec.connect.url) as client:
@@ -78,7 +82,7 @@ def load(spec: MigrationSpec, migration_id: str,
         raise ConfigError("the initial load is read straight from the source only with "
                           "snapshot.method: copy", field="snapshot.method")
     started = time.monotonic()
-    if _streaming(spec, migration_id):
+    if streaming(spec, migration_id):
         # the initial load is over once Debezium streams (its connector is made after the
         # load): a table added to the spec later is loaded by Debezium's incremental snapshot
         result = LoadResult(resumed=True)
@@ -195,8 +199,11 @@ def _copy_all(spec: MigrationSpec, migration_id: str, pieces: Sequence[Piece],
     earlier = {p.table.source: sum(r.rows for r in p.plan if r.done) for p in pieces}
     rows = dict(earlier)
     out: list[TableLoad] = []
+    held, held_at = "", 0.0
     with ThreadPoolExecutor(max_workers=spec.snapshot.copy_workers,
-                            thread_name_prefix="mw-load") as pool:
+                            thread_name_prefix="mw-load") as pool, \
+            pg.connect_endpoint(spec.source, "source", autocommit=True,
+                                application="migwatch-load-watch") as watcher:
         futures = {pool.submit(load_table, spec, migration_id, p, snapshot, progress): p
                    for p in pieces}
         pending = set(futures)
@@ -217,7 +224,10 @@ def _copy_all(spec: MigrationSpec, migration_id: str, pieces: Sequence[Piece],
                 out.append(loaded)
                 if on_table is not None:
                     on_table(loaded)
-            view = progress.view()
+            if time.monotonic() - held_at >= HOLD_EVERY:
+                held, held_at = hold(watcher, migration_id, APPLICATION).describe(), \
+                    time.monotonic()
+            view = replace(progress.view(), held=held)
             metrics.LOAD_THROUGHPUT.labels(migration_id).set(view.rows_per_second)
             if on_progress is not None:
                 on_progress(view)

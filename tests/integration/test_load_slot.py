@@ -9,7 +9,8 @@ import pytest
 
 from migwatch import capture, names
 from migwatch.errors import TransientError
-from migwatch.load.slot import ExportedSlot, ensure_publication
+from migwatch.load.estimate import KEEP_MARGIN, LoadEstimate, estimate, hold
+from migwatch.load.slot import APPLICATION, ExportedSlot, ensure_publication
 from migwatch.stack import Stack
 from tests.conftest import PgDatabase, make_spec
 
@@ -33,10 +34,18 @@ def test_the_exported_snapshot_shows_the_state_at_the_slot_and_lives_with_its_ho
     try:
         with source_db.connect() as conn:
             conn.execute("INSERT INTO public.t VALUES (11)")  # after the slot: not in it
+        for i in range(12, 17):  # five more transactions the held horizon falls behind by
+            with source_db.connect() as conn:
+                conn.execute("INSERT INTO public.t VALUES (%s)", [i])
+        with psycopg.connect(source_db.dsn, autocommit=True) as conn:
+            held = hold(conn, migration_id, APPLICATION)
+        assert held.xmin_age >= 6 and held.wal_bytes > 0, held
+        assert "xmin horizon" in held.describe()
         with psycopg.connect(source_db.dsn) as conn:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.execute(f"SET TRANSACTION SNAPSHOT '{holder.snapshot}'")
-            assert conn.execute("SELECT count(*) FROM public.t").fetchone()[0] == 10  # type: ignore[index]
+            assert conn.execute("SELECT count(*) FROM public.t WHERE id <= 11"
+                                ).fetchone()[0] == 10  # type: ignore[index]
     finally:
         holder.close()
     with psycopg.connect(source_db.dsn) as conn:  # the holder gone, its snapshot is too
@@ -66,3 +75,25 @@ def test_a_slot_waiting_on_an_open_transaction_is_cancelled_naming_it(
     with source_db.connect() as conn:
         assert conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s",
                             [names.slot_name(migration_id)]).fetchone()[0] == 0  # type: ignore[index]
+
+
+def test_the_load_estimate_measures_the_source_and_warns_near_the_slot_wal_limit(
+        stack: Stack, source_db: PgDatabase, target_db: PgDatabase) -> None:
+    with source_db.connect() as conn:
+        conn.execute("CREATE TABLE public.t (id int PRIMARY KEY, v text)")
+        conn.execute("INSERT INTO public.t SELECT g, repeat('x', 200) FROM generate_series(1, "
+                      "20000) g")
+    spec = make_spec(source_db, target_db, ["public.t"], stack,
+                     snapshot={"estimate_mib_per_second": 2, "copy_workers": 1})
+    guess = estimate(spec, sample_seconds=0.2)
+    with source_db.connect() as conn:
+        size, keep = conn.execute(  # type: ignore[misc]
+            "SELECT pg_table_size('public.t'), "
+            "pg_size_bytes(current_setting('max_slot_wal_keep_size'))").fetchone()
+    assert guess.table_bytes == size and guess.load_seconds == size / (2 * 1048576)
+    assert guess.wal_bytes_per_second >= 0 and guess.keep_bytes == keep  # the stack's 4 GB
+    assert "max_slot_wal_keep_size 4,096.0 MiB" in guess.describe() and guess.warnings() == []
+    # the verdict itself, against a limit the WAL held would pass
+    near = LoadEstimate(size, 100, 1048576, keep_bytes=int(100 * 1048576 / KEEP_MARGIN) - 1)
+    assert "max_slot_wal_keep_size" in near.warnings()[0]
+    assert LoadEstimate(size, 100, 1048576, keep_bytes=10**12).warnings() == []

@@ -124,6 +124,7 @@ def observed(stack: Stack) -> Iterator[dict[str, Any]]:
             m.MIGRATION_DATA_LAG.labels(mid).set(7)
             m.CAUGHT_UP.labels(mid).set(1)
             m.SNAPSHOT_PROGRESS.labels(mid, "public.orders").set(1.0)
+            m.LOAD_THROUGHPUT.labels(mid).set(1234)
             p.push()
             wait_for(client, lag, lag_is(7))
             time.sleep(2.5)  # one more scrape of the second values
@@ -138,7 +139,7 @@ def test_every_panel_query_runs_on_prometheus_and_returns_data(
     mid = observed["id"]
     exported = promql.exported_names()
     panels = dashboard.panel_exprs(dashboard.dashboard_json())
-    assert len(panels) == 8
+    assert len(panels) == 9
     for q in panels:
         assert promql.metric_names(q.expr) <= exported, q.title
         # Grafana interpolates the variable as a regex; use the test's id the same way
@@ -159,6 +160,7 @@ def test_panel_values_are_the_pushed_ones(observed: dict[str, Any], prom: Promet
     }
     assert values["Data lag"][0].value == 7
     assert values["Caught up"][0].value == 1
+    assert values["Initial load (rows/s)"][0].value == 1234
     assert values["Dead-lettered events"][0].value == 3
     assert values["Validation mismatches (rows)"][0].value == 2
     (partition,) = values["Consumer lag per partition (messages)"]

@@ -49,6 +49,7 @@ def test_each_required_panel_is_there_with_its_metric() -> None:
         "Validation mismatches (rows)": "migwatch_validation_mismatched_rows{",
         "Dead-lettered events": "migwatch_dlq_events_total{",
         "Caught up": "migwatch_caught_up{",
+        "Initial load (rows/s)": "migwatch_load_rows_per_second{",
     }
     assert set(by_title) == set(expected)
     for title, fragment in expected.items():
