@@ -14,9 +14,11 @@ module holds the public entry points `up`, `status` and `down`.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
-from migwatch.stack.base import PG_BIN
+from migwatch.errors import StackError
+from migwatch.stack.base import PG_BIN, _tail
 from migwatch.stack.health import HealthChecks
 from migwatch.stack.servers import Servers
 
@@ -54,7 +56,7 @@ class Stack(Servers, HealthChecks):
         self._install(components)
         order = [c for c in COMPONENTS if c in components]
         for name in order:
-            if self._healthy(name, deep=False):
+            if self._running(name):
                 self.echo(f"{name}: already running")
                 continue
             self.echo(f"{name}: starting")
@@ -65,6 +67,31 @@ class Stack(Servers, HealthChecks):
             self._wait(name)
             self.echo(f"{name}: round trip ok ({self.address(name)})")
         return self.status(components)
+
+    def _running(self, name: str, grace: float = 30) -> bool:
+        """Whether `name` runs and answers. A process that holds its pid file but does not
+        answer yet (a previous `up` still starting it, or one going down) gets `grace`
+        seconds: once it has exited it is started again; still there and silent is a
+        StackError naming it, with its log — never a second server on the same port."""
+        deadline = time.monotonic() + grace
+        last = ""
+        while True:
+            pid = self._pid(name)
+            if pid is None:
+                return False
+            try:
+                if self._healthy(name, deep=False):
+                    return True
+            except StackError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a server not answering yet
+                last = str(exc)[:300]
+            if time.monotonic() >= deadline:
+                raise StackError(name, f"process {pid} holds {name}'s pid file but has not "
+                                       f"answered for {grace:.0f}s ({last}): stop it, or "
+                                       "remove its pid file if it is not this stack's",
+                                 log_tail=_tail(self.logs / f"{name}.log"))
+            time.sleep(1)
 
     def status(self, components: tuple[str, ...] = COMPONENTS) -> list[ComponentStatus]:
         out = []

@@ -120,3 +120,30 @@ def test_a_state_folder_the_postgres_user_cannot_reach_is_named() -> None:
         assert f"chmod o+x {private}" in str(refused.value)
         private.chmod(0o755)
         stack._check_reachable_by_pg(private / "state" / "pg")
+
+
+def test_a_pid_file_held_by_a_silent_process_is_waited_for_then_named(tmp_path: Path) -> None:
+    """A component whose pid file names a live process that does not answer (a previous `up`
+    still starting it, or a pid taken by another program) is not taken as running: it is
+    waited for, then refused naming the process — never a raw connection error, never a second
+    server on its port; once that process has gone it counts as not running (to start)."""
+    import socket
+    import subprocess
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    stack = Stack(StackSettings(state_dir=tmp_path, pushgateway_port=port), echo=lambda _m: None)
+    stack.pids.mkdir(parents=True)
+    stack.logs.mkdir(parents=True)
+    (stack.logs / "pushgateway.log").write_text("starting...\n")
+    silent = subprocess.Popen(["sleep", "60"])
+    try:
+        (stack.pids / "pushgateway.pid").write_text(str(silent.pid))
+        with pytest.raises(StackError, match=f"process {silent.pid} holds") as err:
+            stack._running("pushgateway", grace=2)
+        assert "starting..." in str(err.value)  # its log's tail
+    finally:
+        silent.kill()
+        silent.wait()
+    assert stack._running("pushgateway", grace=2) is False
