@@ -21,6 +21,10 @@ def reload(
         None, "--where",
         help="Reload only the rows this SQL condition selects on the source table (e.g. "
              "\"id BETWEEN 1000 AND 2000\"); checked read-only first. Default: every row."),
+    dead_lettered: bool = typer.Option(
+        False, "--dead-lettered",
+        help="Reload the rows whose events were dead-lettered (by their keys), e.g. once the "
+             "cause is fixed: their current state, not the old events."),
     timeout: float = typer.Option(600, help="Seconds to wait for the rows to be applied."),
 ) -> None:
     """Load a table — or the rows a condition selects — again while the migration streams, by
@@ -33,5 +37,6 @@ def reload(
 
     mid = check_migration_id(migration_id)
     result = run_reload(load_spec(spec), mid, table, where, timeout,
-                        on_wait=lambda m: console.print(m, highlight=False))
+                        on_wait=lambda m: console.print(m, highlight=False),
+                        dead_lettered=dead_lettered)
     out.print(result.describe(), highlight=False)

@@ -50,22 +50,38 @@ class ReloadResult:
     #: for — a MongoDB target)
     extras_deleted: int | None
     seconds: float
+    #: the dead-lettered events whose rows were selected (None: not asked for)
+    dead_letters: int | None = None
 
     def describe(self) -> str:
+        if self.dead_letters == 0:
+            return f"{self.table}: no dead-lettered event of it — nothing to reload"
         extras = ("extra rows not looked for on a MongoDB target"
                   if self.extras_deleted is None
                   else f"{self.extras_deleted} extra row(s) deleted")
         where = f" where {self.condition}" if self.condition else ""
+        if self.dead_letters:
+            where = f" ({self.dead_letters} key(s) of dead-lettered events)"
         return (f"{self.table}{where}: {self.source_rows:,} row(s) reloaded by Debezium's "
                 f"incremental snapshot and applied; {extras}; {self.seconds:.1f}s")
 
 
 def reload(spec: MigrationSpec, migration_id: str, table: str, where: str | None = None,
-           timeout: float = 600, on_wait: Callable[[str], None] | None = None) -> ReloadResult:
+           timeout: float = 600, on_wait: Callable[[str], None] | None = None,
+           dead_lettered: bool = False) -> ReloadResult:
     """Reload `table` (a spec name) — the rows `where` (a SQL condition on the source table)
-    selects, or all of them — on a running migration."""
+    selects, the rows whose events were dead-lettered (`dead_lettered`), or all of them — on a
+    running migration."""
     started = time.monotonic()
     spec_table = _spec_table(spec, table)
+    letters = 0
+    if dead_lettered:
+        if where:
+            raise ConfigError("--where and --dead-lettered select the rows each: give one",
+                              field="--where")
+        where, letters = dead_lettered_condition(spec, migration_id, spec_table)
+        if not where:
+            return ReloadResult(spec_table.source, "", 0, 0, 0.0, dead_letters=0)
     if not snapshot_name_ok(spec_table.schema_name, spec_table.name):
         raise ConfigError(f"table {spec_table.source}: Debezium's incremental snapshot cannot "
                           "hold a name with whitespace, a dot or a double quote",
@@ -110,7 +126,8 @@ def reload(spec: MigrationSpec, migration_id: str, table: str, where: str | None
         raise TransientError(f"reload of {spec_table.source}: not applied within "
                              f"{timeout:.0f}s: {why}")
     return ReloadResult(spec_table.source, condition, source_rows, extras,
-                        round(time.monotonic() - started, 3))
+                        round(time.monotonic() - started, 3),
+                        dead_letters=letters if dead_lettered else None)
 
 
 def _spec_table(spec: MigrationSpec, table: str) -> TableSpec:
@@ -202,6 +219,76 @@ def _signal(spec: MigrationSpec, migration_id: str, table: TableSpec, condition:
         conn.execute(sql.SQL("INSERT INTO {} (id, type, data) VALUES (%s, %s, %s)").format(
             sql.Identifier(schema, names.signal_table(migration_id))),
             [str(uuid.uuid4()), "execute-snapshot", json.dumps(data)])
+
+
+#: key column types whose values Debezium's key carries as themselves (JSON numbers, strings,
+#: booleans) and PostgreSQL reads back from a literal; others (times as epoch numbers, bytes as
+#: base64...) are refused — select their rows with --where
+_KEY_TYPES = ("smallint", "integer", "bigint", "text", "character varying", "character",
+              "uuid", "numeric", "boolean", "citext")
+
+
+def key_condition(key: tuple[str, ...], values: list[tuple[Any, ...]]) -> str:
+    """`(k1, k2) IN ((v, v), …)` — identifiers quoted, values as literals."""
+    cols = sql.SQL(", ").join(sql.Identifier(k) for k in key)
+    rows = sql.SQL(", ").join(
+        sql.SQL("({})").format(sql.SQL(", ").join(sql.Literal(v) for v in row))
+        for row in sorted(set(values), key=repr))
+    return sql.SQL("({}) IN ({})").format(cols, rows).as_string(None)
+
+
+def dead_lettered_condition(spec: MigrationSpec, migration_id: str,
+                            table: TableSpec) -> tuple[str, int]:
+    """The condition selecting the rows of `table` whose events are in the migration's DLQ
+    topic ("" when none are), and how many such rows (keys) there are."""
+    with pg.connect_endpoint(spec.source, "source", autocommit=True,
+                             application=APPLICATION) as src, \
+            pg.translated(f"source: key of {table.source}"):
+        info = pg.describe_table(src, table.schema_name, table.name)
+    if info is None or not info.primary_key:
+        raise ConfigError(f"table {table.source}: no key to find its dead-lettered rows by",
+                          field="--table")
+    types = {c.name: (c.base or c.type).split("(")[0] for c in info.columns}
+    odd = [f"{k} ({types[k]})" for k in info.primary_key if types[k] not in _KEY_TYPES]
+    if odd:
+        raise ConfigError(f"table {table.source}: key column(s) {', '.join(odd)} do not read "
+                          "back from Debezium's key as they are: select the rows with --where",
+                          field="--dead-lettered")
+    topic = names.table_topic(migration_id, table.source)
+    keys: list[tuple[Any, ...]] = []
+    for key, origin in _dead_letters(spec, migration_id):
+        if origin != topic or not isinstance(key, dict):
+            continue
+        keys.append(tuple(key.get(k) for k in info.primary_key))
+    return (key_condition(info.primary_key, keys), len(set(keys))) if keys else ("", 0)
+
+
+def _dead_letters(spec: MigrationSpec, migration_id: str) -> list[tuple[Any, str]]:
+    """(the event's key, the topic it came from) for every record of the DLQ topic."""
+    topic = spec.dlq_topic(migration_id)
+    reader = kafka.consumer(spec.kafka.bootstrap_servers, None)
+    out: list[tuple[Any, str]] = []
+    try:
+        with kafka.translated("dead-letter topic"):
+            found = reader.partitions_for_topic(topic)
+            if not found:
+                return []
+            parts = [TopicPartition(topic, p) for p in found]
+            reader.assign(parts)
+            reader.seek_to_beginning(*parts)
+            ends = reader.end_offsets(parts)
+            while any(reader.position(tp) < end for tp, end in ends.items()):
+                for records in reader.poll(timeout_ms=1000).values():
+                    for rec in records:
+                        origin = dict(rec.headers or []).get("migwatch.topic", b"").decode()
+                        try:
+                            key = json.loads(rec.key) if rec.key else None
+                        except ValueError:
+                            key = None
+                        out.append((key, origin))
+    finally:
+        reader.close()
+    return out
 
 
 def java_regex_literal(text: str) -> str:

@@ -144,6 +144,13 @@ def test_a_load_into_mongodb_with_writes_during_it_ends_equal(
     assert docs == ids
 
 
+def _progress(key: str) -> list[float]:
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[key])))
+    return [float(a.data) for a in found if isinstance(a.data, int | float)]
+
+
 def _done(target_dsn: str, migration_id: str) -> tuple[int, int, int]:
     """(tables loaded, ranges loaded, ranges planned) as the target records them."""
     with psycopg.connect(target_dsn) as conn:
@@ -175,20 +182,26 @@ def test_a_copy_load_killed_midway_resumes_and_ends_equal(
     spec_path = write_spec(spec, tmp_path / "spec.yaml")
     writer = Writer(source_db.dsn)
     writer.start()
+    from prefect.settings import PREFECT_API_URL
+
     cli = [".venv/bin/migwatch", "run", spec_path, "--migration-id", migration_id]
     proc = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True,  # the test's Prefect API: its artifacts
+                            env={**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())})
     deadline = time.monotonic() + 180
     done = (0, 0, 0)
+    shown: list[float] = []  # the progress artifact as the UI reads it while the load runs
     while time.monotonic() < deadline and proc.poll() is None:
         done = _done(target_db.dsn, migration_id)
         if done[1] >= 3:  # biggest first: some of order_items' ranges are in
             break
+        shown += _progress(f"load-{migration_id}")
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(30)
     tables, ranges, planned = _done(target_db.dsn, migration_id)
     assert tables < len(SHOP) and 3 <= ranges < planned, (tables, ranges, planned)
+    assert shown and shown == sorted(shown) and shown[-1] < 100, shown  # never moved back
     with psycopg.connect(stack.pg_dsn("source", source_db.name)) as conn:
         assert conn.execute("SELECT count(*) FROM pg_replication_slots WHERE database = %s",
                             [source_db.name]).fetchone()[0] == 1  # type: ignore[index]

@@ -31,18 +31,25 @@ def rows(dsn: str) -> dict[int, str]:
         return {r[0]: r[1] for r in conn.execute("SELECT id, v FROM public.\"Re_load\"")}
 
 
-def test_a_reload_repairs_the_rows_its_condition_selects_while_changes_stream(
-        stack: Stack, source_db: PgDatabase, target_db: PgDatabase, migration_id: str,
-        cleanup: list[MigrationSpec], tmp_path: Path) -> None:  # noqa: F811
+def streaming(stack: Stack, source_db: PgDatabase, target_db: PgDatabase, migration_id: str,
+              specs: list[MigrationSpec], tmp_path: Path, count: int) -> str:
+    """A table of `count` rows, migrated (COPY load) and streaming; returns the spec's path."""
     with source_db.connect() as conn:
         conn.execute('CREATE TABLE public."Re_load" (id int PRIMARY KEY, v text)')
         conn.execute('INSERT INTO public."Re_load" SELECT g, md5(g::text) '
-                     "FROM generate_series(1, 3000) g")
+                     "FROM generate_series(1, %s) g", [count])
     spec = make_spec(source_db, target_db, [TABLE], stack,
                      snapshot={"method": "copy", "poll_interval_seconds": 1})
-    cleanup.append(spec)
+    specs.append(spec)  # torn down by the test's cleanup
     path = write_spec(spec, tmp_path / "spec.yaml")
     migrate(path, migration_id)
+    return path
+
+
+def test_a_reload_repairs_the_rows_its_condition_selects_while_changes_stream(
+        stack: Stack, source_db: PgDatabase, target_db: PgDatabase, migration_id: str,
+        cleanup: list[MigrationSpec], tmp_path: Path) -> None:  # noqa: F811
+    path = streaming(stack, source_db, target_db, migration_id, cleanup, tmp_path, 3000)
     deadline = time.monotonic() + 60
     while rows(target_db.dsn) != rows(source_db.dsn) and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -98,3 +105,38 @@ def test_a_reload_repairs_the_rows_its_condition_selects_while_changes_stream(
                                  "--table", TABLE])
     assert absent.exit_code == 2 and "no connector" in absent.output, absent.output
     assert rows(target_db.dsn)[50] == "outside"
+
+
+def test_the_rows_of_dead_lettered_events_are_reloaded_by_their_keys(
+        stack: Stack, source_db: PgDatabase, target_db: PgDatabase, migration_id: str,
+        cleanup: list[MigrationSpec], tmp_path: Path) -> None:  # noqa: F811
+    """A malformed event reaches the table's topic (a real record through Kafka and the real
+    applier, which dead-letters it); once "fixed", `reload --dead-lettered` reloads the row of
+    that key — and only that one: another damaged row stays as it is."""
+    from kafka import KafkaProducer
+
+    from migwatch import names
+
+    path = streaming(stack, source_db, target_db, migration_id, cleanup, tmp_path, 500)
+    runner = CliRunner()
+    none = runner.invoke(app, ["reload", path, "--migration-id", migration_id, "--table", TABLE,
+                               "--dead-lettered"])
+    assert none.exit_code == 0 and "nothing to reload" in none.output, none.output
+    with psycopg.connect(target_db.dsn) as conn:
+        conn.execute('UPDATE public."Re_load" SET v = \'bad\' WHERE id IN (42, 43)')
+    producer = KafkaProducer(bootstrap_servers=stack.address("kafka"))
+    producer.send(names.table_topic(migration_id, "public.Re_load"), key=b'{"id": 42}',
+                  value=b"{not json").get(timeout=30)
+    producer.close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the applier dead-letters it
+        done = runner.invoke(app, ["reload", path, "--migration-id", migration_id,
+                                   "--table", TABLE, "--dead-lettered"])
+        if "nothing to reload" not in done.output:
+            break
+        time.sleep(1)
+    assert done.exit_code == 0 and "1 key(s) of dead-lettered events" in done.output, \
+        done.output
+    source, target = rows(source_db.dsn), rows(target_db.dsn)
+    assert target[42] == source[42]  # reloaded
+    assert target[43] == "bad"  # not dead-lettered: not selected
