@@ -105,6 +105,7 @@ def load(spec: MigrationSpec, migration_id: str,
     if resumed:
         result.resumed = True
         pieces = _pieces(spec, migration_id, todo, infos, estimates, resumed=True)
+        result.tables += _all_ranges_earlier(todo, pieces, progress)
         loads = _copy_all(spec, migration_id, pieces, None, watch)
     else:
         holder = ExportedSlot(spec, migration_id).open()
@@ -139,6 +140,16 @@ def _describe(spec: MigrationSpec, tables: Sequence[TableSpec],
             "the load was cut off and its exported snapshot is gone: copying again from a new "
             "snapshot needs a key to replay the slot's changes by, and these tables have none: "
             + ", ".join(keyless) + " — tear the migration down and start it again")
+    return out
+
+
+def _all_ranges_earlier(tables: Sequence[TableSpec], pieces: Sequence[Piece],
+                        progress: LoadProgress) -> list[TableLoad]:
+    """Tables of a resumed load with no piece left: every range was loaded before the cut."""
+    left = {p.table.source for p in pieces}
+    out = [TableLoad(t.source, earlier=True) for t in tables if t.source not in left]
+    for t in out:
+        progress.finish(t.table, 0)
     return out
 
 

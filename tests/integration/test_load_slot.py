@@ -97,3 +97,46 @@ def test_the_load_estimate_measures_the_source_and_warns_near_the_slot_wal_limit
     near = LoadEstimate(size, 100, 1048576, keep_bytes=int(100 * 1048576 / KEEP_MARGIN) - 1)
     assert "max_slot_wal_keep_size" in near.warnings()[0]
     assert LoadEstimate(size, 100, 1048576, keep_bytes=10**12).warnings() == []
+
+
+def test_a_load_cut_after_a_tables_last_range_records_it_without_copying_again(
+        stack: Stack, source_db: PgDatabase, target_db: PgDatabase, migration_id: str) -> None:
+    """Killed between a split table's last range and its own record: the resumed load finds
+    every range of the stored plan loaded, records the table loaded (its rows the ranges'
+    sum) and copies nothing of it again; the table not begun is copied."""
+    from migwatch.load import run
+    from migwatch.load.ranges import KeyRange
+    from migwatch.targets import engine_for
+
+    with source_db.connect() as conn:
+        conn.execute("CREATE TABLE public.t (id int PRIMARY KEY)")
+        conn.execute("CREATE TABLE public.u (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO public.t SELECT generate_series(1, 10)")
+        conn.execute("INSERT INTO public.u SELECT generate_series(1, 5)")
+    spec = make_spec(source_db, target_db, ["public.t", "public.u"], stack,
+                     snapshot={"method": "copy"})
+    capture.prepare_source(spec, migration_id)
+    capture.prepare_target_schema(spec)
+    ensure_publication(spec, migration_id)
+    ExportedSlot(spec, migration_id).open().close()  # the cut-off load's slot
+    engine = engine_for(spec)
+    plan = [KeyRange("public.t", 0, 2, "id", None, "6"),
+            KeyRange("public.t", 1, 2, "id", "6", None)]
+    engine.save_load_plan(migration_id, "public.t", plan)
+    with psycopg.connect(target_db.dsn, autocommit=True) as conn:  # as the cut-off load left it
+        conn.execute("INSERT INTO public.t SELECT generate_series(1, 10)")
+        conn.execute("UPDATE migwatch.load_ranges SET done = true, rows = 5")
+    try:
+        result = run.load(spec, migration_id)
+        assert result.resumed
+        by_table = {t.table: t for t in result.tables}
+        assert by_table["public.t"].earlier and by_table["public.u"].rows == 5
+        with psycopg.connect(target_db.dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM public.t").fetchone() == (10,)
+            assert conn.execute(
+                "SELECT snapshot_rows, snapshot_done FROM migwatch.applied_position WHERE "
+                "migration_id = %s AND table_name = 'public.t'", [migration_id]
+            ).fetchone() == (10, True)
+    finally:
+        drop_slot(stack, names.slot_name(migration_id))
+        capture.teardown(spec, migration_id, timeout=60)
