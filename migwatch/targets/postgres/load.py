@@ -19,6 +19,8 @@ from migwatch.targets.postgres.positions import LOAD_RANGES, POSITIONS, ensure_t
 from migwatch.targets.postgres.writer import may_set_replica_role
 
 APPLICATION = "migwatch-load"
+#: rows relayed between two progress reports
+REPORT_ROWS = 5000
 #: the loader's threads create the position table once, not in a race (CREATE SCHEMA IF NOT
 #: EXISTS run at once from two sessions fails on pg_namespace's unique index)
 _ENSURED = threading.Lock()
@@ -62,11 +64,18 @@ def _copy_into(endpoint: Endpoint, migration_id: str, table: TableSpec, cols: sq
             conn.execute(sql.SQL("TRUNCATE {}").format(target))
         with conn.cursor() as cur:
             with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(target, cols)) as into:
+                # COPY TO sends one CopyData message per row: rows and bytes are counted
+                # as they pass and told every REPORT_ROWS (a call per row costs the relay)
+                count = size = 0
                 for data in rows_out:
                     into.write(data)
-                    if on_rows is not None:  # text COPY ends each row, and only a row, in \n
-                        chunk = bytes(data)
-                        on_rows(chunk.count(b"\n"), len(chunk))
+                    count += 1
+                    size += len(data)
+                    if count >= REPORT_ROWS and on_rows is not None:
+                        on_rows(count, size)
+                        count = size = 0
+                if count and on_rows is not None:
+                    on_rows(count, size)
             rows = max(0, cur.rowcount)
         if key_range is None:
             record_loaded(conn, migration_id, table.source, rows)
