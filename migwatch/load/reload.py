@@ -140,11 +140,9 @@ def _spec_table(spec: MigrationSpec, table: str) -> TableSpec:
 
 
 def _require_streaming(spec: MigrationSpec, migration_id: str) -> None:
-    from migwatch.connectors.connect import ConnectClient
+    from migwatch.load.run import streaming
 
-    with ConnectClient(spec.connect.url) as client:
-        status = client.status(names.connector_name(migration_id))
-    if status is None:
+    if not streaming(spec, migration_id):
         raise PermanentError(f"migration {migration_id} has no connector: a reload goes "
                              "through a running migration's stream (start it with migwatch run)")
 
